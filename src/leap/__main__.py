@@ -1,0 +1,3 @@
+from leap.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Files: the learned initialization (safetensors) and atomic writes.
+
+Nothing here unpickles: inits are safetensors, JSON is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import Tensor
+
+
+class CorruptFileError(ValueError):
+    """A file exists but cannot be read as what it should be."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename: readers see the
+    old file or the complete new one, never a partial write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save an initialization (name -> tensor) as safetensors, atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Load an initialization written by :func:`save_init`; a clear error names the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "init.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such initialization file")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CorruptFileError(f"{path}: not a readable safetensors file ({err})") from err

@@ -1,0 +1,213 @@
+"""The hook protocol shared by every meta-learner.
+
+A meta-learner owns the initialization θ0 (``parameters()``) and a meta-gradient
+accumulator. A user's training loop talks to it through five calls::
+
+    learner.init_task(); learner.to(model)       # start a task from θ0
+    ...loss.backward(); learner.update(loss, model); opt.step()   # every inner step
+    learner.end_task(model, loss)                # optional: the final point θ_K
+    learner.normalize(); meta_opt.step()         # mean over tasks lands in θ0.grad
+
+Each task's contribution is collected in a per-task buffer and added to the meta-batch
+accumulator only if it is finite (``torch.where``, no host sync), so one diverging task
+cannot poison the meta-gradient; ``normalize`` returns how many tasks contributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+ParamSelector = Sequence[str] | Callable[[str, nn.Parameter], bool] | None
+
+
+def select_parameters(model: nn.Module, params: ParamSelector) -> list[tuple[str, nn.Parameter]]:
+    """Resolve ``params`` (None, a list of names, or a predicate) to named parameters.
+
+    Raises ``TypeError`` for an unsupported selector and ``ValueError`` for unknown
+    names or an empty selection.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    named = list(model.named_parameters())
+    if params is None:
+        chosen = named
+    elif callable(params):
+        chosen = [(n, p) for n, p in named if params(n, p)]
+    elif isinstance(params, (list, tuple, set, frozenset)):
+        wanted = list(params)
+        known = {n for n, _ in named}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise ValueError(f"params: unknown parameter name(s) {unknown}; model has {sorted(known)}")
+        chosen = [(n, p) for n, p in named if n in set(wanted)]
+    else:
+        raise TypeError(
+            "params must be None, a list of parameter names or a predicate (name, param) -> bool, "
+            f"got {type(params).__name__}"
+        )
+    if not chosen:
+        raise ValueError("params selects no parameter of the model")
+    return chosen
+
+
+class MetaLearner:
+    """Base class: holds θ0, the accumulators and the task bookkeeping.
+
+    Args:
+        model: the network whose initialization is meta-learned. Construct the learner
+            after moving the model to its device; θ0 lives on the same device and dtype.
+        params: which parameters are meta-learned (None = all). The others (e.g. task
+            heads) are left to the caller: ``to()`` does not touch them.
+    """
+
+    #: which loss at θ_K ``end_task`` wants from a training loop: ``"train"`` (a training
+    #: minibatch), ``"query"`` (held-out data of the task) or None (no loss).
+    final_loss: str | None = None
+
+    def __init__(self, model: nn.Module, params: ParamSelector = None) -> None:
+        named = select_parameters(model, params)
+        self.param_names: list[str] = [n for n, _ in named]
+        self._init: list[nn.Parameter] = [nn.Parameter(p.detach().clone()) for _, p in named]
+        # Buffers (e.g. batch-norm running statistics) are not meta-learned: every task
+        # starts from the values the model had when the learner was built.
+        self._buffers: dict[str, Tensor] = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self._acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
+        self._task_acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
+        device = self._init[0].device
+        self._valid_tasks = torch.zeros((), device=device)
+        self._num_tasks = 0
+        self._task_open = False
+        self._model: nn.Module | None = None
+        self._model_params: list[Tensor] = []
+
+    # ------------------------------------------------------------------ θ0
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """θ0, the tensors to give to the meta-optimizer."""
+        return iter(self._init)
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return iter(zip(self.param_names, self._init, strict=True))
+
+    def params_of(self, model: nn.Module) -> list[Tensor]:
+        """The model's tensors that correspond to θ0, in the learner's order (cached)."""
+        if model is not self._model:
+            lookup = dict(model.named_parameters())
+            missing = [n for n in self.param_names if n not in lookup]
+            if missing:
+                raise ValueError(f"model lacks the meta-learned parameter(s) {missing}")
+            self._model_params = [lookup[n] for n in self.param_names]
+            for name, p, q in zip(self.param_names, self._model_params, self._init, strict=True):
+                if p.shape != q.shape or p.device != q.device:
+                    raise ValueError(
+                        f"parameter {name!r}: model has {tuple(p.shape)} on {p.device}, "
+                        f"learner has {tuple(q.shape)} on {q.device}"
+                    )
+            self._model = model
+        return self._model_params
+
+    @torch.no_grad()
+    def to(self, model: nn.Module) -> nn.Module:
+        """Load θ0 (and the initial buffers) into ``model``; other parameters are untouched."""
+        torch._foreach_copy_(self.params_of(model), [p.detach() for p in self._init])
+        for name, buf in model.named_buffers():
+            if name in self._buffers:
+                buf.copy_(self._buffers[name])
+        return model
+
+    # ------------------------------------------------------------------ task protocol
+    def init_task(self) -> None:
+        """Start a new task (closes the previous one if ``end_task`` was not called)."""
+        if self._task_open:
+            self._close_task(None, None)
+        torch._foreach_zero_(self._task_acc)
+        self._task_open = True
+        self._num_tasks += 1
+        self._begin_task()
+
+    def update(self, loss: Tensor, model: nn.Module) -> None:
+        """Called every inner step after ``loss.backward()`` and before ``opt.step()``."""
+        self._require_open("update")
+
+    def end_task(self, model: nn.Module | None = None, loss: Tensor | None = None) -> None:
+        """Close the current task; ``model``/``loss`` describe the final point θ_K."""
+        self._require_open("end_task")
+        self._close_task(model, loss)
+
+    def normalize(self) -> Tensor:
+        """Write the mean per-task meta-gradient into ``.grad`` of ``parameters()``.
+
+        Gradients accumulate into an existing ``.grad`` (autograd's convention) and are
+        created where ``.grad`` is None. Tasks with a non-finite contribution are left
+        out of the mean. Returns the number of tasks that contributed (a 0-dim tensor,
+        on θ0's device, so that reading it is the caller's choice of sync point).
+        """
+        if self._task_open:
+            self._close_task(None, None)
+        if self._num_tasks == 0:
+            raise RuntimeError("normalize() called before any init_task()")
+        valid = self._valid_tasks.clone()
+        scale = valid.clamp_min(1.0).reciprocal()
+        for p, acc in zip(self._init, self._acc, strict=True):
+            g = acc * scale
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
+        torch._foreach_zero_(self._acc)
+        self._valid_tasks.zero_()
+        self._num_tasks = 0
+        return valid
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Tensor]:
+        """θ0 (``init.<name>``), the meta-batch accumulator (``acc.<name>``) and counters."""
+        state = {f"init.{n}": p.detach().clone() for n, p in self.named_parameters()}
+        state.update({f"acc.{n}": a.clone() for n, a in zip(self.param_names, self._acc, strict=True)})
+        state["valid_tasks"] = self._valid_tasks.clone()
+        state["num_tasks"] = torch.tensor(self._num_tasks)
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        expected = {f"init.{n}" for n in self.param_names}
+        missing = sorted(expected - set(state))
+        if missing:
+            raise ValueError(f"state_dict lacks {missing}")
+        for n, p, acc in zip(self.param_names, self._init, self._acc, strict=True):
+            src = state[f"init.{n}"]
+            if src.shape != p.shape:
+                raise ValueError(f"state_dict entry init.{n} has shape {tuple(src.shape)}, expected {tuple(p.shape)}")
+            p.copy_(src)
+            acc.copy_(state.get(f"acc.{n}", torch.zeros_like(acc)))
+        self._valid_tasks.copy_(state.get("valid_tasks", torch.zeros(())))
+        self._num_tasks = int(state.get("num_tasks", torch.tensor(0)))
+        self._task_open = False
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _begin_task(self) -> None:
+        """Reset per-task state (called by ``init_task``)."""
+
+    def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
+        """Add the final contribution of the task into ``self._task_acc``."""
+
+    # ------------------------------------------------------------------ internals
+    def _require_open(self, what: str) -> None:
+        if not self._task_open:
+            raise RuntimeError(f"{what}() called outside a task: call init_task() first")
+
+    @torch.no_grad()
+    def _close_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
+        self._finish_task(model, loss)
+        finite = torch.stack([t.isfinite().all() for t in self._task_acc]).all()
+        for acc, t in zip(self._acc, self._task_acc, strict=True):
+            acc.add_(torch.where(finite, t, torch.zeros((), dtype=t.dtype, device=t.device)))
+        self._valid_tasks.add_(finite.to(self._valid_tasks.dtype))
+        self._task_open = False
+
+
+def model_grads(params: Iterable[Tensor]) -> list[Tensor]:
+    """``p.grad`` for each tensor, zeros where a parameter received no gradient."""
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

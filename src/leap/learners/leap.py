@@ -1,0 +1,130 @@
+"""Leap: the pull-forward meta-gradient (paper section 2.3, eqs. 5-8, Algorithm 1).
+
+With the Jacobians J_i(θ0) approximated by the identity and evaluated at θ0 = ψ0
+(so the baseline path Ψ is the path the task actually took), segment i of a task's
+trajectory θ_0..θ_K contributes
+
+    g_i = -( Δθ_i + Δf_i ∇f(θ_i) ) / n_i,   Δθ_i = θ_{i+1} - θ_i,  Δf_i = f(θ_{i+1}) - f(θ_i)
+
+with n_i = 1 for the energy metric (d2) and n_i = ||γ_{i+1} - γ_i|| for the length
+metric (d1), γ = (θ, f(θ)) when the loss is part of the task manifold and γ = θ when it
+is not (then the Δf term is dropped as well). The stabilizer μ replaces Δf_i by
+-|Δf_i| in the gradient term (n_i unchanged). The constant p of eq. 8 is dropped.
+
+The meta-gradient is the mean over tasks of Σ_i g_i; the meta-optimizer applies
+θ0 <- θ0 - β·meta-gradient. Energy without loss and stabilizer gives θ0 - θ_K: Reptile.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from leap.learners.base import MetaLearner, ParamSelector, model_grads
+
+Metric = Literal["length", "energy"]
+
+
+class Leap(MetaLearner):
+    """The Leap hook: accumulates eq. 8 on the fly during ordinary training.
+
+    Call ``update(loss, model)`` after ``loss.backward()`` and before the inner
+    optimizer's ``step()``: the model then holds θ_i, ``loss`` is f(θ_i) and
+    ``.grad`` is ∇f(θ_i). Each call closes the segment that ended at the current point.
+    The segment from the last update to θ_K is counted only when ``end_task(model,
+    loss_K)`` (or one more ``update``) supplies f(θ_K); without it a task of K steps
+    contributes its first K-1 segments.
+
+    Cost per step: a handful of fused ``torch._foreach_*`` kernels over three
+    preallocated buffers (previous θ, previous ∇f, task accumulator); no host sync,
+    no autograd graph.
+
+    Args:
+        model: network whose initialization is learned (all parameters or ``params``).
+        metric: ``"length"`` (d1) or ``"energy"`` (d2).
+        loss_in_manifold: γ = (θ, f(θ)) if True, γ = θ otherwise.
+        stabilizer: replace Δf by -|Δf| in the gradient term.
+        params: None (all parameters), a list of names, or a predicate (name, param).
+        eps: floor of the segment length n_i (length metric), guarding 0/0.
+    """
+
+    final_loss = "train"  # end_task wants f(θ_K) on a training batch: the last segment
+
+    def __init__(
+        self,
+        model: nn.Module,
+        metric: Metric = "length",
+        loss_in_manifold: bool = True,
+        stabilizer: bool = True,
+        params: ParamSelector = None,
+        eps: float = 1e-12,
+    ) -> None:
+        if metric not in ("length", "energy"):
+            raise ValueError(f"metric must be 'length' or 'energy', got {metric!r}")
+        if not isinstance(loss_in_manifold, bool) or not isinstance(stabilizer, bool):
+            raise TypeError("loss_in_manifold and stabilizer must be bool")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        super().__init__(model, params)
+        self.metric: Metric = metric
+        self.loss_in_manifold = loss_in_manifold
+        self.stabilizer = stabilizer
+        self.eps = eps
+        self._prev_params = [torch.zeros_like(p) for p in self._init]
+        self._prev_grads = [torch.zeros_like(p) for p in self._init]
+        self._prev_loss = torch.zeros((), dtype=self._init[0].dtype, device=self._init[0].device)
+        self._has_prev = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Leap(metric={self.metric!r}, loss_in_manifold={self.loss_in_manifold}, "
+            f"stabilizer={self.stabilizer}, params={len(self.param_names)} tensors)"
+        )
+
+    def _begin_task(self) -> None:
+        self._has_prev = False
+
+    @torch.no_grad()
+    def update(self, loss: Tensor, model: nn.Module) -> None:
+        """Record the point (θ_i, f(θ_i), ∇f(θ_i)) and count the segment that ends here."""
+        self._require_open("update")
+        params = self.params_of(model)
+        loss = loss.detach().to(self._prev_loss.dtype)
+        if self._has_prev:
+            self._add_segment(params, loss)
+        torch._foreach_copy_(self._prev_params, params)
+        torch._foreach_copy_(self._prev_grads, model_grads(params))
+        self._prev_loss.copy_(loss)
+        self._has_prev = True
+
+    def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
+        if model is not None and loss is not None and self._has_prev:
+            with torch.no_grad():
+                self._add_segment(self.params_of(model), loss.detach().to(self._prev_loss.dtype))
+        self._has_prev = False
+
+    def _add_segment(self, params: list[Tensor], loss: Tensor) -> None:
+        """Add g_i of the segment (prev -> params) to the task accumulator (eq. 8).
+
+        The previous-point buffers are consumed in place: ``_prev_params`` becomes
+        -Δθ/n and ``_prev_grads`` becomes -Δf'∇f/n before both are overwritten.
+        """
+        neg_dtheta = self._prev_params
+        torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
+        delta_f = loss - self._prev_loss  # Δf_i
+        if self.metric == "length":
+            sq = torch.stack(torch._foreach_norm(neg_dtheta)).square().sum()
+            if self.loss_in_manifold:
+                sq = sq + delta_f.square()
+            inv_n = sq.sqrt().clamp_min(self.eps).reciprocal()
+            torch._foreach_mul_(neg_dtheta, inv_n)
+        else:
+            inv_n = None
+        torch._foreach_add_(self._task_acc, neg_dtheta)
+        if self.loss_in_manifold:
+            df = -delta_f.abs() if self.stabilizer else delta_f
+            coef = -df if inv_n is None else -df * inv_n
+            torch._foreach_mul_(self._prev_grads, coef)
+            torch._foreach_add_(self._task_acc, self._prev_grads)
