@@ -1,0 +1,297 @@
+"""Command line: ``leap train | evaluate | compare`` (also ``python -m leap``).
+
+Every option is checked before any work is done; bad input exits with status 2 and
+one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leap.checkpoint import CorruptFileError, atomic_write_json, load_init, save_init
+from leap.config import BENCHMARK_DEFAULTS, METHODS, RunConfig
+from leap.report import comparison_table, plot_curves
+from leap.run import MetaTrainer, build_benchmark, eval_loop, evaluate, fresh_head
+from leap.tasks import Benchmark
+
+CONFIG_FIELDS = (
+    "benchmark", "seed", "meta_steps", "meta_batch", "task_steps", "task_batch", "inner_lr", "inner_optimizer",
+    "meta_lr", "meta_optimizer", "maml_steps", "pretrain_tasks", "eval_steps", "eval_batch", "eval_lr",
+    "val_every", "metric", "loss_in_manifold", "stabilizer", "device", "data_dir",
+)
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by train and compare (None = the benchmark's default)."""
+    p.add_argument("--benchmark", default="builtin", choices=sorted(BENCHMARK_DEFAULTS),
+                   help="task family (default: builtin, needs no download)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--meta-steps", type=int, help="meta-training steps")
+    p.add_argument("--meta-batch", type=int, help="tasks per meta-step")
+    p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training")
+    p.add_argument("--task-batch", type=int, help="samples per inner step")
+    p.add_argument("--inner-lr", type=float, help="inner (task) learning rate")
+    p.add_argument("--inner-optimizer", default="sgd", choices=["sgd", "adam", "rmsprop"])
+    p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
+    p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training")
+    p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources")
+    p.add_argument("--eval-steps", type=int, help="training steps on each held-out task")
+    p.add_argument("--eval-batch", type=int)
+    p.add_argument("--eval-lr", type=float)
+    p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)")
+    p.add_argument("--metric", default="length", choices=["length", "energy"], help="Leap: d1 or d2")
+    p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
+    p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
+    values = {name: getattr(args, name) for name in CONFIG_FIELDS}
+    try:
+        return RunConfig(method=method, **values).resolved()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise UsageError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise UsageError(f"--device {device}: only cpu and cuda are supported")
+
+
+def check_out_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
+    """Refuse a directory that holds a different run (unless ``overwrite``) or is unwritable."""
+    config_path = out / "config.json"
+    if config_path.exists() and not overwrite:
+        try:
+            existing = json.loads(config_path.read_text())
+        except (OSError, ValueError):
+            existing = None
+        if existing != cfg.to_dict():
+            raise UsageError(f"{out} holds a different run (its config.json differs); use --overwrite to replace it")
+    elif out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"{out}: not writable")
+
+
+class Progress:
+    """A tqdm bar when available and wanted, otherwise a line every 10%."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        self.total, self.desc, self.enabled, self.n = total, desc, enabled, 0
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, metrics: dict[str, Any]) -> None:
+        self.n += 1
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", err=f"{metrics['train_error']:.3f}")
+            self.bar.update(1)
+        elif self.enabled and (self.n == self.total or self.n % max(1, self.total // 10) == 0):
+            print(f"{self.desc}: {self.n}/{self.total} loss {metrics['train_loss']:.3f}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def prepare(cfg: RunConfig) -> Benchmark:
+    """Check what depends on the machine and the data, before any output is written."""
+    check_device(cfg.device)
+    try:
+        benchmark = build_benchmark(cfg)
+    except (FileNotFoundError, CorruptFileError) as err:
+        raise UsageError(str(err)) from err
+    available = benchmark.num_sources("train")
+    if cfg.pretrain_tasks > available:
+        raise UsageError(
+            f"--pretrain-tasks {cfg.pretrain_tasks}: benchmark {cfg.benchmark!r} has {available} pretraining tasks"
+        )
+    return benchmark
+
+
+def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, progress: bool) -> dict[str, Any]:
+    """Meta-train one method into ``out``: config.json, metrics.jsonl, init.safetensors."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    trainer = MetaTrainer(cfg, benchmark)
+    start = time.perf_counter()
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    if trainer.trains:
+        bar = Progress(cfg.meta_steps, f"{cfg.method}", progress)
+        with metrics_path.open("a") as log:
+            for _ in range(cfg.meta_steps):
+                record = trainer.step()
+                if cfg.val_every and record["step"] % cfg.val_every == 0:
+                    val = evaluate(benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
+                                   fresh_head(cfg.method))
+                    record.update(val_error=val.test_error, val_auc=val.auc)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(record)
+        bar.close()
+    seconds = time.perf_counter() - start
+    save_init(out / "init.safetensors", trainer.init_state(),
+              metadata={"method": cfg.method, "benchmark": cfg.benchmark, "seed": str(cfg.seed)})
+    return {"train_seconds": seconds}
+
+
+def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test") -> dict[str, Any]:
+    try:
+        init = load_init(init_path, cfg.device)
+    except (FileNotFoundError, CorruptFileError) as err:
+        raise UsageError(str(err)) from err
+    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method))
+    return result.to_dict()
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, args.method)
+    benchmark = prepare(cfg)
+    out = Path(args.out)
+    check_out_dir(out, cfg, args.overwrite)
+    info = train_run(cfg, benchmark, out, not args.no_progress)
+    print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    config_path = (run if run.is_dir() else run.parent) / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{config_path}: no config.json beside the initialization")
+    try:
+        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
+        overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed),
+                                       ("device", args.device)) if v is not None}
+        cfg = RunConfig.from_dict({**cfg.to_dict(), **overrides}).resolved()
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{config_path}: {err}") from err
+    result = evaluate_run(cfg, prepare(cfg), run, args.split)
+    if run.is_dir():
+        atomic_write_json(run / f"eval-{args.split}.json", result)
+    print(f"{cfg.method}: test error {100 * result['test_error']:.1f}% ± {100 * result['test_error_std']:.1f}, "
+          f"AUC {100 * result['auc']:.1f}% over {len(result['test_errors'])} {args.split} tasks")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    configs = {m: config_from_args(args, m) for m in methods}
+    benchmark = prepare(configs[methods[0]])
+    out = Path(args.out)
+    for m, cfg in configs.items():
+        check_out_dir(out / m, cfg, args.overwrite)
+    results: dict[str, dict[str, Any]] = {}
+    for m, cfg in configs.items():
+        run_dir = out / m
+        info = train_run(cfg, benchmark, run_dir, not args.no_progress)
+        result = evaluate_run(cfg, benchmark, run_dir)
+        result.update(info)
+        atomic_write_json(run_dir / "eval-test.json", result)
+        results[m] = result
+    cfg0 = configs[methods[0]]
+    table = comparison_table(results)
+    header = (
+        f"# Comparison on the {cfg0.benchmark} benchmark\n\n"
+        f"Seed {cfg0.seed}; meta-training {cfg0.meta_steps} steps x {cfg0.meta_batch} tasks x "
+        f"{cfg0.task_steps} steps; evaluation: {cfg0.eval_steps} steps (lr {cfg0.eval_lr}, batch "
+        f"{cfg0.eval_batch}) on each held-out task, from each method's initialization.\n\n"
+    )
+    (out / "results.md").write_text(header + table)
+    atomic_write_json(out / "results.json", results)
+    plot_curves(results, out / "curves.png", f"{cfg0.benchmark}: held-out tasks")
+    print(table, end="")
+    print(f"wrote {out / 'results.md'} and {out / 'curves.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
+    p.add_argument("--method", default="leap", choices=list(METHODS))
+    p.add_argument("--out", required=True, help="output directory")
+    add_run_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="train held-out tasks from a learned initialization")
+    p.add_argument("run", help="run directory (or its init.safetensors)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--eval-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="meta-train and evaluate several methods, one table and plot")
+    p.add_argument("--methods", default="leap,reptile,fomaml,none", help="comma-separated methods")
+    p.add_argument("--out", required=True, help="output directory")
+    add_run_options(p)
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"leap: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("leap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The inner loop: training one task from a given point, written once.
+
+Every meta-learner (through its hook), multi-headed finetuning, the no-pretraining
+baseline and evaluation on held-out tasks all train tasks through :func:`train_task`.
+MAML's meta-training is the one exception: its inner loop must stay differentiable and
+lives in :func:`maml_task`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leap.learners import MAML, MetaLearner
+from leap.tasks.base import Task
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """Hyperparameters of one task's learning process (the u_τ of section 2.2)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.RMSprop(params, lr=self.lr)
+
+
+@dataclass
+class TaskCurve:
+    """What one task's training produced. Tensors stay on the device (no sync).
+
+    ``train_loss``/``train_error``: (K,) minibatch loss and error before each step;
+    ``test_error``: 0-dim, error on the task's test set after the K steps.
+    """
+
+    train_loss: Tensor
+    train_error: Tensor
+    test_error: Tensor
+
+
+def train_task(
+    model: nn.Module,
+    task: Task,
+    loop: InnerLoop,
+    generator: torch.Generator,
+    learner: MetaLearner | None = None,
+    params: list[Tensor] | None = None,
+) -> TaskCurve:
+    """Train ``model`` on ``task`` for ``loop.steps`` steps from its current parameters.
+
+    With a ``learner``, the hook protocol is followed: ``update`` after every backward
+    and before the optimizer step, then ``end_task`` with the loss at θ_K the learner
+    asks for (Leap: a training minibatch; FOMAML: a held-out batch). ``params`` limits
+    what the inner optimizer trains (default: all of the model's parameters).
+    """
+    model.train()
+    opt = loop.make_optimizer(params if params is not None else list(model.parameters()))
+    losses, errors = [], []
+    for _ in range(loop.steps):
+        x, y = task.sample(loop.batch_size, generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if learner is not None:
+            learner.update(loss, model)
+        opt.step()
+        losses.append(loss.detach())
+        errors.append((logits.detach().argmax(1) != y).float().mean())
+    if learner is not None:
+        kind = learner.final_loss
+        if kind is None:
+            learner.end_task(model)
+        else:
+            sample = task.sample if kind == "train" else task.sample_test
+            x, y = sample(loop.batch_size, generator)
+            learner.end_task(model, F.cross_entropy(model(x), y))
+    return TaskCurve(torch.stack(losses), torch.stack(errors), test_error(model, task))
+
+
+@torch.no_grad()
+def test_error(model: nn.Module, task: Task, chunk: int = 1000) -> Tensor:
+    """Error of ``model`` on the task's whole test set (0-dim tensor)."""
+    wrong = torch.zeros((), device=task.test_y.device)
+    for start in range(0, len(task.test_y), chunk):
+        x = task.test_x[start : start + chunk]
+        wrong += (model(x).argmax(1) != task.test_y[start : start + chunk]).sum()
+    return wrong / len(task.test_y)
+
+
+def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Generator, learner: MAML) -> TaskCurve:
+    """MAML meta-training on one task: ``loop.steps`` differentiable SGD steps from θ0,
+    then the held-out loss at θ_K back-propagated to θ0 (second order)."""
+    learner.init_task()
+    fast = learner.fast_params(model)
+    losses, errors = [], []
+    for _ in range(loop.steps):
+        x, y = task.sample(loop.batch_size, generator)
+        logits = learner.forward(model, fast, x)
+        loss = F.cross_entropy(logits, y)
+        fast = learner.adapt(loss, fast)
+        losses.append(loss.detach())
+        errors.append((logits.detach().argmax(1) != y).float().mean())
+    xq, yq = task.sample_test(loop.batch_size, generator)
+    learner.end_task(loss=F.cross_entropy(learner.forward(model, fast, xq), yq))
+    return TaskCurve(torch.stack(losses), torch.stack(errors), torch.full((), float("nan")))

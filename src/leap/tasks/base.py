@@ -1,0 +1,78 @@
+"""Task datasets, kept apart from the learners.
+
+A :class:`Task` is one learning problem (the τ of section 2.2): a training set the inner
+loop samples minibatches from, and a held-out test set. A :class:`Benchmark` is a task
+family: it makes the model and draws tasks from its pretraining, validation and test
+pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass
+class Task:
+    """One classification task.
+
+    Shapes: ``train_x`` (N, *input), ``train_y`` (N,) int64 in [0, num_classes), and the
+    same for the test set. ``augment`` (optional) maps a batch (B, *input) to an augmented
+    batch of the same shape, drawing randomness from the given generator.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    augment: Augment | None = None
+    source: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A training minibatch drawn uniformly with replacement (then augmented)."""
+        idx = torch.randint(len(self.train_y), (batch_size,), generator=generator, device=generator.device)
+        idx = idx.to(self.train_y.device)
+        x = self.train_x[idx]
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        return x, self.train_y[idx]
+
+    def sample_test(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A minibatch of the task's held-out data (for FOMAML/MAML's query loss)."""
+        idx = torch.randint(len(self.test_y), (batch_size,), generator=generator, device=generator.device)
+        idx = idx.to(self.test_y.device)
+        return self.test_x[idx], self.test_y[idx]
+
+    def to(self, device: torch.device | str) -> Task:
+        return Task(
+            self.name, self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
+            self.test_y.to(device), self.num_classes, self.augment, self.source, dict(self.meta),
+        )
+
+
+class Benchmark(Protocol):
+    """A task family. ``split`` is one of ``"train"`` (pretraining), ``"val"``, ``"test"``."""
+
+    name: str
+    num_classes: int
+
+    def make_model(self) -> nn.Module:
+        """A freshly initialized model (uses the global torch RNG)."""
+        ...
+
+    def num_sources(self, split: str) -> int:
+        """How many task sources (e.g. alphabets) the split holds."""
+        ...
+
+    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
+        """Draw a task from source ``source`` of ``split``."""
+        ...
