@@ -1,0 +1,86 @@
+"""The command line: outputs of train/evaluate/compare, and bad input (exit 2, one line, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from leap.cli import main
+
+TINY = ["--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--eval-steps", "3", "--no-progress"]
+
+
+def test_train_writes_init_config_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--method", "leap", "--out", str(out), *TINY]) == 0
+    init = load_file(str(out / "init.safetensors"))
+    assert "head.weight" in init and init["head.weight"].shape == (5, 64)
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "leap" and config["meta_steps"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+
+
+def test_same_seed_gives_identical_init(tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", "--method", "reptile", "--out", str(tmp_path / name), *TINY]) == 0
+    a, b = (load_file(str(tmp_path / n / "init.safetensors")) for n in ("a", "b"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_evaluate_reports_test_error_and_auc(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--method", "fomaml", "--out", str(out), *TINY])
+    assert main(["evaluate", str(out)]) == 0
+    result = json.loads((out / "eval-test.json").read_text())
+    assert len(result["test_errors"]) == 10 and len(result["curve"]) == 3
+    assert 0.0 <= result["test_error"] <= 1.0
+    assert "test error" in capsys.readouterr().out
+
+
+def test_compare_writes_table_and_plot(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "leap,reptile,fomaml,maml,finetune,none", "--out", str(out), *TINY]) == 0
+    table = (out / "results.md").read_text()
+    for label in ("Leap", "Reptile", "FOMAML", "MAML", "Finetuning", "No pretraining"):
+        assert f"| {label}" in table
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "nope"], "invalid choice: 'nope'"),
+        (["--benchmark", "imagenet"], "invalid choice: 'imagenet'"),
+        (["--meta-steps", "0"], "meta_steps must be a positive integer"),
+        (["--meta-batch", "-3"], "meta_batch must be a positive integer"),
+        (["--inner-lr", "0"], "inner_lr must be > 0"),
+        (["--meta-lr", "-1"], "meta_lr must be > 0"),
+        (["--pretrain-tasks", "500"], "--pretrain-tasks 500"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--device", "tpu"], "--device tpu"),
+        (["--stabilizer", "maybe"], "expected true/false"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "leap", "train", "--out", str(out), *TINY, *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_output_directory_of_another_run_is_refused_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--out", str(out), "--seed", "1", *TINY]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--seed", "1", "--overwrite", *TINY]) == 0

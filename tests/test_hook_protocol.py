@@ -1,0 +1,153 @@
+"""The hook API: the calls of the official Leap package, fixed for PyTorch 2.x."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import leap
+from leap.models import MLP
+
+
+def run_meta_step(model, learner, meta_opt, tasks=2, steps=3, set_to_none=True):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(tasks):
+        learner.init_task()
+        learner.to(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(steps):
+            x, y = torch.randn(8, 5, generator=g), torch.randint(3, (8,), generator=g)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            learner.update(loss, model)
+            opt.step()
+            opt.zero_grad()
+    learner.normalize()
+    meta_opt.step()
+    meta_opt.zero_grad(set_to_none=set_to_none)
+
+
+@pytest.mark.parametrize("cls", [leap.Leap, leap.Reptile])
+def test_meta_optimizer_zero_grad_set_to_none_is_supported(cls):
+    model = MLP(5, 3, hidden=8)
+    learner = cls(model)
+    meta_opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in learner.parameters()]
+    for _ in range(3):
+        run_meta_step(model, learner, meta_opt, set_to_none=True)
+        assert all(p.grad is None for p in learner.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.parameters()))
+
+
+def test_subset_of_parameters_leaves_the_rest_alone():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model, params=lambda name, p: name.startswith("encoder"))
+    assert learner.param_names == ["encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias"]
+    with torch.no_grad():
+        model.head.weight.fill_(7.0)
+    learner.to(model)
+    assert torch.all(model.head.weight == 7.0)  # to() loads θ0 only into the subset
+    meta_opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    run_meta_step(model, learner, meta_opt)
+    assert all(p.grad is None for p in learner.parameters())
+    names = dict(learner.named_parameters())
+    assert set(names) == set(learner.param_names)
+
+
+def test_parameter_names_select_a_subset_and_unknown_names_are_rejected():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model, params=["head.weight"])
+    assert [tuple(p.shape) for p in learner.parameters()] == [(3, 8)]
+    with pytest.raises(ValueError, match="unknown parameter name"):
+        leap.Leap(model, params=["head.nope"])
+    with pytest.raises(ValueError, match="selects no parameter"):
+        leap.Leap(model, params=lambda n, p: False)
+    with pytest.raises(TypeError, match="params must be"):
+        leap.Leap(model, params=3)
+
+
+def test_invalid_options_name_the_argument():
+    model = MLP(5, 3, hidden=8)
+    with pytest.raises(ValueError, match="metric"):
+        leap.Leap(model, metric="area")
+    with pytest.raises(TypeError, match="model"):
+        leap.Leap("not a model")
+    with pytest.raises(RuntimeError, match="init_task"):
+        leap.Leap(model).update(torch.tensor(1.0), model)
+
+
+def test_no_autograd_graph_is_retained():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model)
+    learner.init_task()
+    learner.to(model)
+    x, y = torch.randn(8, 5), torch.randint(3, (8,))
+    hidden = model.encoder(x)
+    loss = F.cross_entropy(model.head(hidden), y)
+    loss.backward()
+    learner.update(loss, model)
+    ref = weakref.ref(hidden)  # saved by the graph for the head's backward
+    del loss, hidden
+    gc.collect()
+    assert ref() is None  # the hook kept no reference into the graph
+    state = learner._prev_params + learner._prev_grads + learner._task_acc + [learner._prev_loss]
+    assert all(t.grad_fn is None and not t.requires_grad for t in state)
+    learner.normalize()
+    assert all(p.grad.grad_fn is None for p in learner.parameters())
+
+
+def test_to_resets_buffers_to_their_initial_values():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    learner = leap.Leap(model)
+    model(torch.randn(16, 3))  # training mode: running stats move
+    assert not torch.all(model[1].running_mean == 0)
+    learner.to(model)
+    assert torch.all(model[1].running_mean == 0)
+
+
+def test_state_dict_round_trip_restores_init_and_accumulator():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model)
+    run_meta_step(model, learner, torch.optim.SGD(learner.parameters(), lr=0.1))
+    learner.init_task()
+    learner.to(model)
+    x, y = torch.randn(8, 5), torch.randint(3, (8,))
+    for _ in range(2):
+        loss = F.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        learner.update(loss, model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    learner.end_task(model, F.cross_entropy(model(x), y))
+    state = learner.state_dict()
+    other = leap.Leap(MLP(5, 3, hidden=8))
+    other.load_state_dict(state)
+    other.normalize()
+    learner.normalize()
+    for a, b in zip(learner.parameters(), other.parameters()):
+        assert torch.equal(a, b) and torch.equal(a.grad, b.grad)
+
+
+def test_non_finite_task_is_dropped_from_the_mean():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Reptile(model)
+    learner.init_task()
+    learner.to(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    learner.init_task()
+    learner.to(model)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    valid = learner.normalize()
+    assert int(valid) == 1
+    for p in learner.parameters():
+        torch.testing.assert_close(p.grad, torch.full_like(p, -1.0))
