@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from leap.config import RunConfig
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
-from leap.tasks import Benchmark, make_benchmark
+from leap.seeding import derive_seed, derived_generator
+from leap.tasks import Benchmark, Task, make_benchmark
 
 
 def make_learner(cfg: RunConfig, model: nn.Module) -> MetaLearner | None:
@@ -46,17 +47,13 @@ def build_benchmark(cfg: RunConfig) -> Benchmark:
     return make_benchmark(cfg.benchmark, **kwargs)
 
 
-def seeded_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
 class MetaTrainer:
     """State of one meta-training run: model, θ0 (in the learner), meta-optimizer, RNG.
 
     ``step()`` performs one meta-step and returns its metrics (floats, one host sync per
-    meta-step). ``init_state()`` is the learned initialization as a state dict.
+    meta-step). ``init_state()`` is the learned initialization as a state dict. All
+    randomness after construction comes from generators derived from (seed, meta-step,
+    task index), see :mod:`leap.seeding`.
     """
 
     def __init__(self, cfg: RunConfig, benchmark: Benchmark) -> None:
@@ -74,21 +71,25 @@ class MetaTrainer:
             self.meta_opt = cls(self.learner.parameters(), lr=cfg.meta_lr)
         steps = cfg.maml_steps if cfg.method == "maml" else cfg.task_steps
         self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer)
-        self.generator = seeded_generator(cfg.seed + 1)
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
 
-    def sample_sources(self) -> list[int]:
-        idx = torch.randint(self.cfg.pretrain_tasks, (self.cfg.meta_batch,), generator=self.generator)
-        return idx.tolist()
+    def draw_tasks(self, step: int) -> list[tuple[Task, torch.Generator]]:
+        """The meta-batch of meta-step ``step``: tasks drawn uniformly (with replacement)
+        from the first ``pretrain_tasks`` sources, each with its own data generator."""
+        cfg = self.cfg
+        pick = derived_generator(cfg.seed, "sources", step)
+        sources = torch.randint(cfg.pretrain_tasks, (cfg.meta_batch,), generator=pick).tolist()
+        batch = []
+        for index, source in enumerate(sources):
+            generator = derived_generator(cfg.seed, "task", step, index)
+            batch.append((self.benchmark.task("train", source, generator), generator))
+        return batch
 
     def step(self) -> dict[str, float]:
         cfg = self.cfg
         start = time.perf_counter()
-        curves: list[TaskCurve] = []
-        for source in self.sample_sources():
-            task = self.benchmark.task("train", source, self.generator)
-            curves.append(self._train_one(task))
+        curves = [self._train_one(task, generator) for task, generator in self.draw_tasks(self.step_count)]
         valid = cfg.meta_batch
         if self.learner is not None:
             assert self.meta_opt is not None
@@ -109,26 +110,27 @@ class MetaTrainer:
             "seconds": time.perf_counter() - start,
         }
 
-    def _train_one(self, task) -> TaskCurve:
+    def _train_one(self, task: Task, generator: torch.Generator) -> TaskCurve:
         if self.cfg.method == "maml":
             assert isinstance(self.learner, MAML)
-            return maml_task(self.model, task, self.loop, self.generator, self.learner)
+            return maml_task(self.model, task, self.loop, generator, self.learner)
         if self.cfg.method == "finetune":
-            return self._finetune(task)
+            return self._finetune(task, generator)
         assert self.learner is not None
         self.learner.init_task()
         self.learner.to(self.model)
-        return train_task(self.model, task, self.loop, self.generator, self.learner)
+        return train_task(self.model, task, self.loop, generator, self.learner)
 
-    def _finetune(self, task) -> TaskCurve:
+    def _finetune(self, task: Task, generator: torch.Generator) -> TaskCurve:
         """Multi-headed finetuning: the encoder carries over from task to task, each
-        pretraining source keeps its own head."""
+        pretraining source keeps its own head (the task drawn first from a source
+        defines it; later draws of that source reuse its head)."""
         head = self.model.head
         if task.source not in self.heads:
-            head.reset_parameters()  # draws from the global RNG, seeded in __init__
+            reset_head(self.model, self.cfg.seed, "finetune-head", task.source)
         else:
             head.load_state_dict(self.heads[task.source])
-        curve = train_task(self.model, task, self.loop, self.generator)
+        curve = train_task(self.model, task, self.loop, generator)
         self.heads[task.source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
         return curve
 
@@ -178,7 +180,7 @@ def evaluate(
     loop: InnerLoop,
     seed: int,
     split: str = "test",
-    reset_head: bool = False,
+    fresh_heads: bool = False,
     max_tasks: int | None = None,
 ) -> EvalResult:
     """Train every task of ``split`` for ``loop.steps`` steps from ``init``.
@@ -188,18 +190,16 @@ def evaluate(
     area under the training-error curve normalized by the number of steps (mean error).
     """
     model = benchmark.make_model()
-    generator = seeded_generator(seed + 10_000)
     n = benchmark.num_sources(split)
     if max_tasks is not None:
         n = min(n, max_tasks)
     curves = []
     for source in range(n):
+        generator = derived_generator(seed, "eval", split, source)
         task = benchmark.task(split, source, generator)
         model.load_state_dict(init)
-        if reset_head:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 20_000 + source)
-                model.head.reset_parameters()
+        if fresh_heads:
+            reset_head(model, seed, "eval-head", split, source)
         curves.append(train_task(model, task, loop, generator))
     train_errors = torch.stack([c.train_error for c in curves])  # (tasks, K)
     return EvalResult(
@@ -207,6 +207,13 @@ def evaluate(
         aucs=train_errors.mean(1).tolist(),
         curve=train_errors.mean(0).tolist(),
     )
+
+
+def reset_head(model: nn.Module, *seed_parts: object) -> None:
+    """Re-initialize ``model.head`` with its default init, seeded by ``seed_parts``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*seed_parts))
+        model.head.reset_parameters()
 
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
