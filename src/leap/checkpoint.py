@@ -64,3 +64,61 @@ def load_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> di
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CorruptFileError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+# ---------------------------------------------------------------------- run checkpoints
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    return Path(directory) / f"{CHECKPOINT_PREFIX}{step:08d}{CHECKPOINT_SUFFIX}"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``directory`` (temporary files excluded), oldest first."""
+    directory = Path(directory)
+    found = []
+    if directory.is_dir():
+        for path in directory.glob(f"{CHECKPOINT_PREFIX}*{CHECKPOINT_SUFFIX}"):
+            digits = path.name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
+            if digits.isdigit():
+                found.append((int(digits), path))
+    return sorted(found)
+
+
+def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``state`` as checkpoint ``step`` atomically, then delete all but the newest
+    ``keep`` checkpoints (the previous one survives until the new one is complete)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = checkpoint_path(directory, step)
+    atomic_write_bytes(path, buffer.getvalue())
+    for _, old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CorruptFileError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or "step" not in state:
+        raise CorruptFileError(f"{path}: not a leap checkpoint (no 'step' entry)")
+    return state
+
+
+def load_latest_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint; unreadable newer ones are skipped with a warning."""
+    import warnings
+
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            return load_checkpoint(path), path
+        except CorruptFileError as err:
+            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
+    return None

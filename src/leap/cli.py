@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from leap.checkpoint import CorruptFileError, atomic_write_json, load_init, save_init
+from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
 from leap.config import BENCHMARK_DEFAULTS, METHODS, RunConfig
 from leap.report import comparison_table, plot_curves
-from leap.run import MetaTrainer, build_benchmark, eval_loop, evaluate, fresh_head
+from leap.run import MetaTrainer, RunStopped, build_benchmark, eval_loop, evaluate, fit, fresh_head
 from leap.tasks import Benchmark
 
 CONFIG_FIELDS = (
@@ -67,10 +66,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every M meta-steps (0: only at the end)")
+    p.add_argument("--max-failed-steps", type=int, default=10,
+                   help="stop after R consecutive meta-steps in which every task was non-finite")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if args.max_failed_steps < 1:
+        raise UsageError(f"--max-failed-steps must be >= 1, got {args.max_failed_steps}")
     values = {name: getattr(args, name) for name in CONFIG_FIELDS}
     try:
         return RunConfig(method=method, **values).resolved()
@@ -107,8 +114,13 @@ def check_out_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"{out}: not writable")
+    if not probe.is_dir():
+        raise UsageError(f"{out}: {probe} is not a directory")
+    try:  # the only reliable test of writability (root ignores permission bits)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise UsageError(f"{out}: not writable ({err.strerror})") from err
 
 
 class Progress:
@@ -153,31 +165,18 @@ def prepare(cfg: RunConfig) -> Benchmark:
     return benchmark
 
 
-def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, progress: bool) -> dict[str, Any]:
-    """Meta-train one method into ``out``: config.json, metrics.jsonl, init.safetensors."""
+def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", cfg.to_dict())
     trainer = MetaTrainer(cfg, benchmark)
-    start = time.perf_counter()
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    if trainer.trains:
-        bar = Progress(cfg.meta_steps, f"{cfg.method}", progress)
-        with metrics_path.open("a") as log:
-            for _ in range(cfg.meta_steps):
-                record = trainer.step()
-                if cfg.val_every and record["step"] % cfg.val_every == 0:
-                    val = evaluate(benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
-                                   fresh_head(cfg.method))
-                    record.update(val_error=val.test_error, val_auc=val.auc)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.update(record)
+    bar = Progress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
+    try:
+        return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   max_failed_steps=args.max_failed_steps, on_step=bar.update,
+                   log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
+    finally:
         bar.close()
-    seconds = time.perf_counter() - start
-    save_init(out / "init.safetensors", trainer.init_state(),
-              metadata={"method": cfg.method, "benchmark": cfg.benchmark, "seed": str(cfg.seed)})
-    return {"train_seconds": seconds}
 
 
 def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test") -> dict[str, Any]:
@@ -195,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     benchmark = prepare(cfg)
     out = Path(args.out)
     check_out_dir(out, cfg, args.overwrite)
-    info = train_run(cfg, benchmark, out, not args.no_progress)
+    info = train_run(cfg, benchmark, out, args)
     print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
     return 0
 
@@ -233,7 +232,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     for m, cfg in configs.items():
         run_dir = out / m
-        info = train_run(cfg, benchmark, run_dir, not args.no_progress)
+        info = train_run(cfg, benchmark, run_dir, args)
         result = evaluate_run(cfg, benchmark, run_dir)
         result.update(info)
         atomic_write_json(run_dir / "eval-test.json", result)
@@ -288,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"leap: error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        print(f"leap: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("leap: interrupted", file=sys.stderr)
         return 130

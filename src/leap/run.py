@@ -7,14 +7,21 @@ loop with the method's hook, and let the meta-optimizer step on θ0.
 
 from __future__ import annotations
 
+import json
 import math
+import random
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from leap.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_checkpoint, save_checkpoint, save_init
 from leap.config import RunConfig
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
@@ -73,6 +80,7 @@ class MetaTrainer:
         self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer)
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
+        self.consecutive_failures = 0  # meta-steps in a row in which every task failed
 
     def draw_tasks(self, step: int) -> list[tuple[Task, torch.Generator]]:
         """The meta-batch of meta-step ``step``: tasks drawn uniformly (with replacement)
@@ -98,9 +106,12 @@ class MetaTrainer:
                 self.meta_opt.step()
             self.meta_opt.zero_grad()
             valid = valid_tasks
+        else:
+            valid = sum(bool(torch.isfinite(c.train_loss).all()) for c in curves)
         self.step_count += 1
-        loss = torch.stack([c.train_loss.mean() for c in curves]).mean()
-        error = torch.stack([c.train_error.mean() for c in curves]).mean()
+        self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
+        loss = _finite_mean([c.train_loss.mean() for c in curves])
+        error = _finite_mean([c.train_error.mean() for c in curves])
         return {
             "step": self.step_count,
             "train_loss": float(loss),
@@ -130,7 +141,13 @@ class MetaTrainer:
             reset_head(self.model, self.cfg.seed, "finetune-head", task.source)
         else:
             head.load_state_dict(self.heads[task.source])
+        before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         curve = train_task(self.model, task, self.loop, generator)
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            # A diverged task must not poison the shared encoder: undo it (one sync per task).
+            self.model.load_state_dict(before)
+            curve.train_loss = torch.full_like(curve.train_loss, float("nan"))
+            return curve
         self.heads[task.source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
         return curve
 
@@ -143,6 +160,68 @@ class MetaTrainer:
     @property
     def trains(self) -> bool:
         return self.cfg.method != "none"
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit (loadable with
+        ``torch.load(weights_only=True)``)."""
+        return {
+            "step": self.step_count,
+            "consecutive_failures": self.consecutive_failures,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "learner": self.learner.state_dict() if self.learner is not None else {},
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
+            "heads": {int(k): v for k, v in self.heads.items()},
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.model.load_state_dict(state["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])
+        if self.meta_opt is not None:
+            self.meta_opt.load_state_dict(state["meta_opt"])
+        self.heads = {int(k): v for k, v in state.get("heads", {}).items()}
+        set_rng_state(state["rng"])
+
+
+def _finite_mean(values: list[Tensor]) -> float:
+    """Mean of the finite entries (NaN if none): failed tasks do not hide the others."""
+    stacked = torch.stack(values).float()
+    return float(stacked[torch.isfinite(stacked)].mean()) if bool(torch.isfinite(stacked).any()) else float("nan")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) global RNG states, as plain types and tensors.
+
+    The run's own sampling uses derived generators (:mod:`leap.seeding`); these global
+    states are saved as well so that user code drawing from them resumes exactly too.
+    """
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"key": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass
@@ -218,3 +297,104 @@ def reset_head(model: nn.Module, *seed_parts: object) -> None:
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
     return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer)
+
+
+# ---------------------------------------------------------------------- a run on disk
+class RunStopped(Exception):
+    """Meta-training stopped early (signal or repeated failures); a checkpoint was written."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fit(
+    trainer: MetaTrainer,
+    out: Path,
+    *,
+    resume: bool = False,
+    checkpoint_every: int = 0,
+    max_failed_steps: int = 10,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
+
+    Checkpoints are written every ``checkpoint_every`` meta-steps, on SIGINT/SIGTERM
+    (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
+    lost every task. With ``resume`` the newest readable checkpoint is loaded and
+    metrics.jsonl is cut back to its step, so the finished run is identical to an
+    uninterrupted one.
+    """
+    cfg = trainer.cfg
+    ckpt_dir = out / "checkpoints"
+    metrics_path = out / "metrics.jsonl"
+    if resume and (loaded := load_latest_checkpoint(ckpt_dir)) is not None:
+        state, path = loaded
+        trainer.load_state_dict(state)
+        log(f"resuming from {path} (meta-step {trainer.step_count})")
+    elif not resume:
+        for _, old in list_checkpoints(ckpt_dir):
+            old.unlink()
+    _truncate_metrics(metrics_path, trainer.step_count)
+
+    stop: list[int] = []
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    start = time.perf_counter()
+    try:
+        with metrics_path.open("a") as metrics:
+            while trainer.trains and trainer.step_count < cfg.meta_steps:
+                record = trainer.step()
+                if cfg.val_every and record["step"] % cfg.val_every == 0:
+                    val = evaluate(trainer.benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
+                                   fresh_head(cfg.method))
+                    record.update(val_error=val.test_error, val_auc=val.auc)
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                if record["dropped_tasks"]:
+                    log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
+                        f"{cfg.meta_batch} tasks (non-finite loss or gradient)")
+                if on_step is not None:
+                    on_step(record)
+                step = trainer.step_count
+                if trainer.consecutive_failures >= max_failed_steps:
+                    path = save_checkpoint(ckpt_dir, step, trainer.state_dict())
+                    raise RunStopped(
+                        f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
+                        f"stopped at meta-step {step}, checkpoint {path}; lower the learning rates and resume", 1)
+                if stop:
+                    path = save_checkpoint(ckpt_dir, step, trainer.state_dict())
+                    raise RunStopped(f"interrupted at meta-step {step}; checkpoint {path}; continue with --resume",
+                                     128 + stop[0])
+                if checkpoint_every and step % checkpoint_every == 0 and step < cfg.meta_steps:
+                    save_checkpoint(ckpt_dir, step, trainer.state_dict())
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    # No safetensors metadata: its key order is not stable across processes, and
+    # config.json beside the file already says what produced it.
+    save_init(out / "init.safetensors", trainer.init_state())
+    if trainer.trains:
+        save_checkpoint(ckpt_dir, trainer.step_count, trainer.state_dict())
+    return {"train_seconds": time.perf_counter() - start}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records of meta-steps 1..step (drops what a killed run wrote after its
+    last checkpoint, and a partial last line)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
