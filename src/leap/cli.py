@@ -155,7 +155,7 @@ def prepare(cfg: RunConfig) -> Benchmark:
     check_device(cfg.device)
     try:
         benchmark = build_benchmark(cfg)
-    except (FileNotFoundError, CorruptFileError) as err:
+    except (FileNotFoundError, CorruptFileError, ValueError) as err:
         raise UsageError(str(err)) from err
     available = benchmark.num_sources("train")
     if cfg.pretrain_tasks > available:

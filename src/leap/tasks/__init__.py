@@ -7,8 +7,9 @@ from typing import Any
 
 from leap.tasks.base import Benchmark, Task
 from leap.tasks.builtin import BuiltinBenchmark
+from leap.tasks.omniglot import OmniglotBenchmark
 
-_REGISTRY: dict[str, Callable[..., Benchmark]] = {"builtin": BuiltinBenchmark}
+_REGISTRY: dict[str, Callable[..., Benchmark]] = {"builtin": BuiltinBenchmark, "omniglot": OmniglotBenchmark}
 
 
 def benchmark_names() -> list[str]:

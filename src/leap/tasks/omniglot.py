@@ -1,0 +1,623 @@
+"""Omniglot as a task family: one 20-way classification task per alphabet (appendix D).
+
+Data. The two official archives ``images_background.zip`` and ``images_evaluation.zip``
+(``images_background/<Alphabet>/characterNN/XXXX_YY.png``, 105 x 105 1-bit PNGs), or
+their extracted folders, in a directory the user names (also accepted one level down in
+``omniglot-py/``, torchvision's layout). Every PNG is decoded once, downsampled to 28 x 28
+(Lanczos), inverted so that strokes are 1 and background 0 (the affine augmentation then
+pads with background), and cached as one uint8 ``.npz`` keyed by the source files' names,
+sizes and modification times; later constructions read the cache in well under a second.
+All images then live in memory as one uint8 tensor (N, 1, 28, 28) on the benchmark's
+device and a task is a gather from it.
+
+Protocol (appendix D). The 50 alphabets of both archives are merged; alphabets with
+fewer than 20 characters cannot form a 20-way task and are dropped (4 of 50, leaving
+46). A shuffle of the kept alphabets, seeded by the benchmark's ``seed``, assigns the
+first ``num_pretrain`` (25) to the pretraining pool (split ``"train"``; a run uses the
+first N of them), the next ``num_test`` (10) to the held-out test tasks (``"test"``) and
+the rest (11) to validation (``"val"``).
+
+A task draws 20 characters of its alphabet at random (labels 0..19 in draw order). Each
+character has 20 drawings, by 20 different people (the ``_YY`` in the file name); the
+drawings ``_16`` to ``_20`` (the last five in file order) are the task's test set and
+the other fifteen its training set. Fixing the held-out drawings per character, rather
+than drawing them per task, means no test image is ever trained on in another draw of
+the same alphabet.
+
+Augmentation (appendix D). Every image, training and test alike, goes through a random
+affine map: rotation uniform in [0, 360) degrees, translation uniform in [-0.2, 0.2] of
+the width and height, scale uniform in [0.8, 1.2]. Training minibatches are augmented
+afresh at every draw (``Task.augment``); a task's test set is augmented once when the
+task is drawn, from the same generator, so evaluation is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leap.checkpoint import CorruptFileError, atomic_write_bytes
+from leap.models import ConvNet
+from leap.tasks.base import Task
+
+PARTS = ("images_background", "images_evaluation")
+SOURCE_SIZE = 105  # side of the official PNGs
+IMAGE_SIZE = 28  # side after downsampling (appendix D)
+DRAWINGS = 20  # drawings per character in the official release
+TEST_DRAWINGS = 5  # held out per character: the last five in file order
+NUM_CLASSES = 20
+ENV_VAR = "LEAP_OMNIGLOT_DIR"
+# (alphabets, characters, images) of the official release, to flag a partial dataset.
+OFFICIAL_COUNTS = {"images_background": (30, 964, 19280), "images_evaluation": (20, 659, 13180)}
+# Bump when the decoded representation changes, so stale caches are not reused.
+CACHE_FORMAT = "omniglot-v1-lanczos28-inverted"
+
+# Augmentation ranges of appendix D.
+ROTATION_DEGREES = 360.0
+MAX_TRANSLATION = 0.2
+SCALE_RANGE = (0.8, 1.2)
+
+
+def _how_to(directory: Path | str) -> str:
+    return (f"put images_background.zip and images_evaluation.zip (official Omniglot archives), "
+            f"or their extracted folders, in {directory}")
+
+
+class OmniglotSizeWarning(UserWarning):
+    """The data holds fewer (or more) alphabets, characters or images than the official release."""
+
+
+# ---------------------------------------------------------------------- augmentation
+@dataclass(frozen=True)
+class AffineParams:
+    """Per-image parameters of the augmentation's affine map (the forward map, from the
+    original image to the augmented one, about the image centre).
+
+    ``angle`` (B,) degrees, positive turns clockwise as displayed (rows grow downwards);
+    ``translate`` (B, 2) as fractions of (width, height), positive moves content
+    right/down; ``scale`` (B,) magnification.
+    """
+
+    angle: Tensor
+    translate: Tensor
+    scale: Tensor
+
+    def to(self, device: torch.device | str) -> AffineParams:
+        return AffineParams(self.angle.to(device), self.translate.to(device), self.scale.to(device))
+
+
+def sample_affine_params(n: int, generator: torch.Generator, device: torch.device | str | None = None) -> AffineParams:
+    """Draw ``n`` maps from appendix D's ranges: rotation in [0, 360), translation in
+    [-0.2, 0.2) per axis, scale in [0.8, 1.2). Randomness comes from ``generator`` only
+    (drawn on its device), results are moved to ``device`` (default: the generator's)."""
+    gen_device = generator.device
+    u = torch.rand(n, 4, generator=generator, device=gen_device)
+    # remainder: float32 rounding of u * 360 could give exactly 360 for u just below 1.
+    angle = (u[:, 0] * ROTATION_DEGREES).remainder(ROTATION_DEGREES)
+    translate = (u[:, 1:3] * 2 - 1) * MAX_TRANSLATION
+    low, high = SCALE_RANGE
+    scale = low + (high - low) * u[:, 3]
+    params = AffineParams(angle, translate, scale)
+    return params.to(device) if device is not None else params
+
+
+def affine_theta(params: AffineParams, height: int, width: int) -> Tensor:
+    """The (B, 2, 3) matrices for :func:`torch.nn.functional.affine_grid` that realize
+    ``params``. affine_grid maps *output* coordinates to *input* coordinates in
+    normalized [-1, 1] units, so this is the inverse of the forward map; rotation is
+    done in pixel units so that it stays a rotation on non-square images."""
+    rad = torch.deg2rad(params.angle.float())
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    inv_s = 1.0 / params.scale.float()
+    # Inverse linear part in pixel units: (1/s) R(-angle).
+    a11, a12 = cos * inv_s, sin * inv_s
+    a21, a22 = -sin * inv_s, cos * inv_s
+    # Conjugate by D = diag(W/2, H/2) to work in normalized units: D^-1 A D.
+    ratio = width / height
+    theta = torch.empty(len(rad), 2, 3, device=rad.device)
+    theta[:, 0, 0] = a11
+    theta[:, 0, 1] = a12 / ratio
+    theta[:, 1, 0] = a21 * ratio
+    theta[:, 1, 1] = a22
+    # A shift of t (fraction of the size) is 2t in normalized units; input = A(out - 2t).
+    t = params.translate.float() * 2
+    theta[:, :, 2] = -(theta[:, :, :2] @ t.unsqueeze(-1)).squeeze(-1)
+    return theta
+
+
+def apply_affine(x: Tensor, params: AffineParams) -> Tensor:
+    """Warp each image of ``x`` (B, C, H, W) float by its map in ``params``; pixels that
+    come from outside the image are 0 (background). Returns (B, C, H, W), same dtype."""
+    b, c, h, w = x.shape
+    theta = affine_theta(params.to(x.device), h, w).to(x.dtype)
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Appendix D's augmentation: an independent random affine map per image of ``x``
+    (B, C, H, W) float, batched on ``x``'s device. Returns (B, C, H, W)."""
+    if len(x) == 0:
+        return x
+    return apply_affine(x, sample_affine_params(len(x), generator, x.device))
+
+
+# ---------------------------------------------------------------------- reading the data
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The Omniglot directory: ``data_dir``, else ``$LEAP_OMNIGLOT_DIR``; it must exist."""
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get(ENV_VAR) or None
+        if data_dir is None:
+            raise FileNotFoundError(
+                f"no Omniglot directory given (pass data_dir / --data-dir, or set {ENV_VAR}); "
+                + _how_to("that directory")
+            )
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such directory; {_how_to(path)}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a directory; {_how_to(path)}")
+    return path
+
+
+def _natural_key(name: str) -> list[int | str]:
+    """Sort key that orders character2 before character10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+# Listing of one part: alphabet -> character -> [(file name, member key)].
+Tree = dict[str, dict[str, list[tuple[str, str]]]]
+
+
+class _Source:
+    """One part (images_background or images_evaluation) as a zip or a folder."""
+
+    def __init__(self, part: str, path: Path) -> None:
+        self.part = part
+        self.path = path
+        self.is_zip = path.is_file()
+        self._zip: zipfile.ZipFile | None = None
+        self._stats: list[str] = []  # fingerprint lines of a folder's files
+
+    @property
+    def where(self) -> str:
+        """How errors name this source."""
+        return f"{self.path} ({self.part}/ inside the archive)" if self.is_zip else str(self.path)
+
+    def list(self) -> Tree:
+        tree = self._list_zip() if self.is_zip else self._list_dir()
+        _check_tree(tree, self)
+        return tree
+
+    def _open_zip(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+                raise CorruptFileError(f"{self.path}: not a readable zip archive, truncated or corrupt ({err}); "
+                                       f"download {self.path.name} again") from err
+        return self._zip
+
+    def _list_zip(self) -> Tree:
+        tree: Tree = {}
+        for name in self._open_zip().namelist():
+            parts = name.rstrip("/").split("/")
+            if parts[0] != self.part or any(_hidden(p) for p in parts):
+                continue
+            # Directory entries register alphabets and characters, so empty ones are reported.
+            if len(parts) >= 2:
+                chars = tree.setdefault(parts[1], {})
+                if len(parts) >= 3:
+                    files = chars.setdefault(parts[2], [])
+                    if len(parts) == 4 and not name.endswith("/") and parts[3].lower().endswith(".png"):
+                        files.append((parts[3], name))
+        return tree
+
+    def _list_dir(self) -> Tree:
+        tree: Tree = {}
+        for alphabet in os.scandir(self.path):
+            if _hidden(alphabet.name) or not alphabet.is_dir():
+                continue
+            chars = tree.setdefault(alphabet.name, {})
+            for char in os.scandir(alphabet.path):
+                if _hidden(char.name) or not char.is_dir():
+                    continue
+                files = chars.setdefault(char.name, [])
+                for f in os.scandir(char.path):
+                    if _hidden(f.name) or not f.name.lower().endswith(".png") or not f.is_file():
+                        continue
+                    st = f.stat()
+                    files.append((f.name, f.path))
+                    rel = f"{alphabet.name}/{char.name}/{f.name}"
+                    self._stats.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}")
+        return tree
+
+    def fingerprint(self) -> list[str]:
+        """Names, sizes and mtimes of what was read (call after :meth:`list`)."""
+        if self.is_zip:
+            st = self.path.stat()
+            return [f"{self.part}\tzip\t{self.path.name}\t{st.st_size}\t{st.st_mtime_ns}"]
+        return [f"{self.part}\tdir", *sorted(f"{self.part}/{line}" for line in self._stats)]
+
+    def read(self, key: str) -> bytes:
+        try:
+            if self.is_zip:
+                return self._open_zip().read(key)
+            return Path(key).read_bytes()
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
+            where = f"{self.path}:{key}" if self.is_zip else key
+            raise CorruptFileError(f"{where}: cannot be read ({err})") from err
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+
+def _check_tree(tree: Tree, source: _Source) -> None:
+    """Refuse anything but complete characters, so a partial copy never loads silently."""
+    if not tree:
+        raise CorruptFileError(
+            f"{source.where}: no alphabets found (expected <Alphabet>/characterNN/*.png); {_how_to(source.path.parent)}"
+        )
+    for alphabet, chars in tree.items():
+        if not any(chars.values()):
+            raise CorruptFileError(
+                f"{source.where}: alphabet folder {alphabet}/ holds no images (expected characterNN/*.png)"
+            )
+        for char, files in chars.items():
+            if len(files) != DRAWINGS:
+                raise CorruptFileError(
+                    f"{source.where}: {alphabet}/{char}/ holds {len(files)} drawings, expected {DRAWINGS} "
+                    f"(every Omniglot character has {DRAWINGS}); the data is incomplete"
+                )
+
+
+def find_sources(data_dir: Path) -> list[_Source]:
+    """Locate both parts in ``data_dir`` (or ``data_dir/omniglot-py``). An archive wins
+    over its extracted folder: its checksums catch a damaged copy, a half-extracted
+    folder would not be noticed."""
+    sources = []
+    for part in PARTS:
+        candidates = [base / name for name in (f"{part}.zip", part) for base in (data_dir, data_dir / "omniglot-py")]
+        found = next((c for c in candidates if (c.is_file() if c.suffix == ".zip" else c.is_dir())), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"{data_dir}: found neither {part}.zip nor a {part}/ folder (also looked in "
+                f"{data_dir / 'omniglot-py'}); {_how_to(data_dir)}"
+            )
+        sources.append(_Source(part, found))
+    return sources
+
+
+def _decode_png(data: bytes, name: str) -> np.ndarray:
+    """One official PNG -> (28, 28) uint8, strokes high (255) and background 0."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:  # Pillow is only needed for the first decode
+        raise ImportError("reading Omniglot needs Pillow: pip install pillow") from err
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+            small = im.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptFileError(f"{name}: not a readable PNG ({err})") from err
+    if size != (SOURCE_SIZE, SOURCE_SIZE):
+        raise CorruptFileError(f"{name}: {size[0]}x{size[1]} image, expected {SOURCE_SIZE}x{SOURCE_SIZE} "
+                               "(official Omniglot)")
+    # The PNGs are black strokes on white; invert so the background is 0, as the
+    # augmentation's zero padding assumes.
+    return 255 - np.asarray(small, dtype=np.uint8)
+
+
+@dataclass
+class OmniglotData:
+    """All of Omniglot, decoded. Images are in canonical order (part, alphabet, character,
+    drawing), each character's ``DRAWINGS`` images consecutive and in file order.
+
+    ``images`` (N, 28, 28) uint8; ``image_character`` (N,) int; ``character_alphabet`` (C,)
+    int; ``alphabet_names``/``alphabet_parts`` (A,) str; ``character_names`` (C,) str.
+    """
+
+    images: np.ndarray
+    image_character: np.ndarray
+    character_alphabet: np.ndarray
+    alphabet_names: list[str]
+    alphabet_parts: list[str]
+    character_names: list[str]
+
+    def to_arrays(self, key: str) -> dict[str, np.ndarray]:
+        return {
+            "key": np.array(key), "images": self.images, "image_character": self.image_character,
+            "character_alphabet": self.character_alphabet, "alphabet_names": np.array(self.alphabet_names),
+            "alphabet_parts": np.array(self.alphabet_parts), "character_names": np.array(self.character_names),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> OmniglotData:
+        data = cls(
+            images=arrays["images"], image_character=arrays["image_character"],
+            character_alphabet=arrays["character_alphabet"],
+            alphabet_names=[str(s) for s in arrays["alphabet_names"]],
+            alphabet_parts=[str(s) for s in arrays["alphabet_parts"]],
+            character_names=[str(s) for s in arrays["character_names"]],
+        )
+        data.check()
+        return data
+
+    def check(self) -> None:
+        """Shapes agree and each character's DRAWINGS images are consecutive (ValueError if not)."""
+        c, a = len(self.character_names), len(self.alphabet_names)
+        if (self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or self.images.dtype != np.uint8
+                or not np.array_equal(self.image_character, np.repeat(np.arange(c), DRAWINGS))
+                or self.character_alphabet.shape != (c,) or len(self.alphabet_parts) != a
+                or (c and (self.character_alphabet.min() < 0 or self.character_alphabet.max() >= a))):
+            raise ValueError("inconsistent Omniglot arrays")
+
+
+def decode_sources(sources: list[_Source], trees: list[Tree]) -> OmniglotData:
+    """Decode every listed PNG (the slow path: about 8 s for the full data on one core)."""
+    images: list[np.ndarray] = []
+    image_character: list[int] = []
+    character_alphabet: list[int] = []
+    alphabet_names: list[str] = []
+    alphabet_parts: list[str] = []
+    character_names: list[str] = []
+    for source, tree in zip(sources, trees):
+        for alphabet in sorted(tree, key=_natural_key):
+            a = len(alphabet_names)
+            alphabet_names.append(alphabet)
+            alphabet_parts.append(source.part)
+            for char in sorted(tree[alphabet], key=_natural_key):
+                c = len(character_names)
+                character_names.append(f"{source.part}/{alphabet}/{char}")
+                character_alphabet.append(a)
+                for _name, key in sorted(tree[alphabet][char], key=lambda item: _natural_key(item[0])):
+                    label = f"{source.path}:{key}" if source.is_zip else key
+                    images.append(_decode_png(source.read(key), label))
+                    image_character.append(c)
+    data = OmniglotData(
+        images=np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
+        image_character=np.asarray(image_character, dtype=np.int32),
+        character_alphabet=np.asarray(character_alphabet, dtype=np.int32),
+        alphabet_names=alphabet_names, alphabet_parts=alphabet_parts, character_names=character_names,
+    )
+    data.check()
+    return data
+
+
+def default_cache_dir(data_dir: Path) -> Path:
+    """``<data_dir>/.leap-cache`` when the data directory is writable, else
+    ``$XDG_CACHE_HOME/leap`` (``~/.cache/leap``)."""
+    local = data_dir / ".leap-cache"
+    if _writable(local if local.is_dir() else data_dir):
+        try:
+            local.mkdir(exist_ok=True)
+            return local
+        except OSError:
+            pass
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leap"
+
+
+def _writable(directory: Path) -> bool:
+    """Writable, and not marked read-only: root passes ``os.access`` on any directory, so
+    a directory without write permission bits (a shared, read-only copy) counts as read-only."""
+    try:
+        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def load_omniglot(data_dir: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> OmniglotData:
+    """Omniglot from ``data_dir`` (see :func:`resolve_data_dir`), via the decode cache.
+
+    The cache file is ``omniglot-<dir>-<key>.npz`` in ``cache_dir`` (default:
+    :func:`default_cache_dir`), where ``<key>`` hashes the sources' names, sizes and
+    mtimes; a changed source changes the key, and stale files of the same directory
+    are removed when a new one is written. An unreadable cache is rebuilt.
+    """
+    root = resolve_data_dir(data_dir)
+    sources = find_sources(root)
+    try:
+        trees = [s.list() for s in sources]
+        lines = [CACHE_FORMAT] + [line for s in sources for line in s.fingerprint()]
+        key = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
+        dir_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+        path = cache / f"omniglot-{dir_tag}-{key[:24]}.npz"
+        data = _read_cache(path, key)
+        if data is None:
+            data = decode_sources(sources, trees)
+            _write_cache(path, key, data, stale=f"omniglot-{dir_tag}-*.npz")
+    finally:
+        for s in sources:
+            s.close()
+    return data
+
+
+def _read_cache(path: Path, key: str) -> OmniglotData | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        if str(arrays["key"]) != key:
+            return None
+        return OmniglotData.from_arrays(arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        warnings.warn(f"{path}: ignoring an unreadable Omniglot cache ({err}); decoding again", stacklevel=3)
+        return None
+
+
+def _write_cache(path: Path, key: str, data: OmniglotData, stale: str) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **data.to_arrays(key))
+    try:
+        for old in path.parent.glob(stale):
+            if old != path:
+                old.unlink(missing_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+        path.chmod(0o644)  # the temporary file was private; the cache holds nothing secret
+    except OSError as err:  # a cache is an optimization: never fail the run for it
+        warnings.warn(f"{path}: could not write the Omniglot cache ({err}); the next run decodes again",
+                      stacklevel=3)
+
+
+# ---------------------------------------------------------------------- the benchmark
+class OmniglotBenchmark:
+    """20-way alphabet tasks on Omniglot (see the module docstring for the protocol).
+
+    ``seed`` fixes the assignment of alphabets to splits; ``num_pretrain`` and
+    ``num_test`` are the sizes of the pretraining pool and the test split (paper: 25
+    and 10), validation gets the remaining kept alphabets and must not be empty.
+    """
+
+    name = "omniglot"
+    num_classes = NUM_CLASSES
+    image_size = IMAGE_SIZE
+    train_per_class = DRAWINGS - TEST_DRAWINGS
+    test_per_class = TEST_DRAWINGS
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        num_pretrain: int = 25,
+        num_test: int = 10,
+    ) -> None:
+        for label, value in (("num_pretrain", num_pretrain), ("num_test", num_test)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        self.device = torch.device(device)
+        self.seed = seed
+        data = load_omniglot(data_dir, cache_dir)
+        _warn_if_not_official(data)
+
+        # All images on the device as uint8 (4x smaller than float); scaled at use.
+        self.images = torch.from_numpy(data.images).unsqueeze(1).to(self.device)  # (N, 1, 28, 28)
+        self.image_character = torch.from_numpy(data.image_character.astype(np.int64))  # (N,)
+        self.character_alphabet = torch.from_numpy(data.character_alphabet.astype(np.int64))  # (C,)
+        self.image_alphabet = self.character_alphabet[self.image_character]  # (N,)
+        self.alphabet_names = data.alphabet_names
+        self.alphabet_parts = data.alphabet_parts
+        self.character_names = data.character_names
+        # (C, 20) image indices of each character, drawings in file order: images are
+        # stored character by character (OmniglotData.check), so this is a reshape.
+        self.character_images = torch.arange(len(data.images)).view(-1, DRAWINGS)
+        self._alphabet_characters = [
+            torch.nonzero(self.character_alphabet == a).flatten() for a in range(len(self.alphabet_names))
+        ]
+
+        self.kept_alphabets = [a for a, chars in enumerate(self._alphabet_characters) if len(chars) >= NUM_CLASSES]
+        needed = num_pretrain + num_test + 1
+        if len(self.kept_alphabets) < needed:
+            raise ValueError(
+                f"Omniglot data has {len(self.kept_alphabets)} alphabets with >= {NUM_CLASSES} characters; "
+                f"num_pretrain={num_pretrain} + num_test={num_test} + at least 1 for validation needs {needed}"
+            )
+        order = torch.randperm(len(self.kept_alphabets), generator=torch.Generator().manual_seed(seed)).tolist()
+        shuffled = [self.kept_alphabets[i] for i in order]
+        self.splits: dict[str, list[int]] = {
+            "train": shuffled[:num_pretrain],
+            "test": shuffled[num_pretrain : num_pretrain + num_test],
+            "val": shuffled[num_pretrain + num_test :],
+        }
+
+    # Sizes of the whole dataset as read (before dropping small alphabets).
+    @property
+    def num_alphabets(self) -> int:
+        return len(self.alphabet_names)
+
+    @property
+    def num_characters(self) -> int:
+        return len(self.character_names)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    def make_model(self) -> nn.Module:
+        return ConvNet(in_channels=1, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE).to(self.device)
+
+    def num_sources(self, split: str) -> int:
+        return len(self._split(split))
+
+    def split_alphabets(self, split: str) -> list[str]:
+        """Names of the alphabets of ``split``, in source order."""
+        return [self.alphabet_names[a] for a in self._split(split)]
+
+    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
+        """Draw a 20-way task from alphabet ``source`` of ``split``.
+
+        ``train_x`` (300, 1, 28, 28) float in [0, 1], unaugmented (``Task.augment``
+        augments each minibatch); ``test_x`` (100, 1, 28, 28), augmented once here.
+        Labels are class-major: 15 (train) or 5 (test) consecutive images per class.
+        ``meta`` records the split, the characters drawn and the image indices used.
+        """
+        alphabets = self._split(split)
+        if not 0 <= source < len(alphabets):
+            raise ValueError(f"source must be in [0, {len(alphabets)}) for split {split!r}, got {source}")
+        alphabet = alphabets[source]
+        chars = self._alphabet_characters[alphabet]
+        pick = torch.randperm(len(chars), generator=generator, device=generator.device)[:NUM_CLASSES].cpu()
+        chosen = chars[pick]  # (20,) character indices; label = position
+        drawings = self.character_images[chosen]  # (20, 20) image indices, file order
+        train_index = drawings[:, : self.train_per_class].reshape(-1)
+        test_index = drawings[:, self.train_per_class :].reshape(-1)
+        labels = torch.arange(NUM_CLASSES)
+        train_y = labels.repeat_interleave(self.train_per_class).to(self.device)
+        test_y = labels.repeat_interleave(self.test_per_class).to(self.device)
+        test_x = random_affine(self.pixels(test_index), generator)
+        return Task(
+            name=self.alphabet_names[alphabet], train_x=self.pixels(train_index), train_y=train_y,
+            test_x=test_x, test_y=test_y, num_classes=NUM_CLASSES, augment=random_affine, source=source,
+            meta={"split": split, "characters": [self.character_names[c] for c in chosen.tolist()],
+                  "train_index": train_index, "test_index": test_index},
+        )
+
+    def pixels(self, index: Tensor) -> Tensor:
+        """Images ``index`` (K,) as float (K, 1, 28, 28) in [0, 1] on the device."""
+        return self.images[index.to(self.device)].float().div_(255)
+
+    def _split(self, split: str) -> list[int]:
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {sorted(self.splits)}, got {split!r}")
+        return self.splits[split]
+
+
+def _warn_if_not_official(data: OmniglotData) -> None:
+    for part, expected in OFFICIAL_COUNTS.items():
+        alphabets = [a for a, p in enumerate(data.alphabet_parts) if p == part]
+        chars = int(np.isin(data.character_alphabet, alphabets).sum())
+        found = (len(alphabets), chars, chars * DRAWINGS)
+        if found != expected:
+            warnings.warn(
+                f"{part} holds {found[0]} alphabets, {found[1]} characters, {found[2]} images; the official "
+                f"release has {expected[0]}, {expected[1]}, {expected[2]}: results will not be comparable",
+                OmniglotSizeWarning, stacklevel=3,
+            )
+
+
+__all__ = [
+    "AffineParams", "OmniglotBenchmark", "OmniglotData", "OmniglotSizeWarning", "affine_theta", "apply_affine",
+    "load_omniglot", "random_affine", "resolve_data_dir", "sample_affine_params",
+]
