@@ -501,12 +501,13 @@ def test_registered_under_the_name_omniglot(data):
     assert isinstance(bench, OmniglotBenchmark) and bench.name == "omniglot" and bench.num_classes == 20
 
 
-def test_cli_trains_and_evaluates_on_omniglot(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["leap", "reptile", "fomaml", "maml", "finetune", "none"])
+def test_cli_trains_and_evaluates_every_method_on_omniglot(data, tmp_path, monkeypatch, method):
     # The CLI passes only device and data_dir; the small split sizes come in through the registry.
     small = functools.partial(OmniglotBenchmark, cache_dir=data.cache, **SMALL)
     monkeypatch.setitem(tasks_module._REGISTRY, "omniglot", small)
     out = tmp_path / "run"
-    argv = ["train", "--benchmark", "omniglot", "--data-dir", str(data.zips), "--method", "leap",
+    argv = ["train", "--benchmark", "omniglot", "--data-dir", str(data.zips), "--method", method,
             "--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--pretrain-tasks", "3",
             "--eval-steps", "3", "--out", str(out), "--no-progress"]
     assert main(argv) == 0

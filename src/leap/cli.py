@@ -17,7 +17,7 @@ import torch
 
 from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
 from leap.config import BENCHMARK_DEFAULTS, METHODS, RunConfig
-from leap.report import comparison_table, plot_curves
+from leap.report import comparison_table, plot_curves, write_report
 from leap.run import MetaTrainer, RunStopped, build_benchmark, eval_loop, evaluate, fit, fresh_head
 from leap.tasks import Benchmark
 
@@ -41,11 +41,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by train and compare (None = the benchmark's default)."""
+def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
+    """Options shared by train, compare and sweep (None = the benchmark's default).
+    ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
     p.add_argument("--benchmark", default="builtin", choices=sorted(BENCHMARK_DEFAULTS),
                    help="task family (default: builtin, needs no download)")
-    p.add_argument("--seed", type=int, default=0)
+    if per_run:
+        p.add_argument("--seed", type=int, default=0)
     p.add_argument("--meta-steps", type=int, help="meta-training steps")
     p.add_argument("--meta-batch", type=int, help="tasks per meta-step")
     p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training")
@@ -55,7 +57,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
     p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training")
-    p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources")
+    if per_run:
+        p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources")
     p.add_argument("--eval-steps", type=int, help="training steps on each held-out task")
     p.add_argument("--eval-batch", type=int)
     p.add_argument("--eval-lr", type=float)
@@ -65,6 +68,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
+    p.add_argument("--download", action="store_true",
+                   help="omniglot: fetch the official archives into --data-dir if they are missing")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every M meta-steps (0: only at the end)")
@@ -150,10 +155,16 @@ class Progress:
             self.bar.close()
 
 
-def prepare(cfg: RunConfig) -> Benchmark:
+def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
     """Check what depends on the machine and the data, before any output is written."""
     check_device(cfg.device)
     try:
+        if download:
+            if cfg.benchmark != "omniglot" or cfg.data_dir is None:
+                raise UsageError("--download needs --benchmark omniglot and --data-dir DIR")
+            from leap.tasks.omniglot import download_omniglot
+
+            download_omniglot(cfg.data_dir)
         benchmark = build_benchmark(cfg)
     except (FileNotFoundError, CorruptFileError, ValueError) as err:
         raise UsageError(str(err)) from err
@@ -191,7 +202,7 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, args.method)
-    benchmark = prepare(cfg)
+    benchmark = prepare(cfg, args.download)
     out = Path(args.out)
     check_out_dir(out, cfg, args.overwrite)
     info = train_run(cfg, benchmark, out, args)
@@ -219,24 +230,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    return methods
+
+
+def parse_ints(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from err
+    if not values:
+        raise UsageError(f"{option}: no value given")
+    return values
+
+
+def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and evaluate one run, or read its result if it already finished with this
+    config (so an interrupted compare or sweep continues where it stopped; a run cut off
+    mid-way resumes from its newest checkpoint)."""
+    result_path = run_dir / "eval-test.json"
+    config_path = run_dir / "config.json"
+    same = config_path.is_file() and json.loads(config_path.read_text()) == cfg.to_dict()
+    if same and result_path.is_file():
+        return json.loads(result_path.read_text())
+    resume_args = argparse.Namespace(**{**vars(args), "resume": same})
+    info = train_run(cfg, benchmark, run_dir, resume_args)
+    result = evaluate_run(cfg, benchmark, run_dir)
+    result.update(info)
+    atomic_write_json(result_path, result)
+    return result
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods)
     configs = {m: config_from_args(args, m) for m in methods}
-    benchmark = prepare(configs[methods[0]])
+    benchmark = prepare(configs[methods[0]], args.download)
     out = Path(args.out)
     for m, cfg in configs.items():
         check_out_dir(out / m, cfg, args.overwrite)
-    results: dict[str, dict[str, Any]] = {}
-    for m, cfg in configs.items():
-        run_dir = out / m
-        info = train_run(cfg, benchmark, run_dir, args)
-        result = evaluate_run(cfg, benchmark, run_dir)
-        result.update(info)
-        atomic_write_json(run_dir / "eval-test.json", result)
-        results[m] = result
+    results = {m: run_and_evaluate(cfg, benchmark, out / m, args) for m, cfg in configs.items()}
     cfg0 = configs[methods[0]]
     table = comparison_table(results)
     header = (
@@ -250,6 +286,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plot_curves(results, out / "curves.png", f"{cfg0.benchmark}: held-out tasks")
     print(table, end="")
     print(f"wrote {out / 'results.md'} and {out / 'curves.png'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
+    methods = parse_methods(args.methods)
+    counts = parse_ints("--pretrain-tasks", args.pretrain_tasks)
+    seeds = parse_ints("--seeds", args.seeds)
+    out = Path(args.out)
+    plan = []
+    for n in counts:
+        for seed in seeds:
+            for m in methods:
+                run_args = argparse.Namespace(**{**vars(args), "pretrain_tasks": n, "seed": seed})
+                cfg = config_from_args(run_args, m)
+                plan.append((cfg, out / m / f"tasks-{n}" / f"seed-{seed}", run_args))
+    benchmark = prepare(max((c for c, _, _ in plan), key=lambda c: c.pretrain_tasks), args.download)
+    for cfg, run_dir, _ in plan:
+        check_out_dir(run_dir, cfg, args.overwrite)
+    for i, (cfg, run_dir, run_args) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {cfg.method}, {cfg.pretrain_tasks} pretraining tasks, seed {cfg.seed}",
+              file=sys.stderr)
+        result = run_and_evaluate(cfg, benchmark, run_dir, run_args)
+        print(f"  test error {100 * result['test_error']:.1f}%, AUC {100 * result['auc']:.1f}%", file=sys.stderr)
+    paths = write_report(out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise UsageError(f"{out}: no such directory")
+    paths = write_report(out)
+    if not paths:
+        raise UsageError(f"{out}: no finished runs (eval-test.json beside config.json) found")
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 
@@ -270,6 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="methods x pretraining-task counts x seeds, then the report")
+    p.add_argument("--methods", default="leap,reptile,fomaml,maml,finetune,none", help="comma-separated methods")
+    p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
+    add_run_options(p, per_run=False)
+    p.add_argument("--pretrain-tasks", default="1,3,5,10,15,20,25", help="comma-separated counts (Table 2's rows)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables and figures of a sweep or compare directory")
+    p.add_argument("dir", help="a directory written by sweep or compare")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="meta-train and evaluate several methods, one table and plot")
     p.add_argument("--methods", default="leap,reptile,fomaml,none", help="comma-separated methods")

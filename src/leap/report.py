@@ -59,3 +59,144 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str | Path, title: str
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------- sweep reports (Table 2, Figure 3)
+# Table 2 of the paper: mean test error (%) after 100 steps on held-out Omniglot tasks.
+PAPER_TABLE2 = {
+    1: {"leap": 62.3, "reptile": 59.8, "finetune": 46.5, "maml": 64.0, "fomaml": 64.5, "none": 82.3},
+    3: {"leap": 46.5, "reptile": 46.5, "finetune": 36.0, "maml": 56.2, "fomaml": 59.0, "none": 82.3},
+    5: {"leap": 40.3, "reptile": 41.4, "finetune": 32.5, "maml": 50.1, "fomaml": 53.0, "none": 82.5},
+    10: {"leap": 32.6, "reptile": 35.6, "finetune": 28.7, "maml": 49.3, "fomaml": 49.6, "none": 82.9},
+    15: {"leap": 29.6, "reptile": 33.3, "finetune": 26.9, "maml": 45.5, "fomaml": 47.8, "none": 82.6},
+    20: {"leap": 26.0, "reptile": 30.8, "finetune": 24.7, "maml": 41.7, "fomaml": 45.4, "none": 82.6},
+    25: {"leap": 24.8, "reptile": 29.4, "finetune": 23.5, "maml": 42.9, "fomaml": 44.0, "none": 82.8},
+}
+METHOD_ORDER = ["leap", "reptile", "finetune", "maml", "fomaml", "none"]
+
+
+def collect_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every finished run under ``root``: its config.json merged with its eval-test.json."""
+    import json
+
+    runs = []
+    for result_path in sorted(Path(root).rglob("eval-test.json")):
+        config_path = result_path.parent / "config.json"
+        if not config_path.is_file():
+            continue
+        config = json.loads(config_path.read_text())
+        result = json.loads(result_path.read_text())
+        runs.append({**config, **result, "dir": str(result_path.parent)})
+    return runs
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def _grid(runs: list[dict[str, Any]], key: str) -> dict[tuple[int, str], list[float]]:
+    grid: dict[tuple[int, str], list[float]] = {}
+    for r in runs:
+        grid.setdefault((r["pretrain_tasks"], r["method"]), []).append(100 * r[key])
+    return grid
+
+
+def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
+    """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± std over seeds."""
+    grid = _grid(runs, key)
+    methods = [m for m in METHOD_ORDER if any(k[1] == m for k in grid)]
+    methods += sorted({k[1] for k in grid} - set(methods))
+    counts = sorted({k[0] for k in grid})
+    lines = ["| Pretraining tasks | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |",
+             "|---" * (len(methods) + 1) + "|"]
+    for n in counts:
+        cells = []
+        for m in methods:
+            values = grid.get((n, m))
+            if values:
+                mean, std = _mean_std(values)
+                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})")
+            else:
+                cells.append("-")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_table2(counts: list[int]) -> str:
+    lines = ["| Pretraining tasks | " + " | ".join(METHOD_LABELS[m] for m in METHOD_ORDER) + " |",
+             "|---" * (len(METHOD_ORDER) + 1) + "|"]
+    for n in counts:
+        if n in PAPER_TABLE2:
+            lines.append(f"| {n} | " + " | ".join(f"{PAPER_TABLE2[n][m]:.1f}" for m in METHOD_ORDER) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) -> Path:
+    """Figure 3: left, training error on held-out tasks for the largest pretraining count
+    (mean over seeds, moving average, shading ± one std across seeds); right, AUC against
+    the number of pretraining tasks (shading ± one std across seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = sorted({r["pretrain_tasks"] for r in runs})
+    largest = counts[-1]
+    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+    for m in methods:
+        curves = np.array([moving_average(r["curve"], window) for r in runs
+                           if r["method"] == m and r["pretrain_tasks"] == largest]) * 100
+        if len(curves):
+            steps = np.arange(1, curves.shape[1] + 1)
+            (line,) = left.plot(steps, curves.mean(0), label=METHOD_LABELS.get(m, m))
+            left.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
+                              color=line.get_color(), alpha=0.2)
+        xs, means, stds = [], [], []
+        for n in counts:
+            aucs = [100 * r["auc"] for r in runs if r["method"] == m and r["pretrain_tasks"] == n]
+            if aucs:
+                xs.append(n)
+                means.append(float(np.mean(aucs)))
+                stds.append(float(np.std(aucs)))
+        (line,) = right.plot(xs, means, marker="o", label=METHOD_LABELS.get(m, m))
+        right.fill_between(xs, np.subtract(means, stds), np.add(means, stds), color=line.get_color(), alpha=0.2)
+    left.set(xlabel="training step on held-out task", ylabel="training error (%)",
+             title=f"held-out tasks, {largest} pretraining tasks")
+    right.set(xlabel="number of pretraining tasks", ylabel="AUC of training error (%)", title="AUC")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(root: str | Path) -> list[Path]:
+    """results.md (Table 2's shape for test error and AUC, the paper's Table 2 beside it
+    for Omniglot, the protocol of the runs) and figure3.png for a sweep or compare
+    directory. Returns the files written (none if no finished run was found)."""
+    root = Path(root)
+    runs = collect_runs(root)
+    if not runs:
+        return []
+    first = runs[0]
+    counts = sorted({r["pretrain_tasks"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    budgets = sorted({(r["meta_steps"], r["meta_batch"], r["task_steps"], r["eval_steps"]) for r in runs})
+    text = [f"# Results: {first['benchmark']} benchmark\n",
+            f"{len(runs)} runs; seeds {seeds}; (meta-steps, meta-batch, task steps, evaluation steps) = "
+            f"{', '.join(map(str, budgets))}. Mean ± std over seeds (n = number of seeds); each run's value is "
+            "the mean over the held-out tasks.\n",
+            "## Test error (%) after the evaluation steps on held-out tasks\n", sweep_table(runs, "test_error"),
+            "\n## Area under the training-error curve (%)\n", sweep_table(runs, "auc")]
+    if first["benchmark"] == "omniglot":
+        text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
+                 paper_table2(counts)]
+    md = root / "results.md"
+    md.write_text("\n".join(text))
+    return [md, plot_figure3(runs, root / "figure3.png")]

@@ -1,0 +1,100 @@
+"""leap sweep (resumable, finished runs skipped) and leap report (Table 2's shape, Figure 3)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from leap.cli import main
+from leap.config import RunConfig
+from leap.report import collect_runs, sweep_table, write_report
+from leap.tasks.omniglot import download_omniglot
+
+BUDGET = ["--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--eval-steps", "4", "--no-progress"]
+
+
+def sweep(out: Path, *extra: str) -> int:
+    return main(["sweep", "--methods", "leap,reptile,none", "--pretrain-tasks", "1,3", "--seeds", "0",
+                 "--out", str(out), *BUDGET, *extra])
+
+
+def test_sweep_writes_one_run_per_method_count_and_seed_and_the_report(tmp_path):
+    out = tmp_path / "sweep"
+    assert sweep(out) == 0
+    runs = collect_runs(out)
+    assert sorted((r["method"], r["pretrain_tasks"], r["seed"]) for r in runs) == sorted(
+        (m, n, 0) for m in ("leap", "reptile", "none") for n in (1, 3))
+    assert (out / "leap" / "tasks-3" / "seed-0" / "init.safetensors").is_file()
+    assert (out / "results.md").is_file() and (out / "figure3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
+    out = tmp_path / "sweep"
+    assert sweep(out) == 0
+    finished = out / "reptile" / "tasks-1" / "seed-0"
+    before = (finished / "init.safetensors").stat().st_mtime_ns
+    interrupted = out / "leap" / "tasks-3" / "seed-0"
+    expected = (interrupted / "init.safetensors").read_bytes()
+    # What a run killed after its first meta-step leaves behind: config, a checkpoint, metrics.
+    (interrupted / "eval-test.json").unlink()
+    (interrupted / "init.safetensors").unlink()
+    for ckpt in sorted((interrupted / "checkpoints").iterdir())[1:]:
+        ckpt.unlink()
+    assert sweep(out) == 0
+    assert (finished / "init.safetensors").stat().st_mtime_ns == before
+    assert (interrupted / "init.safetensors").read_bytes() == expected
+
+
+def fake_run(root: Path, method: str, n: int, seed: int, test_error: float, auc: float, benchmark="omniglot"):
+    run = root / method / f"tasks-{n}" / f"seed-{seed}"
+    run.mkdir(parents=True)
+    cfg = RunConfig(method=method, benchmark=benchmark, seed=seed, pretrain_tasks=n).resolved()
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run / "eval-test.json").write_text(json.dumps(
+        {"test_error": test_error, "test_error_std": 0.0, "auc": auc, "test_errors": [test_error],
+         "aucs": [auc], "curve": [auc] * 10}))
+
+
+def test_report_table_has_counts_as_rows_methods_as_columns_and_mean_std_over_seeds(tmp_path):
+    fake_run(tmp_path, "leap", 5, 0, 0.30, 0.5)
+    fake_run(tmp_path, "leap", 5, 1, 0.40, 0.6)
+    fake_run(tmp_path, "none", 5, 0, 0.80, 0.9)
+    fake_run(tmp_path, "leap", 25, 0, 0.20, 0.4)
+    table = sweep_table(collect_runs(tmp_path)).splitlines()
+    assert table[0] == "| Pretraining tasks | Leap | No pretraining |"
+    assert table[2] == "| 5 | 35.0 ± 5.0 (n=2) | 80.0 ± 0.0 (n=1) |"
+    assert table[3] == "| 25 | 20.0 ± 0.0 (n=1) | - |"
+
+
+def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys):
+    fake_run(tmp_path, "leap", 25, 0, 0.30, 0.5)
+    fake_run(tmp_path, "reptile", 25, 0, 0.35, 0.55)
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "The paper's Table 2" in text
+    assert "| 25 | 24.8 | 29.4 | 23.5 | 42.9 | 44.0 | 82.8 |" in text
+    assert (tmp_path / "figure3.png").is_file()
+
+
+def test_report_of_a_directory_without_runs_is_a_usage_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    assert write_report(tmp_path) == []
+
+
+def test_download_offline_says_which_files_to_put_where(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match=r"images_background\.zip and images_evaluation\.zip"):
+        download_omniglot(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    argv = ["train", "--benchmark", "omniglot", "--download", "--data-dir", str(tmp_path),
+            "--out", str(tmp_path / "run"), *BUDGET]
+    assert main(argv) == 2
+    assert not (tmp_path / "run").exists()
