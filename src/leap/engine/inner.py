@@ -18,6 +18,9 @@ from leap.learners import MAML, MetaLearner
 from leap.tasks.base import Task
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
+#: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
+#: result and the batched engine evaluates in the same chunks.
+TEST_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def train_task(
 
 
 @torch.no_grad()
-def test_error(model: nn.Module, task: Task, chunk: int = 1000) -> Tensor:
+def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
     """Error of ``model`` on the task's whole test set (0-dim tensor)."""
     wrong = torch.zeros((), device=task.test_y.device)
     for start in range(0, len(task.test_y), chunk):

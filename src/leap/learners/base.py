@@ -136,18 +136,51 @@ class MetaLearner:
         self._require_open("end_task")
         self._close_task(model, loss)
 
-    def normalize(self) -> Tensor:
+    @torch.no_grad()
+    def add_task_contributions(self, contributions: Sequence[Tensor]) -> Tensor:
+        """Add T tasks' meta-gradients at once (what T init_task ... end_task rounds add).
+
+        ``contributions[j]`` is (T, *shape of θ0's j-th tensor), in ``param_names``
+        order. As in ``end_task``, a task whose contribution is not finite is left out
+        (``torch.where``, no host sync) and every task counts in ``normalize``. Returns
+        the (T,) bool mask of the tasks that contributed.
+        """
+        if self._task_open:
+            self._close_task(None, None)
+        if len(contributions) != len(self._init):
+            raise ValueError(f"expected {len(self._init)} tensors, got {len(contributions)}")
+        tasks = contributions[0].shape[0] if contributions[0].dim() else 0
+        for name, p, c in zip(self.param_names, self._init, contributions, strict=True):
+            if c.shape != (tasks, *p.shape):
+                raise ValueError(f"contribution for {name!r}: shape {tuple(c.shape)}, expected {(tasks, *p.shape)}")
+        finite = torch.stack([c.flatten(1).isfinite().all(1) for c in contributions]).all(0)  # (T,)
+        for acc, c in zip(self._acc, contributions, strict=True):
+            mask = finite.view(-1, *([1] * (c.dim() - 1)))
+            acc.add_(torch.where(mask, c, torch.zeros((), dtype=c.dtype, device=c.device)).sum(0))
+        self._valid_tasks.add_(finite.sum().to(self._valid_tasks.dtype))
+        self._num_tasks += tasks
+        return finite
+
+    def normalize(self, reduce: Callable[[list[Tensor]], None] | None = None) -> Tensor:
         """Write the mean per-task meta-gradient into ``.grad`` of ``parameters()``.
 
         Gradients accumulate into an existing ``.grad`` (autograd's convention) and are
         created where ``.grad`` is None. Tasks with a non-finite contribution are left
         out of the mean. Returns the number of tasks that contributed (a 0-dim tensor,
         on θ0's device, so that reading it is the caller's choice of sync point).
+
+        ``reduce``, if given, receives the accumulators (the sum of this process's valid
+        task contributions, one tensor per parameter) followed by the 0-dim count of
+        valid tasks, and must sum each of them in place across processes (e.g.
+        :func:`leap.distributed.all_reduce_sum`); the mean is then taken over every
+        process's tasks. With ``reduce``, a process that trained no task is allowed.
         """
         if self._task_open:
             self._close_task(None, None)
-        if self._num_tasks == 0:
+        if self._num_tasks == 0 and reduce is None:
             raise RuntimeError("normalize() called before any init_task()")
+        if reduce is not None:
+            reduce([*self._acc, self._valid_tasks])
         valid = self._valid_tasks.clone()
         scale = valid.clamp_min(1.0).reciprocal()
         for p, acc in zip(self._init, self._acc, strict=True):

@@ -108,23 +108,74 @@ class Leap(MetaLearner):
     def _add_segment(self, params: list[Tensor], loss: Tensor) -> None:
         """Add g_i of the segment (prev -> params) to the task accumulator (eq. 8).
 
-        The previous-point buffers are consumed in place: ``_prev_params`` becomes
-        -Δθ/n and ``_prev_grads`` becomes -Δf'∇f/n before both are overwritten.
+        The previous-point buffers are consumed in place (see :func:`accumulate_segment_`).
         """
-        neg_dtheta = self._prev_params
-        torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
-        delta_f = loss - self._prev_loss  # Δf_i
-        if self.metric == "length":
+        accumulate_segment_(
+            self._task_acc, self._prev_params, self._prev_grads, self._prev_loss, params, loss,
+            metric=self.metric, loss_in_manifold=self.loss_in_manifold, stabilizer=self.stabilizer, eps=self.eps,
+        )
+
+
+def accumulate_segment_(
+    acc: list[Tensor],
+    prev_params: list[Tensor],
+    prev_grads: list[Tensor],
+    prev_loss: Tensor,
+    params: list[Tensor],
+    loss: Tensor,
+    *,
+    metric: Metric,
+    loss_in_manifold: bool,
+    stabilizer: bool,
+    eps: float,
+) -> None:
+    """``acc += g_i`` for the segment θ_i -> θ_{i+1} of eq. 8; the one place the formula lives.
+
+    g_i = -(Δθ_i + Δf_i ∇f(θ_i)) / n_i (Δf_i -> -|Δf_i| in the gradient term with the
+    stabilizer; no Δf term and n_i over θ alone when the loss is not in the manifold;
+    n_i = 1 for the energy metric).
+
+    Shapes: either one task, ``loss``/``prev_loss`` 0-dim and every list entry shaped like
+    its parameter, or T tasks at once (the batched engine), ``loss``/``prev_loss`` (T,)
+    and every list entry (T, *parameter shape); n_i is then computed per task.
+    ``prev_params`` (θ_i), ``prev_grads`` (∇f(θ_i)) and ``prev_loss`` (f(θ_i)) describe the
+    start point, ``params`` (θ_{i+1}) and ``loss`` (f(θ_{i+1})) the frozen forward point.
+
+    ``prev_params`` and ``prev_grads`` are consumed in place (they become -Δθ/n and
+    -Δf'∇f/n) so that a segment allocates nothing model-sized; callers overwrite them
+    with the next point afterwards.
+    """
+    batched = loss.dim() > 0
+    neg_dtheta = prev_params
+    torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
+    delta_f = loss - prev_loss  # Δf_i, 0-dim or (T,)
+    if metric == "length":
+        if batched:  # one squared norm per task: reduce every dim but the task dim
+            # (a plain sum over dims, not flatten + stack: inductor's CPU backend in
+            # torch 2.13 fails to compile the latter for 5-dim conv weights)
+            sq = sum(t.square().sum(dim=tuple(range(1, t.dim()))) if t.dim() > 1 else t.square()
+                     for t in neg_dtheta)
+        else:  # one fused kernel over the whole list
             sq = torch.stack(torch._foreach_norm(neg_dtheta)).square().sum()
-            if self.loss_in_manifold:
-                sq = sq + delta_f.square()
-            inv_n = sq.sqrt().clamp_min(self.eps).reciprocal()
-            torch._foreach_mul_(neg_dtheta, inv_n)
-        else:
-            inv_n = None
-        torch._foreach_add_(self._task_acc, neg_dtheta)
-        if self.loss_in_manifold:
-            df = -delta_f.abs() if self.stabilizer else delta_f
-            coef = -df if inv_n is None else -df * inv_n
-            torch._foreach_mul_(self._prev_grads, coef)
-            torch._foreach_add_(self._task_acc, self._prev_grads)
+        if loss_in_manifold:
+            sq = sq + delta_f.square()
+        inv_n = sq.sqrt().clamp_min(eps).reciprocal()
+        _scale_(neg_dtheta, inv_n)
+    else:
+        inv_n = None
+    torch._foreach_add_(acc, neg_dtheta)
+    if loss_in_manifold:
+        df = -delta_f.abs() if stabilizer else delta_f
+        coef = -df if inv_n is None else -df * inv_n
+        _scale_(prev_grads, coef)
+        torch._foreach_add_(acc, prev_grads)
+
+
+def _scale_(tensors: list[Tensor], coef: Tensor) -> None:
+    """Multiply every tensor in place by ``coef``: 0-dim, or (T,) broadcast over each
+    tensor's leading task dim."""
+    if coef.dim() == 0:
+        torch._foreach_mul_(tensors, coef)
+    else:
+        for t in tensors:
+            t.mul_(coef.view(-1, *([1] * (t.dim() - 1))))

@@ -39,8 +39,7 @@ class Task:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A training minibatch drawn uniformly with replacement (then augmented)."""
-        idx = torch.randint(len(self.train_y), (batch_size,), generator=generator, device=generator.device)
-        idx = idx.to(self.train_y.device)
+        idx = self.draw_index(batch_size, generator).to(self.train_y.device)
         x = self.train_x[idx]
         if self.augment is not None:
             x = self.augment(x, generator)
@@ -48,9 +47,16 @@ class Task:
 
     def sample_test(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A minibatch of the task's held-out data (for FOMAML/MAML's query loss)."""
-        idx = torch.randint(len(self.test_y), (batch_size,), generator=generator, device=generator.device)
-        idx = idx.to(self.test_y.device)
+        idx = self.draw_index(batch_size, generator, test=True).to(self.test_y.device)
         return self.test_x[idx], self.test_y[idx]
+
+    def draw_index(self, batch_size: int, generator: torch.Generator, test: bool = False) -> Tensor:
+        """The (batch_size,) int64 indices that ``sample`` (``sample_test`` if ``test``)
+        gathers, uniform with replacement, on the generator's device. The one place the
+        draw is made, so that the batched engine consumes each generator exactly as the
+        sequential loop does."""
+        n = len(self.test_y if test else self.train_y)
+        return torch.randint(n, (batch_size,), generator=generator, device=generator.device)
 
     def to(self, device: torch.device | str) -> Task:
         return Task(

@@ -102,15 +102,26 @@ def sample_affine_params(n: int, generator: torch.Generator, device: torch.devic
     """Draw ``n`` maps from appendix D's ranges: rotation in [0, 360), translation in
     [-0.2, 0.2) per axis, scale in [0.8, 1.2). Randomness comes from ``generator`` only
     (drawn on its device), results are moved to ``device`` (default: the generator's)."""
-    gen_device = generator.device
-    u = torch.rand(n, 4, generator=generator, device=gen_device)
+    params = affine_params_from_uniforms(draw_affine_uniforms(n, generator))
+    return params.to(device) if device is not None else params
+
+
+def draw_affine_uniforms(n: int, generator: torch.Generator) -> Tensor:
+    """The randomness of ``n`` maps: (n, 4) uniforms in [0, 1) from ``generator``, on its
+    device (kept apart so that the batched engine draws exactly what
+    :func:`sample_affine_params` draws, then converts all tasks' draws at once)."""
+    return torch.rand(n, 4, generator=generator, device=generator.device)
+
+
+def affine_params_from_uniforms(u: Tensor) -> AffineParams:
+    """Appendix D's maps from (n, 4) uniforms in [0, 1): columns give the angle, the two
+    translations and the scale. Elementwise, so it runs on any device and batch size."""
     # remainder: float32 rounding of u * 360 could give exactly 360 for u just below 1.
     angle = (u[:, 0] * ROTATION_DEGREES).remainder(ROTATION_DEGREES)
     translate = (u[:, 1:3] * 2 - 1) * MAX_TRANSLATION
     low, high = SCALE_RANGE
     scale = low + (high - low) * u[:, 3]
-    params = AffineParams(angle, translate, scale)
-    return params.to(device) if device is not None else params
+    return AffineParams(angle, translate, scale)
 
 
 def affine_theta(params: AffineParams, height: int, width: int) -> Tensor:
@@ -618,8 +629,9 @@ def _warn_if_not_official(data: OmniglotData) -> None:
 
 
 __all__ = [
-    "AffineParams", "OmniglotBenchmark", "OmniglotData", "OmniglotSizeWarning", "affine_theta", "apply_affine",
-    "load_omniglot", "random_affine", "resolve_data_dir", "sample_affine_params",
+    "AffineParams", "OmniglotBenchmark", "OmniglotData", "OmniglotSizeWarning", "affine_params_from_uniforms",
+    "affine_theta", "apply_affine", "draw_affine_uniforms", "load_omniglot", "random_affine", "resolve_data_dir",
+    "sample_affine_params",
 ]
 
 

@@ -1,0 +1,508 @@
+"""The batched task engine: the T tasks of a meta-batch trained at once, as one program.
+
+Training tasks one after another leaves a GPU idle: a small convnet on batches of 20 is
+bound by kernel launches, not arithmetic. Here every parameter carries a leading task
+dimension, (T, *shape), and one inner step of all T tasks is one functional forward and
+backward (``torch.func.vmap`` over ``grad_and_value`` of ``functional_call``), one update
+of the stacked inner optimizer, and, for Leap, one batched call of the same eq. 8 code the
+hook runs (:func:`leap.learners.leap.accumulate_segment_`, with a per-task n_i). Batch norm
+uses batch statistics (the project's models have no running buffers), so under ``vmap``
+each task normalizes with its own statistics.
+
+What stays exactly as in the sequential loop (:func:`leap.engine.inner.train_task`):
+
+- **Data.** Each task keeps its own generator and consumes it in the same order as
+  ``Task.sample``: per step the minibatch indices (``Task.draw_index``) and, for
+  Omniglot's augmentation, the (B, 4) affine uniforms (``draw_affine_uniforms``); then
+  the final batch the learner asks for (Leap: a training batch; FOMAML: a held-out batch
+  via ``sample_test``). All draws of a chunk are made up front on the generators' device
+  and moved to the model's device in one copy; gathering and the augmentation of every
+  step of every task are then one gather and one ``affine_grid``/``grid_sample`` call.
+  An augmentation the engine does not know is applied task by task through
+  ``Task.sample`` (same stream, just not batched).
+- **Meta-gradients.** Leap: eq. 8 per segment through the shared function, the last
+  segment closed with f(θ_K) on a fresh training batch; Reptile: θ0 - θ_K; FOMAML:
+  ∇f_test(θ_K) on a held-out batch. Each task's contribution goes through
+  ``MetaLearner.add_task_contributions`` (same finite check and count as ``end_task``).
+- **Curves.** The same ``TaskCurve`` list, including the test error in chunks of
+  ``TEST_CHUNK`` (batch statistics make the chunking part of the result).
+
+Results agree with the sequential path up to float rounding (vmapped convolutions sum in
+another order), not bit for bit. Nothing inside the K-step loop reads a value back to the
+host. MAML's second-order inner loop and multi-headed finetuning (one model carried from
+task to task) stay sequential.
+
+Memory: a meta-batch is trained in chunks of at most ``max_tasks_per_chunk`` tasks
+(default: all); on a CUDA out-of-memory error the chunk is halved and retried from the
+same generator states, and the smaller size is kept for later calls.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
+from leap.learners import FOMAML, Leap, MetaLearner, Reptile
+from leap.learners.leap import accumulate_segment_
+from leap.tasks.base import Task
+from leap.tasks.omniglot import affine_params_from_uniforms, apply_affine, draw_affine_uniforms, random_affine
+
+ENGINES = ("auto", "batched", "sequential")
+#: Methods whose meta-training the batched engine runs (evaluation works for every method).
+BATCHED_METHODS = ("leap", "reptile", "fomaml")
+
+TaskDraw = tuple[Task, torch.Generator]
+
+
+def resolve_engine(engine: str, device: torch.device | str, method: str | None = None) -> str:
+    """``"batched"`` or ``"sequential"`` for a requested ``engine`` (one of ``ENGINES``).
+
+    ``auto`` is batched on CUDA, where one launch for T tasks beats T launches, and
+    sequential on CPU, where the work per kernel is already large enough (see
+    docs/benchmarks.md). ``method`` (meta-training) outside ``BATCHED_METHODS`` is
+    always sequential: MAML differentiates through the inner loop and finetuning
+    carries one model from task to task.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if method is not None and method not in BATCHED_METHODS:
+        return "sequential"
+    if engine == "auto":
+        return "batched" if torch.device(device).type == "cuda" else "sequential"
+    return engine
+
+
+def resolve_compile(compile: bool | None, device: torch.device | str) -> bool:
+    """``torch.compile`` on or off: ``None`` means on for CUDA and off on CPU (where the
+    compile time is not paid back in short runs)."""
+    return torch.device(device).type == "cuda" if compile is None else bool(compile)
+
+
+def check_batchable(model: nn.Module) -> None:
+    """Raise ``ValueError`` if ``model`` cannot be trained by the batched engine.
+
+    Buffers (e.g. batch-norm running statistics) are updated in place during training
+    and would need a per-task copy; the project's models have none.
+    """
+    buffers = [n for n, _ in model.named_buffers()]
+    if buffers:
+        raise ValueError(f"the batched engine needs a model without buffers, this one has {buffers}; "
+                         "use the sequential engine (or batch norm with track_running_stats=False)")
+    if not any(True for _ in model.parameters()):
+        raise ValueError("the batched engine needs a model with parameters")
+
+
+# ---------------------------------------------------------------------- stacked optimizers
+class StackedOptimizer:
+    """The inner optimizer of :class:`InnerLoop` applied to parameters with a leading
+    task dimension, elementwise, so each task follows exactly its own update rule
+    (eq. 1's u_τ). Same defaults as ``torch.optim`` (Adam: betas (0.9, 0.999), eps 1e-8;
+    RMSprop: alpha 0.99, eps 1e-8; no momentum, no weight decay).
+
+    ``update`` is functional in the parameters (returns new tensors: Leap still needs
+    θ_i after the step) and updates the optimizer state in place. Adam's step count is a
+    0-dim float64 tensor on the device, so that neither its bias correction reads the host
+    nor a compiled step is specialized on the step number.
+    """
+
+    def __init__(self, name: str, lr: float) -> None:
+        if name not in ("sgd", "adam", "rmsprop"):
+            raise ValueError(f"unsupported inner optimizer {name!r}")
+        self.name = name
+        self.lr = lr
+
+    def init(self, params: list[Tensor]) -> dict[str, Any]:
+        if self.name == "adam":
+            return {"step": torch.zeros((), dtype=torch.float64, device=params[0].device),
+                    "exp_avg": [torch.zeros_like(p) for p in params],
+                    "exp_avg_sq": [torch.zeros_like(p) for p in params]}
+        if self.name == "rmsprop":
+            return {"square_avg": [torch.zeros_like(p) for p in params]}
+        return {}
+
+    def update(self, params: list[Tensor], grads: list[Tensor], state: dict[str, Any]) -> list[Tensor]:
+        """θ_{i+1} for every task: (T, *shape) tensors in, new (T, *shape) tensors out."""
+        if self.name == "sgd":
+            return torch._foreach_add(params, grads, alpha=-self.lr)  # θ - α ∇f, as torch.optim.SGD
+        if self.name == "rmsprop":
+            alpha, eps = 0.99, 1e-8
+            sq = state["square_avg"]
+            torch._foreach_mul_(sq, alpha)
+            torch._foreach_addcmul_(sq, grads, grads, value=1 - alpha)
+            avg = torch._foreach_add(torch._foreach_sqrt(sq), eps)
+            return torch._foreach_addcdiv(params, grads, avg, value=-self.lr)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        # Out of place: under torch.compile (2.13, CPU) an in-place add_ on this 0-dim
+        # float64 tensor is silently dropped; a new tensor in the dict is kept.
+        step = state["step"] = state["step"] + 1
+        step_size = self.lr / (1 - beta1**step)
+        bias2_sqrt = (1 - beta2**step).sqrt()
+        new = []
+        for p, g, m, v in zip(params, grads, state["exp_avg"], state["exp_avg_sq"], strict=True):
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            new.append(p - step_size * m / (v.sqrt() / bias2_sqrt + eps))
+        return new
+
+
+# ---------------------------------------------------------------------- data
+@dataclass
+class _Stream:
+    """Every minibatch of a chunk of T tasks: ``x`` (S, T, B, *input), ``y`` (S, T, B) for
+    the S = K (+1 with Leap's final training batch) training draws; ``query_x``/``query_y``
+    (T, B, ...) FOMAML's held-out batch or None."""
+
+    x: Tensor
+    y: Tensor
+    query_x: Tensor | None
+    query_y: Tensor | None
+
+
+def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool, device: torch.device) -> _Stream:
+    """Consume each task's generator as ``draws`` calls of ``Task.sample`` and then (if
+    ``query``) one of ``Task.sample_test`` would, and build the batches on ``device``."""
+    kinds = {t.augment for t, _ in tasks}
+    if kinds not in ({None}, {random_affine}):
+        return _draw_stream_per_task(tasks, draws, batch, query)
+    affine = kinds == {random_affine}
+    index, uniforms, query_index = [], [], []
+    for task, gen in tasks:
+        idx, u = [], []
+        for _ in range(draws):  # the order of Task.sample: indices, then the augmentation's draw
+            idx.append(task.draw_index(batch, gen))
+            if affine:
+                u.append(draw_affine_uniforms(batch, gen))
+        index.append(torch.stack(idx))
+        if affine:
+            uniforms.append(torch.stack(u))
+        if query:
+            query_index.append(task.draw_index(batch, gen, test=True))
+    # Tasks may differ in size: one pool per chunk, each task's indices shifted to its rows.
+    gidx = _to_device(_shift(torch.stack(index, 1), [len(t.train_y) for t, _ in tasks], dim=1), device)  # (S, T, B)
+    x = torch.cat([t.train_x for t, _ in tasks])[gidx]  # (S, T, B, *input)
+    y = torch.cat([t.train_y for t, _ in tasks])[gidx]
+    if affine:  # every image of every step and task in one affine_grid / grid_sample call
+        u = _to_device(torch.stack(uniforms, 1), device).flatten(0, 2)  # (S*T*B, 4)
+        x = apply_affine(x.flatten(0, 2), affine_params_from_uniforms(u)).view_as(x)
+    qx = qy = None
+    if query:
+        qidx = _to_device(_shift(torch.stack(query_index), [len(t.test_y) for t, _ in tasks], dim=0), device)
+        qx = torch.cat([t.test_x for t, _ in tasks])[qidx]
+        qy = torch.cat([t.test_y for t, _ in tasks])[qidx]
+    return _Stream(x, y, qx, qy)
+
+
+def _draw_stream_per_task(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool) -> _Stream:
+    """Fallback for an augmentation the engine cannot batch: ``Task.sample`` itself."""
+    xs, ys, qxs, qys = [], [], [], []
+    for task, gen in tasks:
+        samples = [task.sample(batch, gen) for _ in range(draws)]
+        xs.append(torch.stack([s[0] for s in samples]))
+        ys.append(torch.stack([s[1] for s in samples]))
+        if query:
+            qx, qy = task.sample_test(batch, gen)
+            qxs.append(qx)
+            qys.append(qy)
+    return _Stream(torch.stack(xs, 1), torch.stack(ys, 1),
+                   torch.stack(qxs) if query else None, torch.stack(qys) if query else None)
+
+
+def _shift(index: Tensor, sizes: list[int], dim: int) -> Tensor:
+    """Task j's indices (along ``dim``) plus the rows of tasks 0..j-1: indices into the
+    concatenation of the tasks' sets."""
+    starts = torch.tensor([0, *sizes[:-1]], device=index.device).cumsum(0)
+    return index + starts.view(-1, *([1] * (index.dim() - dim - 1)))
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """One host-to-device copy that does not wait for the device (pinned source)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+# ---------------------------------------------------------------------- the engine
+class BatchedEngine:
+    """Trains T tasks at once from one init (meta-training) or from T starts (evaluation).
+
+    Args:
+        model: the network; used as a structure for ``functional_call`` only (its own
+            parameter values are never read). Must pass :func:`check_batchable`.
+        loop: the inner loop (steps K, batch B, learning rate, optimizer).
+        compile: wrap the inner step and Leap's segment in ``torch.compile``.
+        max_tasks_per_chunk: most tasks trained at once (None: all of a call).
+    """
+
+    def __init__(
+        self, model: nn.Module, loop: InnerLoop, *, compile: bool = False, max_tasks_per_chunk: int | None = None
+    ) -> None:
+        check_batchable(model)
+        if max_tasks_per_chunk is not None and (
+                not isinstance(max_tasks_per_chunk, int) or isinstance(max_tasks_per_chunk, bool)
+                or max_tasks_per_chunk < 1):
+            raise ValueError(f"max_tasks_per_chunk must be a positive integer or None, got {max_tasks_per_chunk!r}")
+        self.model = model
+        self.loop = loop
+        self.names = [n for n, _ in model.named_parameters()]
+        self.max_tasks_per_chunk = max_tasks_per_chunk
+        self.chunk_limit = max_tasks_per_chunk  # lowered after an out-of-memory error
+        self.optimizer = StackedOptimizer(loop.optimizer, loop.lr)
+        self.compiled = compile
+        self._grad_and_loss = vmap(grad_and_value(self._loss, has_aux=True))
+        self._loss_value = vmap(self._loss_only)
+        self._loss_grad = vmap(grad(self._loss_only))
+        self._forward = vmap(self._logits)
+        self._step_fn: Callable[..., Any] = self._step
+        self._segment_fn: Callable[..., Any] = accumulate_segment_
+        if compile:
+            # dynamic=False: shapes are fixed per chunk size, and static shapes fuse best.
+            self._step_fn = torch.compile(self._step, dynamic=False)
+            self._segment_fn = torch.compile(accumulate_segment_, dynamic=False)
+
+    # ------------------------------------------------------------------ public
+    def train(
+        self,
+        tasks: Sequence[TaskDraw],
+        learner: MetaLearner | None = None,
+        starts: Sequence[Mapping[str, Tensor]] | None = None,
+    ) -> list[TaskCurve]:
+        """Train every (task, generator) for ``loop.steps`` steps; one ``TaskCurve`` each.
+
+        With a ``learner`` (Leap, Reptile or FOMAML, selecting every parameter of the
+        model) all tasks start from θ0 and their meta-gradients are added to the
+        learner's accumulators (call ``normalize`` afterwards, as with the hook).
+        Without one, task j starts from ``starts[j]`` (a name -> tensor mapping holding
+        every parameter), or from the model's current parameters if ``starts`` is None.
+        """
+        if learner is not None:
+            if starts is not None:
+                raise ValueError("give either a learner (tasks start from θ0) or starts, not both")
+            self._check_learner(learner)
+        if starts is not None and len(starts) != len(tasks):
+            raise ValueError(f"{len(starts)} starts for {len(tasks)} tasks")
+        curves: list[TaskCurve] = []
+        done = 0
+        while done < len(tasks):
+            size = min(self.chunk_limit or len(tasks), len(tasks) - done)
+            chunk = tasks[done : done + size]
+            saved = [gen.get_state() for _, gen in chunk]
+            try:
+                curves += self._train_chunk(chunk, learner, None if starts is None else starts[done : done + size])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                # Nothing of the chunk reached the learner (contributions are added last):
+                # rewind its generators and retry with half as many tasks.
+                for (_, gen), state in zip(chunk, saved, strict=True):
+                    gen.set_state(state)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.chunk_limit = (size + 1) // 2
+                continue
+            done += size
+        return curves
+
+    # ------------------------------------------------------------------ internals
+    def _check_learner(self, learner: MetaLearner) -> None:
+        if not isinstance(learner, (Leap, Reptile, FOMAML)):
+            raise TypeError(f"the batched engine runs Leap, Reptile and FOMAML, not {type(learner).__name__}")
+        if sorted(learner.param_names) != sorted(self.names):
+            raise ValueError("the batched engine needs a learner that meta-learns every parameter of the model; "
+                             "use the sequential engine for a subset")
+
+    def _logits(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.model, params, (x,))
+
+    def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self._logits(params, x)
+        return F.cross_entropy(logits, y), logits
+
+    def _loss_only(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return self._loss(params, x, y)[0]
+
+    def _step(
+        self, params: list[Tensor], state: dict[str, Any], x: Tensor, y: Tensor
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
+        """One inner step of T tasks (eq. 1): x (T, B, *input), y (T, B). Returns
+        (θ_{i+1}, ∇f(θ_i), f(θ_i) (T,), minibatch error (T,))."""
+        grads, (loss, logits) = self._grad_and_loss(dict(zip(self.names, params, strict=True)), x, y)
+        grads = [grads[n] for n in self.names]
+        error = (logits.argmax(-1) != y).float().mean(-1)
+        return self.optimizer.update(params, grads, state), grads, loss, error
+
+    def _stack_starts(
+        self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
+    ) -> list[Tensor]:
+        t = len(tasks)
+        if learner is not None:
+            init = dict(learner.named_parameters())
+            return [init[n].detach().unsqueeze(0).expand(t, *init[n].shape).clone() for n in self.names]
+        if starts is not None:
+            missing = [n for n in self.names if any(n not in s for s in starts)]
+            if missing:
+                raise ValueError(f"starts lack parameter(s) {sorted(set(missing))}")
+            return [torch.stack([s[n].detach() for s in starts]) for n in self.names]
+        current = dict(self.model.named_parameters())
+        return [current[n].detach().unsqueeze(0).expand(t, *current[n].shape).clone() for n in self.names]
+
+    @torch.no_grad()
+    def _train_chunk(
+        self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
+    ) -> list[TaskCurve]:
+        self.model.train()  # as train_task: batch statistics in training and in test_error
+        steps, batch = self.loop.steps, self.loop.batch_size
+        params = self._stack_starts(tasks, learner, starts)
+        device = params[0].device
+        final = learner.final_loss if learner is not None else None
+        stream = _draw_stream(tasks, steps + (final == "train"), batch, final == "query", device)
+        state = self.optimizer.init(params)
+        is_leap = isinstance(learner, Leap)
+        acc = [torch.zeros_like(p) for p in params] if is_leap else []
+        segment: dict[str, Any] = {}
+        if is_leap:
+            assert isinstance(learner, Leap)
+            segment = dict(metric=learner.metric, loss_in_manifold=learner.loss_in_manifold,
+                           stabilizer=learner.stabilizer, eps=learner.eps)
+        prev: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        losses, errors = [], []
+        for i in range(steps):
+            new, grads, loss, error = self._step_fn(params, state, stream.x[i], stream.y[i])
+            new, grads = list(new), list(grads)  # a compiled step may hand back tuples
+            if is_leap:
+                if prev is not None:  # the segment θ_{i-1} -> θ_i, as Leap.update does
+                    self._segment_fn(acc, *prev, params, loss, **segment)
+                # θ_i and ∇f(θ_i) are not used again except as the next segment's start,
+                # which consumes them in place: no copies.
+                prev = (params, grads, loss)
+            params = new
+            losses.append(loss)
+            errors.append(error)
+
+        contributions: list[Tensor] | None = None
+        if isinstance(learner, Leap):
+            assert prev is not None
+            # f(θ_K) on a fresh training batch, as Leap.end_task
+            final_loss = self._loss_value(self._as_dict(params), stream.x[steps], stream.y[steps])
+            self._segment_fn(acc, *prev, params, final_loss, **segment)
+            contributions = acc
+        elif isinstance(learner, Reptile):
+            init = dict(learner.named_parameters())
+            contributions = [init[n].detach().unsqueeze(0) - p for n, p in zip(self.names, params, strict=True)]
+        elif isinstance(learner, FOMAML):
+            assert stream.query_x is not None and stream.query_y is not None
+            query = self._loss_grad(self._as_dict(params), stream.query_x, stream.query_y)
+            contributions = [query[n] for n in self.names]
+
+        test = self._test_errors(params, tasks)
+        loss_table, error_table = torch.stack(losses, 1), torch.stack(errors, 1)  # (T, K)
+        curves = [TaskCurve(loss_table[j], error_table[j], test[j]) for j in range(len(tasks))]
+        if learner is not None and contributions is not None:
+            # Last, so that a chunk that fails (e.g. out of memory) leaves the learner untouched.
+            order = {n: j for j, n in enumerate(self.names)}
+            learner.add_task_contributions([contributions[order[n]] for n in learner.param_names])
+        return curves
+
+    def _as_dict(self, params: list[Tensor]) -> dict[str, Tensor]:
+        return dict(zip(self.names, params, strict=True))
+
+    def _test_errors(self, params: list[Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
+        """(T,) error on each task's whole test set, in chunks of ``TEST_CHUNK`` like
+        :func:`leap.engine.inner.test_error`."""
+        sizes = {len(t.test_y) for t, _ in tasks}
+        if len(sizes) == 1:
+            n = sizes.pop()
+            x = torch.stack([t.test_x for t, _ in tasks])
+            y = torch.stack([t.test_y for t, _ in tasks])
+            wrong = torch.zeros(len(tasks), device=y.device)
+            for start in range(0, n, TEST_CHUNK):
+                logits = self._forward(self._as_dict(params), x[:, start : start + TEST_CHUNK])
+                wrong += (logits.argmax(-1) != y[:, start : start + TEST_CHUNK]).sum(-1)
+            return wrong / n
+        errors = []
+        for j, (task, _) in enumerate(tasks):  # unequal test sets: one task at a time
+            own = {n: p[j] for n, p in zip(self.names, params, strict=True)}
+            wrong = torch.zeros((), device=task.test_y.device)
+            for start in range(0, len(task.test_y), TEST_CHUNK):
+                logits = functional_call(self.model, own, (task.test_x[start : start + TEST_CHUNK],))
+                wrong += (logits.argmax(1) != task.test_y[start : start + TEST_CHUNK]).sum()
+            errors.append(wrong / len(task.test_y))
+        return torch.stack(errors)
+
+
+# ---------------------------------------------------------------------- shared engines
+_ENGINES: OrderedDict[tuple[Any, ...], BatchedEngine] = OrderedDict()
+_MAX_CACHED = 8
+
+
+def get_engine(
+    model: nn.Module, loop: InnerLoop, *, compile: bool = False, max_tasks_per_chunk: int | None = None
+) -> BatchedEngine:
+    """A :class:`BatchedEngine` for models shaped like ``model``, shared between calls.
+
+    Evaluation builds a fresh model each time; reusing the engine of an identical
+    architecture keeps ``torch.compile``'s work (and a lowered chunk size) instead of
+    compiling again at every validation.
+    """
+    key = (type(model), repr(model), tuple((n, tuple(p.shape), p.dtype, str(p.device))
+                                           for n, p in model.named_parameters()),
+           loop, compile, max_tasks_per_chunk)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        engine = BatchedEngine(model, loop, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
+        _ENGINES[key] = engine
+        while len(_ENGINES) > _MAX_CACHED:
+            _ENGINES.popitem(last=False)
+    else:
+        _ENGINES.move_to_end(key)
+    return engine
+
+
+def select_engine(
+    model: nn.Module,
+    loop: InnerLoop,
+    *,
+    engine: str = "auto",
+    compile: bool | None = None,
+    max_tasks_per_chunk: int | None = None,
+    method: str | None = None,
+) -> BatchedEngine | None:
+    """The (shared) batched engine to train ``model``'s tasks with, or None for the
+    sequential loop, following :func:`resolve_engine` on the model's device.
+
+    ``auto`` falls back to sequential for a model the engine cannot batch; an explicit
+    ``"batched"`` raises ``ValueError`` for it instead.
+    """
+    device = next(model.parameters()).device
+    if resolve_engine(engine, device, method) == "sequential":
+        return None
+    if engine == "auto":
+        try:
+            check_batchable(model)
+        except ValueError:
+            return None
+    return get_engine(model, loop, compile=resolve_compile(compile, device), max_tasks_per_chunk=max_tasks_per_chunk)
+
+
+def train_tasks(
+    model: nn.Module,
+    tasks: Sequence[TaskDraw],
+    loop: InnerLoop,
+    learner: MetaLearner | None = None,
+    starts: Sequence[Mapping[str, Tensor]] | None = None,
+    *,
+    compile: bool = False,
+    max_tasks_per_chunk: int | None = None,
+) -> list[TaskCurve]:
+    """Functional entry point: :meth:`BatchedEngine.train` on a shared engine."""
+    engine = get_engine(model, loop, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
+    return engine.train(tasks, learner, starts)
