@@ -1,0 +1,40 @@
+"""``leap`` command line with a fault injected on one rank (a helper of test_distributed.py).
+
+Run it like ``python -m leap`` (under torchrun, or with RANK/WORLD_SIZE/MASTER_* set by
+hand). On the rank named by ``LEAP_FAULT_RANK``, just before meta-step
+``LEAP_FAULT_STEP`` (1-based), the process does what ``LEAP_FAULT`` says: ``raise`` (an
+exception, as a bug or a CUDA error would) or ``hang`` (sleeps, as a stuck rank would).
+Without ``LEAP_FAULT`` it is plain ``leap``. The library itself carries no test hook:
+the fault is patched in here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from leap import cli, run
+
+
+def inject() -> None:
+    if "LEAP_FAULT" not in os.environ or os.environ.get("RANK") != os.environ["LEAP_FAULT_RANK"]:
+        return
+    kind = os.environ["LEAP_FAULT"]
+    at_step = int(os.environ["LEAP_FAULT_STEP"])
+    step = run.MetaTrainer.step
+
+    def faulty_step(self: run.MetaTrainer) -> dict[str, float]:
+        if self.step_count + 1 == at_step:
+            if kind == "raise":
+                raise RuntimeError(f"injected failure before meta-step {at_step}")
+            while True:  # a stuck rank: it never reaches the all-reduce
+                time.sleep(1)
+        return step(self)
+
+    run.MetaTrainer.step = faulty_step
+
+
+if __name__ == "__main__":
+    inject()
+    raise SystemExit(cli.main(sys.argv[1:]))

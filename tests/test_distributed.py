@@ -1,0 +1,212 @@
+"""Distributed meta-training (torchrun, gloo on CPU): same result as one process, clean failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import leap
+from leap import distributed
+from leap.cli import main
+from leap.models import MLP
+
+TESTS = Path(__file__).parent
+# Meta-batch 3 over 2 ranks: an uneven split (2 + 1 tasks).
+BUDGET = ["--meta-steps", "3", "--meta-batch", "3", "--task-steps", "10", "--no-progress"]
+EXTRA = {"leap": ["--val-every", "3", "--eval-steps", "5"], "reptile": []}
+# A bound on how long a job may take, to tell "ends" from "hangs", not a speed measure:
+# generous for a loaded 2-core machine, where starting a process that imports torch takes seconds.
+LIMIT_S = 120
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
+def train_args(method: str, out: Path, *more: str) -> list[str]:
+    return ["train", "--method", method, "--out", str(out), *BUDGET, *EXTRA[method], *more]
+
+
+def records(out: Path) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    x, y = load_file(str(a / "init.safetensors")), load_file(str(b / "init.safetensors"))
+    assert x.keys() == y.keys()
+    return max(float((x[k] - y[k]).abs().max()) for k in x)
+
+
+def fault_env(kind: str, rank: int = 1, step: int = 2) -> dict[str, str]:
+    return {**os.environ, "LEAP_FAULT": kind, "LEAP_FAULT_RANK": str(rank), "LEAP_FAULT_STEP": str(step)}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict[str, Path]:
+    """One-process reference runs (in this process: no interpreter start-up)."""
+    root = tmp_path_factory.mktemp("single")
+    for method in EXTRA:
+        assert main(train_args(method, root / method)) == 0
+    return {method: root / method for method in EXTRA}
+
+
+# ---------------------------------------------------------------------- the split
+@pytest.mark.parametrize("n, world", [(3, 2), (5, 3), (2, 4), (8, 2)])
+def test_shards_are_contiguous_cover_every_task_once_and_differ_in_size_by_at_most_one(n, world):
+    shards = [distributed.shard(range(n), r, world) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(s) for s in shards] == sorted((len(s) for s in shards), reverse=True)
+
+
+def test_without_torchrun_every_helper_acts_as_a_world_of_one():
+    assert not distributed.active()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.shard([7, 8, 9]) == [7, 8, 9]
+    assert distributed.broadcast_from_main({"a": 1}) == {"a": 1}
+    assert distributed.prefix() == ""
+
+
+# ---------------------------------------------------------------------- normalize(reduce=...)
+def train_tasks(learner: leap.MetaLearner, model: torch.nn.Module, seeds: list[int]) -> None:
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        learner.init_task()
+        learner.to(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(4):
+            loss = F.cross_entropy(model(torch.randn(8, 5, generator=g)), torch.randint(3, (8,), generator=g))
+            loss.backward()
+            learner.update(loss, model)
+            opt.step()
+            opt.zero_grad()
+        learner.end_task(model, loss.detach())
+
+
+@pytest.mark.parametrize("cls", [leap.Leap, leap.Reptile])
+def test_normalize_with_a_summing_reduce_takes_the_mean_over_every_process_tasks(cls):
+    # Two "ranks" in one process: rank 0 trains tasks 0 and 1, rank 1 task 2; rank 0's
+    # reduce adds rank 1's accumulators and count, as an all-reduce would.
+    learners = []
+    for share in ([0, 1], [2], [0, 1, 2]):
+        torch.manual_seed(0)
+        model = MLP(5, 3, hidden=8)
+        learner = cls(model)
+        train_tasks(learner, model, share)
+        learners.append(learner)
+    rank0, rank1, alone = learners
+    state = rank1.state_dict()
+    others = [state[f"acc.{n}"] for n in rank1.param_names] + [state["valid_tasks"]]
+
+    def reduce(tensors: list[torch.Tensor]) -> None:
+        for t, other in zip(tensors, others, strict=True):
+            t.add_(other)
+
+    assert int(rank0.normalize(reduce)) == int(alone.normalize()) == 3
+    for a, b in zip(rank0.parameters(), alone.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)  # (t0 + t1) + t2 in both: the same float sum
+
+
+def test_a_process_without_tasks_may_normalize_when_it_reduces_but_not_alone():
+    learner = leap.Leap(MLP(5, 3, hidden=8))
+    with pytest.raises(RuntimeError, match="before any init_task"):
+        learner.normalize()
+    assert int(learner.normalize(lambda tensors: tensors[-1].add_(2))) == 2
+
+
+# ---------------------------------------------------------------------- same run as one process
+@pytest.mark.parametrize("method", ["leap", "reptile"])
+def test_two_processes_learn_the_init_of_one_process_and_only_rank_0_writes(tmp_path, single, method):
+    out = tmp_path / "run"
+    proc = subprocess.run(torchrun("-m", "leap", *train_args(method, out)), capture_output=True, text=True,
+                          timeout=LIMIT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert max_abs_diff(out, single[method]) < 1e-5
+    # Rank 0 alone wrote metrics: one line per meta-step, with the global means (and, for
+    # leap, the validation error of tasks evaluated half on each rank).
+    got, want = records(out), records(single[method])
+    assert [r["step"] for r in got] == [1, 2, 3]
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        assert all(g[k] == pytest.approx(w[k], abs=1e-6) for k in w)
+    assert "[rank 0/2]" in proc.stderr and "[rank 1/2]" in proc.stderr
+    assert proc.stdout.count("wrote") == 1
+
+
+# ---------------------------------------------------------------------- failures
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], env: dict[str, str]) -> list[subprocess.Popen]:
+    """Two ranks started by hand, with the environment torchrun gives its workers. Unlike
+    under torchrun, no agent stops the survivors when one rank fails: each rank has to
+    end by itself, which is what these tests check."""
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(TESTS / "fault_injection.py"), *args], env=rank_env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def finish(procs: list[subprocess.Popen], limit_s: float) -> list[tuple[int, str]]:
+    """Each rank's (exit status, stderr) once all have exited; fails if that takes longer than ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    try:
+        errors = [proc.communicate(timeout=max(0.1, deadline - time.monotonic()))[1] for proc in procs]
+    except subprocess.TimeoutExpired:
+        stop(procs)
+        pytest.fail(f"the ranks did not all exit within {limit_s} s")
+    return [(proc.returncode, err) for proc, err in zip(procs, errors, strict=True)]
+
+
+def test_a_rank_that_raises_makes_every_rank_exit_nonzero_in_bounded_time_and_the_run_resumes(tmp_path, single):
+    out = tmp_path / "run"
+    # The collective timeout is far longer than the limit: rank 0 must learn of rank 1's
+    # exit from the closed connection, at once, not by waiting the timeout out.
+    args = train_args("leap", out, "--checkpoint-every", "1", "--dist-timeout", str(10 * LIMIT_S))
+    (status0, err0), (status1, err1) = finish(launch(args, fault_env("raise", rank=1, step=2)), LIMIT_S)
+    assert status1 != 0 and "injected failure before meta-step 2" in err1
+    assert status0 != 0 and "[rank 0/2] all-reduce failed: another rank stopped" in err0
+    assert not (out / "init.safetensors").exists()
+    # Rank 0 checkpointed meta-step 1 before the failure; resuming (rank 0 reads the
+    # checkpoint and sends it to rank 1) finishes the same run as one process.
+    (status0, err0), (status1, err1) = finish(launch([*args, "--resume"], dict(os.environ)), LIMIT_S)
+    assert status0 == status1 == 0, err0 + err1
+    assert "[rank 1/2] leap: resuming from" in err1 and "(meta-step 1)" in err1
+    assert max_abs_diff(out, single["leap"]) < 1e-5
+    assert [r["step"] for r in records(out)] == [1, 2, 3]
+
+
+def test_a_rank_that_hangs_makes_the_others_fail_with_a_clear_error_after_the_timeout(tmp_path):
+    procs = launch(train_args("reptile", tmp_path / "run", "--dist-timeout", "3"), fault_env("hang", rank=1, step=2))
+    try:
+        _, err = procs[0].communicate(timeout=LIMIT_S)
+        assert procs[0].returncode == 1
+        assert "[rank 0/2]" in err and "did not reach it within the 3 s timeout" in err
+        assert procs[1].poll() is None  # still stuck: only the timeout freed rank 0 (torchrun would stop rank 1)
+    finally:
+        stop(procs)
