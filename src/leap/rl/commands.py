@@ -1,0 +1,239 @@
+"""The RL side of the command line: ``leap train --benchmark atari|minatar`` and
+``leap rl-eval RUN`` (also what ``leap evaluate`` runs on an RL run directory).
+
+``leap.cli`` dispatches here; helpers of ``leap.cli`` (checks, errors) are imported
+lazily because ``leap.cli`` imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
+from leap.config import RunConfig
+from leap.rl.a2c import AgentCurve
+from leap.rl.envs import check_games
+from leap.rl.options import RLSetup
+
+RESULT_FILE = "rl-eval.json"
+BASELINE = "random"  # the label of the randomly initialized encoder
+
+
+def _usage_error(message: str) -> Exception:
+    from leap.cli import UsageError
+
+    return UsageError(message)
+
+
+def _single_threaded(device: str) -> None:
+    """The agents' tensors are small (a few dozen frames per forward pass) and the
+    environments step serially: on a CPU, intra-op threads only add synchronization,
+    which costs many-fold on a loaded machine. One thread is faster."""
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+
+
+def check_rl_games(setup: RLSetup) -> None:
+    try:
+        check_games(setup.spec, list(setup.pool) + list(setup.eval_games))
+    except (ImportError, ValueError) as err:
+        raise _usage_error(str(err)) from err
+
+
+class RLProgress:
+    """A bar over meta-steps (loss, late-training return) and, since a meta-step can take
+    hours at the paper's scale, one line per game trained."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        self.enabled = enabled
+        self.total, self.desc, self.step = total, desc, 0
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)
+            except ImportError:
+                pass
+        self._game_start = time.perf_counter()
+
+    def game(self, index: int, game: str, curve: AgentCurve) -> None:
+        if self.enabled:
+            seconds = time.perf_counter() - self._game_start
+            message = (f"{self.desc}: meta-step {self.step + 1}/{self.total}, game {index + 1} {game}: "
+                       f"{curve.steps} steps, {len(curve.episode_returns)} episodes, "
+                       f"late return {curve.mean_return(max(1, len(curve.episode_returns) // 10)):.2f} "
+                       f"({seconds:.0f} s)")
+            if self.bar is not None:
+                self.bar.write(message, file=sys.stderr)
+            else:
+                print(message, file=sys.stderr)
+        self._game_start = time.perf_counter()
+
+    def update(self, metrics: dict[str, Any]) -> None:
+        self.step = int(metrics["step"])
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", ret=f"{metrics['train_return']:.2f}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """``leap train`` for an RL benchmark: config.json, metrics.jsonl, checkpoints,
+    init.safetensors (the encoder), with resume and signal handling from ``fit``."""
+    from leap import distributed
+    from leap.cli import check_device, check_out_dir
+    from leap.rl.meta import RLMetaTrainer
+    from leap.run import fit
+
+    if distributed.launched():
+        raise _usage_error(f"--benchmark {cfg.benchmark} runs in a single process: run it without torchrun")
+    check_device(cfg.device)
+    setup = RLSetup.from_config(cfg)
+    check_rl_games(setup)
+    out = Path(args.out)
+    check_out_dir(out, cfg, args.overwrite)
+    _single_threaded(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    trainer = RLMetaTrainer(cfg, setup)
+    progress = RLProgress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
+    trainer.on_game = progress.game
+    try:
+        info = fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   max_failed_steps=args.max_failed_steps, on_step=progress.update,
+                   log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
+    finally:
+        progress.close()
+    print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------- evaluation
+def load_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
+    config_path = (run if run.is_dir() else run.parent) / "config.json"
+    if not config_path.is_file():
+        raise _usage_error(f"{config_path}: no config.json beside the initialization")
+    try:
+        values = json.loads(config_path.read_text())
+        cfg = RunConfig.from_dict({**values, **overrides}).resolved()
+    except (ValueError, TypeError) as err:
+        raise _usage_error(f"{config_path}: {err}") from err
+    from leap.rl.options import RL_BENCHMARKS
+
+    if cfg.benchmark not in RL_BENCHMARKS:
+        raise _usage_error(f"{run}: a {cfg.benchmark} run; leap rl-eval is for {' and '.join(RL_BENCHMARKS)} runs")
+    return cfg
+
+
+def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | None = None,
+                eval_steps: int | None = None, device: str | None = None, out: Path | None = None,
+                baseline: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the run's encoder init (and a random one) on ``games`` x ``seeds``,
+    write ``rl-eval.json`` (episode returns of every run) and the figure.
+
+    Resumable: runs already in an existing result file with the same settings are kept.
+    """
+    from leap.cli import check_device
+    from leap.rl.meta import evaluate_init
+    from leap.rl.report import summary_table, write_rl_report
+
+    overrides: dict[str, Any] = {}
+    if eval_steps is not None:
+        overrides["eval_steps"] = eval_steps
+    if device is not None:
+        overrides["device"] = device
+    if games is not None:
+        overrides["extra"] = {**_saved_extra(run), "eval_games": games}
+    cfg = load_run_config(run, overrides)
+    check_device(cfg.device)
+    setup = RLSetup.from_config(cfg)
+    check_rl_games(setup)
+    seeds = list(range(setup.eval_seeds)) if seeds is None else seeds
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise _usage_error(f"--seeds: need distinct seeds, got {seeds}")
+    run_dir = run if run.is_dir() else run.parent
+    inits: dict[str, dict[str, torch.Tensor] | None] = {}
+    if cfg.method != "none":
+        try:
+            inits[cfg.method] = load_init(run, cfg.device)
+        except (FileNotFoundError, CorruptFileError) as err:
+            raise _usage_error(str(err)) from err
+    if baseline or not inits:
+        inits[BASELINE] = None
+    out = out if out is not None else run_dir / RESULT_FILE
+    header = {
+        "benchmark": cfg.benchmark, "method": cfg.method, "games": list(setup.eval_games), "seeds": seeds,
+        "labels": list(inits), "settings": dataclasses.asdict(setup.evaluation), "spec": dataclasses.asdict(setup.spec),
+        "run": str(run_dir),
+    }
+    done = None
+    if out.is_file():
+        try:
+            previous = json.loads(out.read_text())
+        except ValueError:
+            previous = None
+        if previous is not None and {k: previous.get(k) for k in ("settings", "spec", "benchmark")} == {
+                k: header[k] for k in ("settings", "spec", "benchmark")}:
+            done = {"runs": previous.get("runs", {})}
+    _single_threaded(cfg.device)
+    total = len(setup.eval_games) * len(seeds) * len(inits)
+
+    def save(result: dict[str, Any]) -> None:
+        atomic_write_json(out, {**header, "runs": result["runs"]})
+        if progress:
+            count = sum(len(s) for g in result["runs"].values() for s in g.values())
+            print(f"rl-eval: {count} runs of {total} in {out}", file=sys.stderr)
+
+    result = evaluate_init(setup.spec, setup.evaluation, list(setup.eval_games), seeds, inits, cfg.device, done,
+                           on_run=save)
+    final = {**header, "runs": result["runs"]}
+    atomic_write_json(out, final)
+    write_rl_report(out.parent, result_file=out.name)
+    print(summary_table(final), end="")
+    return final
+
+
+def _saved_extra(run: Path) -> dict[str, Any]:
+    config_path = (run if run.is_dir() else run.parent) / "config.json"
+    try:
+        return dict(json.loads(config_path.read_text()).get("extra", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def cmd_rl_eval(args: argparse.Namespace) -> int:
+    games = None if args.games is None else [g.strip() for g in args.games.split(",") if g.strip()]
+    try:
+        seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as err:
+        raise _usage_error(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from err
+    rl_evaluate(Path(args.run), games, seeds, args.eval_steps, args.device,
+                None if args.out is None else Path(args.out), baseline=not args.no_baseline,
+                progress=not args.no_progress)
+    return 0
+
+
+def add_rl_eval_parser(sub: Any) -> None:
+    """Register ``leap rl-eval`` on the CLI's subparsers."""
+    p = sub.add_parser("rl-eval", help="RL: train agents from a learned encoder init and from a random one")
+    p.add_argument("run", help="run directory of leap train --benchmark atari|minatar (or its init.safetensors)")
+    p.add_argument("--games", help="comma-separated games (default: the run's --eval-games)")
+    p.add_argument("--seeds", help="comma-separated seeds (default: 0..eval_seeds-1)")
+    p.add_argument("--eval-steps", type=int, help="environment steps per game and seed")
+    p.add_argument("--device")
+    p.add_argument("--out", help=f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_rl_eval)

@@ -1,0 +1,256 @@
+"""Meta-training an agent's encoder initialization across games, and evaluating it.
+
+:class:`RLMetaTrainer` is Algorithm 1 with games as tasks (appendix F): each meta-step
+draws a batch of games from the pretraining pool, trains an agent on each from θ0 (the
+encoder; heads fresh per game) with A2C for a budget of environment steps while the
+hook accumulates the meta-gradient on the fly, and lets the meta-optimizer step on θ0.
+It exposes what :func:`leap.run.fit` drives (``step``, ``state_dict``, ``init_state``,
+...), so RL runs get the same metrics.jsonl, checkpoints, resume and signal handling
+as the supervised benchmarks. Checkpoints fall between meta-steps.
+
+:func:`evaluate_init` trains agents from a learned encoder and from a random one on the
+same seeds: with one seed, both runs get the same heads, environment seeds and action
+sampling stream, so the comparison is paired and only the encoder's start differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from leap.config import RunConfig
+from leap.learners import Leap, MetaLearner, Reptile
+from leap.rl.a2c import A2CSettings, AgentCurve, train_agent
+from leap.rl.agent import ActorCritic, encoder_only, make_agent
+from leap.rl.envs import EnvSpec, make_vec_env, observation_channels
+from leap.rl.options import RLSetup
+from leap.seeding import derive_seed, derived_generator
+
+
+class RLBenchmark:
+    """The game pool as a benchmark: ``num_sources("train")`` is the pool size."""
+
+    def __init__(self, name: str, setup: RLSetup) -> None:
+        self.name = name
+        self.setup = setup
+
+    def num_sources(self, split: str) -> int:
+        return len(self.setup.pool) if split == "train" else len(self.setup.eval_games)
+
+
+def make_game_agent(spec: EnvSpec, in_channels: int, num_actions: int, *seed_parts: object) -> ActorCritic:
+    """A fresh agent whose every parameter comes from a seed derived from ``seed_parts``
+    (the global torch RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*seed_parts))
+        return make_agent(spec.suite, in_channels, num_actions)
+
+
+def train_game(
+    spec: EnvSpec,
+    game: str,
+    settings: A2CSettings,
+    seed_parts: tuple[object, ...],
+    device: str,
+    init: dict[str, Tensor] | None = None,
+    learner: MetaLearner | None = None,
+) -> AgentCurve:
+    """Train a fresh agent on ``game``; everything random derives from ``seed_parts``.
+
+    The encoder starts from ``init`` (encoder entries of a state dict) or from the
+    learner's θ0 (``learner.to``, after ``init_task``); otherwise it keeps its random
+    initialization. Heads are always fresh.
+    """
+    env_seeds = [derive_seed(*seed_parts, "env", i) for i in range(settings.num_envs)]
+    env = make_vec_env(spec, game, env_seeds)
+    try:
+        model = make_game_agent(spec, env.obs_shape[0], env.num_actions, *seed_parts, "agent").to(device)
+        if init is not None:
+            load_encoder(model, init)
+        if learner is not None:
+            learner.init_task()
+            learner.to(model)
+        generator = derived_generator(*seed_parts, "act", device=device)
+        return train_agent(model, env, settings, generator, learner)
+    finally:
+        env.close()
+
+
+@torch.no_grad()
+def load_encoder(model: ActorCritic, init: dict[str, Tensor]) -> None:
+    """Copy the encoder entries of ``init`` into ``model`` (shapes checked)."""
+    for name, p in model.named_parameters():
+        if not encoder_only(name, p):
+            continue
+        if name not in init:
+            raise ValueError(f"initialization lacks encoder parameter {name!r}")
+        if init[name].shape != p.shape:
+            raise ValueError(f"initialization {name}: shape {tuple(init[name].shape)}, the agent's is "
+                             f"{tuple(p.shape)} (another benchmark or frame stack?)")
+        p.copy_(init[name])
+
+
+def make_rl_learner(cfg: RunConfig, template: ActorCritic) -> MetaLearner | None:
+    """The hook of ``cfg.method`` on the encoder only (None for a random init)."""
+    if cfg.method == "leap":
+        return Leap(template, metric=cfg.metric, loss_in_manifold=cfg.loss_in_manifold, stabilizer=cfg.stabilizer,
+                    params=encoder_only)
+    if cfg.method == "reptile":
+        return Reptile(template, params=encoder_only)
+    return None
+
+
+class RLMetaTrainer:
+    """State of one RL meta-training run: θ0 (in the learner), meta-optimizer, counters.
+
+    Drop-in for :class:`leap.run.MetaTrainer` in :func:`leap.run.fit`. The games of
+    meta-step s, their agents' heads, environment seeds and action streams derive from
+    (seed, s, position in the meta-batch), so a resumed run repeats exactly what an
+    uninterrupted one would have done.
+    """
+
+    def __init__(self, cfg: RunConfig, setup: RLSetup | None = None) -> None:
+        self.cfg = cfg
+        self.setup = setup or RLSetup.from_config(cfg)
+        self.benchmark = RLBenchmark(cfg.benchmark, self.setup)
+        spec = self.setup.spec
+        # The template's heads are never used: every game gets its own.
+        self.model = make_game_agent(spec, observation_channels(spec), 1, cfg.seed, "init").to(cfg.device)
+        self.learner = make_rl_learner(cfg, self.model)
+        self.meta_opt: torch.optim.Optimizer | None = None
+        if self.learner is not None:
+            cls = torch.optim.Adam if cfg.meta_optimizer == "adam" else torch.optim.SGD
+            self.meta_opt = cls(self.learner.parameters(), lr=cfg.meta_lr)
+        self.step_count = 0
+        self.consecutive_failures = 0
+        # fit() appends the signals it receives here and stops after the meta-step
+        # whose ``stop_signal`` is set (the RL trainer runs in one process).
+        self.stop_requests: list[int] = []
+        self.stop_signal: int | None = None
+        self.on_game: Callable[[int, str, AgentCurve], None] | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.learner is not None
+
+    def draw_games(self, step: int) -> list[str]:
+        """Meta-step ``step``'s games: drawn without replacement from the pool when the
+        meta-batch fits in it (as the paper samples 16 of 27 games), else with."""
+        pool = self.setup.pool
+        pick = derived_generator(self.cfg.seed, "rl-games", step)
+        if self.cfg.meta_batch <= len(pool):
+            order = torch.randperm(len(pool), generator=pick)[: self.cfg.meta_batch]
+        else:
+            order = torch.randint(len(pool), (self.cfg.meta_batch,), generator=pick)
+        return [pool[i] for i in order.tolist()]
+
+    def step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        start = time.perf_counter()
+        assert self.learner is not None and self.meta_opt is not None
+        curves = []
+        for index, game in enumerate(self.draw_games(self.step_count)):
+            curve = train_game(self.setup.spec, game, self.setup.train, (cfg.seed, "rl-task", self.step_count, index),
+                               cfg.device, learner=self.learner)
+            curves.append(curve)
+            if self.on_game is not None:
+                self.on_game(index, game, curve)
+        valid = int(self.learner.normalize().item())
+        if valid > 0:
+            self.meta_opt.step()
+        self.meta_opt.zero_grad()
+        self.step_count += 1
+        self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
+        self.stop_signal = self.stop_requests[0] if self.stop_requests else None
+        losses = torch.stack([c.losses.mean() for c in curves]).float()
+        finite = losses[torch.isfinite(losses)]
+        # The agents' returns late in training: mean over games of each game's last 10% of episodes.
+        returns = [c.mean_return(max(1, len(c.episode_returns) // 10)) for c in curves]
+        returns = [r for r in returns if np.isfinite(r)]
+        return {
+            "step": self.step_count,
+            "train_loss": float(finite.mean()) if len(finite) else float("nan"),
+            # No error rate in RL; NaN keeps the column that the supervised runs log.
+            "train_error": float("nan"),
+            "train_return": float(np.mean(returns)) if returns else float("nan"),
+            "games": [c.game for c in curves],
+            "game_returns": [c.mean_return(max(1, len(c.episode_returns) // 10)) for c in curves],
+            "env_steps": sum(c.steps for c in curves),
+            "valid_tasks": valid,
+            "dropped_tasks": cfg.meta_batch - valid,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def init_state(self) -> dict[str, Tensor]:
+        """The learned initialization: the encoder's tensors (the heads are per game)."""
+        if self.learner is not None:
+            self.learner.to(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.startswith("encoder.")}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        from leap.run import rng_state
+
+        return {
+            "step": self.step_count,
+            "consecutive_failures": self.consecutive_failures,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "learner": self.learner.state_dict() if self.learner is not None else {},
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from leap.run import set_rng_state
+
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.model.load_state_dict(state["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])
+        if self.meta_opt is not None:
+            self.meta_opt.load_state_dict(state["meta_opt"])
+        set_rng_state(state["rng"])
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate_init(
+    spec: EnvSpec,
+    settings: A2CSettings,
+    games: list[str],
+    seeds: list[int],
+    inits: dict[str, dict[str, Tensor] | None],
+    device: str = "cpu",
+    done: dict[str, Any] | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train an agent per (game, init, seed) and collect its episode returns.
+
+    ``inits`` maps a label to an encoder initialization (None: a random encoder). Runs
+    already present in ``done`` (same layout as the result) are kept, not repeated;
+    ``on_run`` receives the result after each new run (to save progress).
+
+    Returns ``{"runs": {game: {label: {str(seed): {"episode_steps", "episode_returns",
+    "steps", "seconds"}}}}}``.
+    """
+    result: dict[str, Any] = {"runs": {}} if done is None else done
+    for game in games:
+        for seed in seeds:
+            for label, init in inits.items():
+                runs = result["runs"].setdefault(game, {}).setdefault(label, {})
+                if str(seed) in runs:
+                    continue
+                start = time.perf_counter()
+                curve = train_game(spec, game, settings, (seed, "rl-eval", game), device, init=init)
+                runs[str(seed)] = {
+                    "episode_steps": curve.episode_steps, "episode_returns": curve.episode_returns,
+                    "steps": curve.steps, "seconds": time.perf_counter() - start,
+                }
+                if on_run is not None:
+                    on_run(result)
+    return result

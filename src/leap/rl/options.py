@@ -1,0 +1,174 @@
+"""Settings of the reinforcement-learning benchmarks ``atari`` and ``minatar``.
+
+The generic fields of :class:`leap.config.RunConfig` keep their meaning where it carries
+over (``meta_steps``, ``meta_batch`` = games per meta-batch, ``meta_lr``, Leap's metric
+options, ``pretrain_tasks`` = how many games of the pool are used) and are read as
+follows where it does not:
+
+==================  ======================================================
+``task_steps``      environment steps per game in meta-training (paper: 5M)
+``task_batch``      parallel environments, the A2C batch (paper: 32)
+``inner_lr``        the agent's learning rate (paper: 1e-4, RMSprop)
+``eval_steps``      environment steps per game in evaluation
+``eval_batch``      parallel environments in evaluation
+``eval_lr``         the agent's learning rate in evaluation
+==================  ======================================================
+
+Everything else is RL-specific and lives in ``RunConfig.extra`` (keys of
+:data:`EXTRA_KEYS`), filled with the benchmark's defaults by :func:`resolve_extra`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from leap.rl.a2c import A2CSettings
+from leap.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
+
+RL_BENCHMARKS = ("atari", "minatar")
+RL_METHODS = ("leap", "reptile", "none")
+
+#: The generic RunConfig defaults of the RL benchmarks (merged into BENCHMARK_DEFAULTS).
+#: atari is the paper's scale (appendix F: 16 games x 5M steps x 100 meta-steps; the
+#: paper gives no meta learning rate, so Leap's default of 0.1 applies). minatar is sized
+#: for 2 CPU cores (about half an hour for training and evaluation): budgets ~100x smaller
+#: than the paper's, so the agents' step size is 10x larger (they leave the random policy
+#: within the budget) and the meta step size 5x larger (8 meta-steps instead of 100).
+GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "atari": dict(
+        meta_steps=100, meta_batch=16, task_steps=5_000_000, task_batch=32, inner_lr=1e-4, inner_optimizer="rmsprop",
+        maml_steps=1, pretrain_tasks=len(ATARI_POOL), eval_steps=5_000_000, eval_batch=32, eval_lr=1e-4,
+        val_every=0, metric="energy",
+    ),
+    "minatar": dict(
+        meta_steps=8, meta_batch=3, task_steps=25_000, task_batch=16, inner_lr=1e-3, inner_optimizer="rmsprop",
+        meta_lr=0.5, maml_steps=1, pretrain_tasks=len(MINATAR_POOL), eval_steps=60_000, eval_batch=16,
+        eval_lr=1e-3, val_every=0, metric="energy",
+    ),
+}
+
+_COMMON_EXTRA: dict[str, Any] = dict(
+    unroll=5, discount=0.99, entropy_cost=0.01, value_cost=0.5, reward_clip=5.0, max_grad_norm=0.0,
+    frame_stack=1, action_set="minimal", sticky_action_prob=None,
+)
+EXTRA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "atari": dict(games=list(ATARI_POOL), eval_games=list(ATARI_EVAL), eval_seeds=10, **_COMMON_EXTRA),
+    "minatar": dict(games=list(MINATAR_POOL), eval_games=list(MINATAR_HELD_OUT), eval_seeds=4, **_COMMON_EXTRA),
+}
+EXTRA_KEYS = tuple(EXTRA_DEFAULTS["atari"])
+
+
+def add_rl_options(p: argparse.ArgumentParser) -> None:
+    """The RL-only flags of ``leap train`` (default None: the benchmark's default)."""
+    g = p.add_argument_group("reinforcement learning (--benchmark atari|minatar)")
+    g.add_argument("--games", help="comma-separated pretraining pool (default: the benchmark's)")
+    g.add_argument("--eval-games", help="comma-separated games for leap rl-eval (default: held-out games)")
+    g.add_argument("--eval-seeds", type=int, help="seeds per game in leap rl-eval")
+    g.add_argument("--unroll", type=int, help="A2C unroll length (paper: 5)")
+    g.add_argument("--discount", type=float, help="discount factor (paper: 0.99)")
+    g.add_argument("--entropy-cost", type=float, help="entropy regularization (paper: 0.01)")
+    g.add_argument("--value-cost", type=float, help="weight of the value error (default 0.5)")
+    g.add_argument("--reward-clip", type=float, help="rewards clipped to [-c, c] (paper: 5)")
+    g.add_argument("--max-grad-norm", type=float, help="gradient-norm clipping, 0: none (default)")
+    g.add_argument("--frame-stack", type=int, help="frames per observation (default 1: 84x84x3 as in the paper)")
+    g.add_argument("--action-set", choices=["minimal", "full"], help="game action sets (default: minimal)")
+    g.add_argument("--sticky-action-prob", type=float,
+                   help="sticky actions (default: the suite's own, ALE v5 0.25, MinAtar 0.1)")
+
+
+def extra_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """RL flags the user gave, as ``RunConfig.extra`` entries; an error for RL flags on a
+    non-RL benchmark (they would be silently ignored)."""
+    given: dict[str, Any] = {}
+    for key in EXTRA_KEYS:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if key in ("games", "eval_games"):
+            value = [g.strip() for g in value.split(",") if g.strip()]
+        given[key] = value
+    if given and getattr(args, "benchmark", None) not in RL_BENCHMARKS:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags}: only for --benchmark {' or '.join(RL_BENCHMARKS)}")
+    return given
+
+
+def resolve_extra(benchmark: str, method: str, extra: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with the benchmark's RL defaults filled in, every value checked.
+
+    ``values`` are the other RunConfig fields (already resolved): the pool size sets the
+    default of ``pretrain_tasks`` and the checks cover what the RL runs read of them.
+    """
+    if method not in RL_METHODS:
+        raise ValueError(f"method {method!r} is not available for --benchmark {benchmark}; choose from "
+                         f"{list(RL_METHODS)}")
+    unknown = sorted(set(extra) - set(EXTRA_KEYS))
+    if unknown:
+        raise ValueError(f"unknown RL option(s) {unknown}")
+    out = {**EXTRA_DEFAULTS[benchmark], **extra}
+    for key in ("games", "eval_games"):
+        games = out[key]
+        if not isinstance(games, list) or not games or not all(isinstance(g, str) and g for g in games):
+            raise ValueError(f"{key} must be a non-empty list of game names, got {games!r}")
+        if benchmark == "minatar":
+            bad = [g for g in games if g not in MINATAR_GAMES]
+            if bad:
+                raise ValueError(f"{key}: unknown MinAtar game(s) {bad}; choose from {list(MINATAR_GAMES)}")
+        if len(set(games)) != len(games):
+            raise ValueError(f"{key}: a game is listed twice in {games}")
+    for key in ("eval_seeds", "unroll", "frame_stack"):
+        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {out[key]!r}")
+    if values["val_every"]:
+        raise ValueError(f"val_every: validation during meta-training is not available for --benchmark {benchmark} "
+                         "(use leap rl-eval on the run)")
+    if values["pretrain_tasks"] > len(out["games"]):
+        raise ValueError(f"pretrain_tasks={values['pretrain_tasks']} but the pool has {len(out['games'])} games")
+    # The A2C settings and the environment spec check the rest of the values.
+    settings(out, values, evaluation=False)
+    settings(out, values, evaluation=True)
+    env_spec(benchmark, out)
+    return out
+
+
+def pretrain_default(benchmark: str, extra: dict[str, Any]) -> int:
+    """Default ``pretrain_tasks``: the whole pool (the user's ``games`` if given)."""
+    return len(extra.get("games") or EXTRA_DEFAULTS[benchmark]["games"])
+
+
+def settings(extra: dict[str, Any], values: dict[str, Any], evaluation: bool) -> A2CSettings:
+    """The A2C settings of meta-training (``evaluation`` False) or evaluation runs."""
+    prefix = "eval" if evaluation else "task"
+    lr = values["eval_lr"] if evaluation else values["inner_lr"]
+    return A2CSettings(
+        steps=values[f"{prefix}_steps"], num_envs=values[f"{prefix}_batch"], unroll=extra["unroll"], lr=lr,
+        optimizer=values["inner_optimizer"], discount=extra["discount"], entropy_cost=extra["entropy_cost"],
+        value_cost=extra["value_cost"], reward_clip=extra["reward_clip"], max_grad_norm=extra["max_grad_norm"],
+    )
+
+
+def env_spec(benchmark: str, extra: dict[str, Any]) -> EnvSpec:
+    return EnvSpec(benchmark, frame_stack=extra["frame_stack"], action_set=extra["action_set"],
+                   sticky_action_prob=extra["sticky_action_prob"])
+
+
+@dataclass(frozen=True)
+class RLSetup:
+    """What an RL run needs, derived from a resolved RunConfig."""
+
+    spec: EnvSpec
+    pool: tuple[str, ...]
+    eval_games: tuple[str, ...]
+    eval_seeds: int
+    train: A2CSettings
+    evaluation: A2CSettings
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RLSetup:
+        values = cfg.to_dict()
+        extra = resolve_extra(cfg.benchmark, cfg.method, cfg.extra, values)
+        return cls(env_spec(cfg.benchmark, extra), tuple(extra["games"][: cfg.pretrain_tasks]),
+                   tuple(extra["eval_games"]), extra["eval_seeds"], settings(extra, values, False),
+                   settings(extra, values, True))

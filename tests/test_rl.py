@@ -1,0 +1,274 @@
+"""Reinforcement learning (section 4.3, appendix F): the A2C agent, the Leap hook on its
+updates, RL meta-training runs, paired evaluation, and smoke runs on MinAtar and ALE."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import leap
+from leap.cli import main
+from leap.config import RunConfig
+from leap.rl.a2c import A2CSettings, train_agent
+from leap.rl.agent import ActorCritic, encoder_only, make_agent
+from leap.rl.envs import EnvSpec, VecEnv, make_vec_env
+from leap.rl.report import curve_on_grid, write_rl_report
+
+
+def installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: a module entry blocked with None
+        return False
+
+
+HAVE_MINATAR = installed("minatar")
+HAVE_ALE = installed("ale_py") and installed("gymnasium")
+needs_minatar = pytest.mark.skipif(not HAVE_MINATAR, reason="minatar not installed (pip install -e '.[rl]')")
+needs_ale = pytest.mark.skipif(not HAVE_ALE, reason="gymnasium/ale-py not installed (pip install -e '.[rl]')")
+
+# Small enough for seconds on a shared CPU: 8 environments, 2 updates per game.
+TINY = ["--meta-batch", "1", "--task-steps", "80", "--task-batch", "8", "--unroll", "5", "--eval-steps", "80",
+        "--eval-batch", "8", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The agents are tiny; intra-op threads only contend on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class ContextualBandit:
+    """One-step episodes; the observation shows which of two arms pays 1 (the other 0).
+    A random policy earns 0.5 per episode, a policy that reads the observation earns 1."""
+
+    num_actions = 2
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.arm = 0
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros((2, 1, 1), dtype=np.uint8)
+        obs[self.arm] = 1
+        return obs
+
+    def reset(self) -> np.ndarray:
+        self.arm = int(self.rng.integers(2))
+        return self._obs()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        return self._obs(), float(action == self.arm), True
+
+
+def bandit_env(num_envs: int = 8) -> VecEnv:
+    return VecEnv([ContextualBandit(i) for i in range(num_envs)], (2, 1, 1), name="bandit")
+
+
+def bandit_agent() -> ActorCritic:
+    return ActorCritic(nn.Sequential(nn.Flatten(), nn.Linear(2, 16), nn.ReLU()), 16, 2)
+
+
+def test_a2c_agent_learns_to_read_the_observation_in_a_contextual_bandit():
+    env = bandit_env()
+    settings = A2CSettings(steps=2000, num_envs=8, unroll=5, lr=1e-2)
+    curve = train_agent(bandit_agent(), env, settings, torch.Generator().manual_seed(0))
+    first = float(np.mean(curve.episode_returns[:80]))  # the first two updates' episodes
+    last = float(np.mean(curve.episode_returns[-200:]))
+    assert curve.steps == settings.updates * settings.steps_per_update == 2000
+    assert first < 0.7  # starts near the random policy's 0.5
+    assert last > 0.9
+
+
+class CountingLeap(leap.Leap):
+    """Leap that records what it sees at each hook call."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.points: list[list[torch.Tensor]] = []
+        self.grads_seen: list[bool] = []
+        self.end_losses: list[torch.Tensor | None] = []
+
+    def update(self, loss, model):
+        params = self.params_of(model)
+        self.points.append([p.detach().clone() for p in params])
+        self.grads_seen.append(all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params))
+        super().update(loss, model)
+
+    def end_task(self, model=None, loss=None):
+        self.end_losses.append(loss)
+        super().end_task(model, loss)
+
+
+def test_leap_hook_sees_every_agent_update_between_backward_and_step():
+    model = bandit_agent()
+    learner = CountingLeap(model, metric="energy", params=encoder_only)
+    settings = A2CSettings(steps=400, num_envs=8, unroll=5, lr=1e-2)
+    learner.init_task()
+    learner.to(model)
+    curve = train_agent(model, bandit_env(), settings, torch.Generator().manual_seed(0), learner)
+    assert len(learner.points) == curve.updates == settings.updates == 10
+    assert all(learner.grads_seen)  # after backward
+    # before the step: each call sees the parameters the previous step produced, and the
+    # last step comes after the last call
+    for before, after in zip(learner.points, learner.points[1:]):
+        assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    final = [p.detach() for p in learner.params_of(model)]
+    assert any(not torch.equal(a, b) for a, b in zip(learner.points[-1], final))
+    # the last segment is closed with f(θ_K)
+    assert len(learner.end_losses) == 1 and learner.end_losses[0] is not None
+    assert int(learner.normalize()) == 1
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in learner.parameters())
+
+
+def test_the_meta_learned_parameters_are_the_encoder_not_the_heads():
+    model = make_agent("minatar", 10, 4)
+    learner = leap.Leap(model, metric="energy", params=encoder_only)
+    assert learner.param_names and all(n.startswith("encoder.") for n in learner.param_names)
+    assert {n for n, _ in model.named_parameters() if not n.startswith("encoder.")} == {
+        "policy.weight", "policy.bias", "value.weight", "value.bias"}
+
+
+def test_mnih_encoder_reads_84x84_rgb_and_minatar_encoder_reads_10x10_grids():
+    logits, value = make_agent("atari", 3, 18)(torch.rand(2, 3, 84, 84))
+    assert logits.shape == (2, 18) and value.shape == (2,)
+    logits, value = make_agent("minatar", 10, 3)(torch.rand(5, 10, 10, 10))
+    assert logits.shape == (5, 3) and value.shape == (5,)
+
+
+def test_rl_benchmarks_default_to_appendix_f_and_the_energy_metric():
+    cfg = RunConfig(benchmark="atari").resolved()
+    assert (cfg.meta_steps, cfg.meta_batch, cfg.task_steps, cfg.task_batch) == (100, 16, 5_000_000, 32)
+    assert (cfg.inner_optimizer, cfg.inner_lr, cfg.metric) == ("rmsprop", 1e-4, "energy")
+    assert cfg.extra["unroll"] == 5 and cfg.extra["entropy_cost"] == 0.01 and cfg.extra["reward_clip"] == 5.0
+    assert "Breakout" not in cfg.extra["games"] and "SpaceInvaders" not in cfg.extra["games"]
+    assert cfg.pretrain_tasks == len(cfg.extra["games"])
+    minatar = RunConfig(benchmark="minatar").resolved()
+    assert set(minatar.extra["eval_games"]).isdisjoint(minatar.extra["games"])
+    # the supervised benchmarks keep their defaults
+    builtin = RunConfig().resolved()
+    assert (builtin.inner_optimizer, builtin.metric) == ("sgd", "length")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--benchmark", "minatar", "--method", "fomaml"], "not available"),
+    (["--benchmark", "minatar", "--games", "pong"], "unknown MinAtar game"),
+    (["--benchmark", "minatar", "--val-every", "2"], "val_every"),
+    (["--benchmark", "minatar", "--pretrain-tasks", "4"], "pool has 3"),
+    (["--benchmark", "builtin", "--unroll", "5"], "--unroll"),
+    (["--benchmark", "minatar", "--unroll", "0"], "unroll"),
+])
+def test_bad_rl_options_exit_2_before_any_output(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_curve_is_the_mean_return_of_the_last_window_episodes():
+    steps, returns = [10, 20, 30, 40], [1.0, 2.0, 3.0, 6.0]
+    curve = curve_on_grid(steps, returns, np.array([5, 10, 25, 40, 100]), window=2)
+    assert np.isnan(curve[0])
+    assert curve[1:].tolist() == [1.0, 1.5, 4.5, 4.5]
+
+
+def test_rl_report_draws_one_figure_and_a_table_per_result(tmp_path):
+    run = {"episode_steps": [10, 20, 30], "episode_returns": [0.0, 1.0, 2.0], "steps": 40, "seconds": 0.1}
+    result = {"benchmark": "minatar", "runs": {g: {"leap": {"0": run, "1": run}, "random": {"0": run}}
+                                               for g in ("breakout", "space_invaders")}}
+    (tmp_path / "rl-eval.json").write_text(json.dumps(result))
+    png, md = write_rl_report(tmp_path)
+    assert png.stat().st_size > 0
+    table = md.read_text()
+    assert "| breakout | Leap | 2 | 1.00 ± 0.00 |" in table and "| space_invaders | Random init | 1 |" in table
+
+
+# ---------------------------------------------------------------------- MinAtar
+@needs_minatar
+def test_minatar_frames_are_zero_padded_to_ten_channels():
+    env = make_vec_env(EnvSpec("minatar"), "breakout", [0, 1])
+    obs = env.reset()
+    assert obs.shape == (2, 10, 10, 10) and obs.dtype == torch.uint8
+    assert obs[:, 4:].sum() == 0 and obs[:, :4].sum() > 0  # breakout has 4 channels of its own
+    assert env.num_actions == 3  # minimal action set
+
+
+@needs_minatar
+def test_resumed_rl_run_equals_an_uninterrupted_one(tmp_path):
+    from leap.rl.meta import RLMetaTrainer
+    from leap.run import fit
+
+    cfg = RunConfig(benchmark="minatar", meta_steps=2, meta_batch=1, task_steps=80, task_batch=8).resolved()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fit(RLMetaTrainer(cfg), tmp_path / "a", log=lambda _: None)
+    first = RunConfig.from_dict({**cfg.to_dict(), "meta_steps": 1}).resolved()
+    fit(RLMetaTrainer(first), tmp_path / "b", log=lambda _: None)
+    fit(RLMetaTrainer(cfg), tmp_path / "b", resume=True, log=lambda _: None)
+    a, b = load_file(tmp_path / "a" / "init.safetensors"), load_file(tmp_path / "b" / "init.safetensors")
+    assert set(a) == {k for k in a if k.startswith("encoder.")}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+
+
+@needs_minatar
+def test_paired_evaluation_differs_only_in_the_encoder_init():
+    from leap.rl.meta import evaluate_init, make_game_agent
+
+    spec = EnvSpec("minatar")
+    settings = A2CSettings(steps=240, num_envs=8, lr=1e-3)
+    # The random encoder that seed 0 draws, given explicitly as an "init": identical runs.
+    agent = make_game_agent(spec, 10, 3, 0, "rl-eval", "breakout", "agent")
+    same = {k: v for k, v in agent.state_dict().items() if k.startswith("encoder.")}
+    result = evaluate_init(spec, settings, ["breakout"], [0], {"given": same, "random": None})
+    runs = result["runs"]["breakout"]
+    assert runs["given"]["0"]["episode_returns"] == runs["random"]["0"]["episode_returns"]
+    assert runs["given"]["0"]["episode_steps"] == runs["random"]["0"]["episode_steps"]
+
+
+@needs_minatar
+def test_minatar_smoke_run_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--benchmark", "minatar", "--method", "leap", "--out", str(out), "--meta-steps", "2",
+                 "--eval-seeds", "2", "--eval-games", "breakout", *TINY]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["valid_tasks"] == 1 for r in records)
+    assert main(["rl-eval", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "rl-eval.json").read_text())
+    assert set(result["runs"]["breakout"]) == {"leap", "random"}
+    assert set(result["runs"]["breakout"]["leap"]) == {"0", "1"}
+    assert (out / "rl-curves.png").stat().st_size > 0
+    assert "| breakout | Leap | 2 |" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- ALE
+@needs_ale
+def test_ale_frames_are_84x84_rgb_and_stack_along_channels():
+    env = make_vec_env(EnvSpec("atari", frame_stack=2), "Pong", [0, 1])
+    obs = env.reset()
+    assert obs.shape == (2, 6, 84, 84) and obs.dtype == torch.uint8
+    assert torch.equal(obs[:, :3], obs[:, 3:])  # a new episode repeats its first frame
+    result = env.step(np.zeros(2, dtype=np.int64))
+    assert result.obs.shape == (2, 6, 84, 84) and torch.equal(result.obs[:, :3], obs[:, 3:])
+    assert env.num_actions == 6
+
+
+@needs_ale
+def test_ale_smoke_run_on_pong_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--benchmark", "atari", "--games", "Pong", "--eval-games", "Pong", "--eval-seeds", "1",
+                 "--out", str(out), "--meta-steps", "1", *TINY, "--task-batch", "4"]) == 0
+    init = load_file(out / "init.safetensors")
+    assert init["encoder.0.weight"].shape == (16, 3, 8, 8)  # Mnih et al. 2013 on 84x84x3
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert record["env_steps"] == 80 and np.isfinite(record["train_loss"])
