@@ -1,0 +1,662 @@
+"""Multi-CV (section 4.2, appendix E): the dataset loaders of every supported layout,
+the decode cache, the splits a run uses, leave-one-dataset-out pools, the protocol's
+task training, and a smoke run of every method.
+
+Loader tests build their data in the official layouts (IDX, ImageFolder folder and zip,
+GTSRB with its ';'-separated CRLF CSVs, CIFAR binary, SVHN .mat). A class-c image is a
+bright square at a class-dependent place, so tiny runs have something to learn and a
+decoded image can be traced back to its label. The last tests read the shared data
+when it is present (counts from its README) and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import struct
+import tarfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import leap.multicv_run as mr
+import leap.tasks.multicv as mc
+from leap.checkpoint import CorruptFileError
+from leap.multicv_run import METHODS, Budget, MultiCVConfig, PlainView, fit_task, run_multicv, write_multicv_report
+from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multicv"
+
+
+# ---------------------------------------------------------------------- fixtures in official layouts
+def pattern(label: int, size: tuple[int, int] = (28, 28), index: int = 0) -> np.ndarray:
+    """(H, W) uint8: a 6x6 bright square whose position encodes the label, plus a dim
+    pixel that makes every image distinct."""
+    h, w = size
+    img = np.zeros((h, w), np.uint8)
+    top, left = 2 + 6 * (label % 3), 2 + 6 * (label // 3)
+    img[top: top + 6, left: left + 6] = 200
+    img[h - 1, index % w] = 50
+    return img
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def labels_for(n: int, classes: int) -> np.ndarray:
+    return np.arange(n) % classes
+
+
+def write_idx(root: Path, name: str, n_train: int | None = 40, n_test: int = 20, classes: int = 3,
+              gz: bool = True) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    splits = {"t10k": n_test} if n_train is None else {"train": n_train, "t10k": n_test}
+    for split, n in splits.items():
+        y = labels_for(n, classes)
+        x = np.stack([pattern(int(label), index=i) for i, label in enumerate(y)])
+        for kind, arr, ext in (("images", x, "idx3"), ("labels", y, "idx1")):
+            data = idx_bytes(arr)
+            path = folder / f"{split}-{kind}-{ext}-ubyte{'.gz' if gz else ''}"
+            path.write_bytes(gzip.compress(data) if gz else data)
+    return folder
+
+
+def png(label: int, size: tuple[int, int], mode: str, index: int) -> bytes:
+    gray = pattern(label, (size[1], size[0]), index)
+    im = Image.fromarray(gray).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+IMAGEFOLDER_CLASSES = ("zebra", "ant", "moth")  # sorted: ant=0, moth=1, zebra=2
+
+
+def write_imagefolder(root: Path, name: str = "mydata", per_class: tuple[int, int] = (6, 2),
+                      size: tuple[int, int] = (40, 36)) -> Path:
+    folder = root / name
+    for split, n in zip(("train", "test"), per_class):
+        for cls in IMAGEFOLDER_CLASSES:
+            d = folder / split / cls
+            d.mkdir(parents=True)
+            label = sorted(IMAGEFOLDER_CLASSES).index(cls)
+            for i in range(n):
+                mode = "L" if i == 0 else "RGB"  # one grayscale image per class: converted to RGB
+                (d / f"{i:04d}.png").write_bytes(png(label, size, mode, i))
+    return folder
+
+
+def zip_folder(folder: Path, target: Path, arc_prefix: str) -> Path:
+    with zipfile.ZipFile(target, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, arc_prefix + path.relative_to(folder).as_posix())
+    return target
+
+
+def ppm(label: int, size: tuple[int, int], index: int) -> bytes:
+    im = Image.fromarray(pattern(label, (size[1], size[0]), index)).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="PPM")
+    return buf.getvalue()
+
+
+GTSRB_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
+
+
+def write_gtsrb(root: Path, classes: int = 3, per_class: int = 5, n_test: int = 6,
+                test_gt_in_images: bool = False) -> Path:
+    """The official folders: GTSRB/Final_Training/Images/000NN/{GT-000NN.csv, *.ppm},
+    GTSRB/Final_Test/Images/*.ppm and GT-final_test.csv, CSVs ';'-separated with CRLF."""
+    base = root / "GTSRB"
+    for c in range(classes):
+        d = base / "Final_Training" / "Images" / f"{c:05d}"
+        d.mkdir(parents=True)
+        rows = [GTSRB_HEADER]
+        for i in range(per_class):
+            size = (30 + i, 28 + 2 * i)  # the official images vary in size
+            fname = f"{i // 2:05d}_{i % 2:05d}.ppm"
+            (d / fname).write_bytes(ppm(c, size, i))
+            rows.append(f"{fname};{size[0]};{size[1]};5;5;{size[0] - 5};{size[1] - 5};{c}")
+        (d / f"GT-{c:05d}.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    images = base / "Final_Test" / "Images"
+    images.mkdir(parents=True)
+    rows = [GTSRB_HEADER]
+    for i in range(n_test):
+        c = i % classes
+        (images / f"{i:05d}.ppm").write_bytes(ppm(c, (33, 31), i))
+        rows.append(f"{i:05d}.ppm;33;31;5;5;28;26;{c}")
+    gt = (images if test_gt_in_images else base / "Final_Test") / "GT-final_test.csv"
+    gt.write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    # The official image-only test CSV (no ClassId) sits in Images/ as well.
+    (images / "GT-final_test.test.csv").write_bytes(("\r\n".join(r.rsplit(";", 1)[0] for r in rows) + "\r\n").encode())
+    return base
+
+
+def cifar_records(n: int, label_bytes: int, classes: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    y = labels_for(n, classes)
+    x = np.stack([np.stack([pattern(int(label), (32, 32), i)] * 3) for i, label in enumerate(y)])  # (n, 3, 32, 32)
+    coarse = (y // 2).astype(np.uint8)
+    recs = [bytes([coarse[i], y[i]][-label_bytes:]) + x[i].tobytes() for i in range(n)]
+    return b"".join(recs), x, y
+
+
+def decode(source: mc.DatasetSource) -> mc.ImageSet:
+    return source.decode()
+
+
+def only_source(root: Path) -> mc.DatasetSource:
+    found = discover_datasets(root)
+    assert len(found) == 1, found
+    return next(iter(found.values()))
+
+
+# ---------------------------------------------------------------------- IDX
+def test_idx_dataset_is_found_by_its_folder_name_and_padded_to_32x32(tmp_path):
+    write_idx(tmp_path, "Fashion-MNIST")
+    src = only_source(tmp_path)
+    assert (src.name, src.kind) == ("fashion-mnist", "idx")
+    data = decode(src)
+    assert data.train_x.shape == (40, 1, 32, 32) and data.test_x.shape == (20, 1, 32, 32)
+    assert data.train_x.dtype == np.uint8 and data.train_y.dtype == np.int64
+
+
+def test_idx_28x28_images_are_zero_padded_by_2_pixels_per_side_as_in_appendix_e(tmp_path):
+    write_idx(tmp_path, "mnist")
+    data = decode(only_source(tmp_path))
+    img = data.train_x[4, 0]
+    assert np.array_equal(img[2:30, 2:30], pattern(int(data.train_y[4]), index=4))
+    assert img[:2].max() == 0 and img[30:].max() == 0 and img[:, :2].max() == 0 and img[:, 30:].max() == 0
+
+
+def test_uncompressed_idx_files_are_read_too(tmp_path):
+    write_idx(tmp_path / "a", "mnist", gz=True)
+    write_idx(tmp_path / "b", "mnist", gz=False)
+    a, b = decode(only_source(tmp_path / "a")), decode(only_source(tmp_path / "b"))
+    assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
+
+
+def test_idx_with_a_bad_magic_number_is_an_error_naming_the_file(tmp_path):
+    folder = write_idx(tmp_path, "mnist")
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x12\x34" + gzip.decompress(path.read_bytes())[2:]))
+    with pytest.raises(CorruptFileError, match=r"train-images-idx3-ubyte\.gz.*magic"):
+        decode(only_source(tmp_path))
+
+
+def test_idx_shorter_than_its_header_says_is_an_error_naming_the_file(tmp_path):
+    folder = write_idx(tmp_path, "mnist")
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    with pytest.raises(CorruptFileError, match=r"t10k-images-idx3-ubyte\.gz.*truncated"):
+        decode(only_source(tmp_path))
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    folder = write_idx(tmp_path, "mnist")
+    path = folder / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CorruptFileError, match=r"train-labels-idx1-ubyte\.gz.*gzip"):
+        decode(only_source(tmp_path))
+
+
+def test_idx_images_without_their_labels_file_is_an_error_naming_it(tmp_path):
+    folder = write_idx(tmp_path, "mnist")
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"t10k-labels-idx1-ubyte\.gz"):
+        decode(only_source(tmp_path))
+
+
+def test_idx_images_and_labels_of_different_counts_is_an_error(tmp_path):
+    folder = write_idx(tmp_path, "mnist")
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(7, np.uint8))))
+    with pytest.raises(CorruptFileError, match=r"20 images but .* 7 labels"):
+        decode(only_source(tmp_path))
+
+
+# ---------------------------------------------------------------------- ImageFolder
+def test_imagefolder_labels_are_the_sorted_class_names_positions(tmp_path):
+    write_imagefolder(tmp_path)
+    src = only_source(tmp_path)
+    assert (src.name, src.kind) == ("mydata", "imagefolder")
+    data = decode(src)
+    assert data.classes == ["ant", "moth", "zebra"]
+    assert np.bincount(data.train_y).tolist() == [6, 6, 6] and np.bincount(data.test_y).tolist() == [2, 2, 2]
+
+
+def test_imagefolder_images_become_32x32_rgb_including_grayscale_files(tmp_path):
+    write_imagefolder(tmp_path, size=(40, 36))
+    data = decode(only_source(tmp_path))
+    assert data.train_x.shape == (18, 3, 32, 32)
+    first = data.train_x[0]  # image 0000 of class "ant" is a grayscale PNG
+    assert np.array_equal(first[0], first[1]) and np.array_equal(first[1], first[2])
+
+
+def test_imagefolder_zip_with_a_top_folder_reads_like_the_folder(tmp_path):
+    folder = write_imagefolder(tmp_path / "src")
+    (tmp_path / "data").mkdir()
+    zip_folder(folder, tmp_path / "data" / "mydata.zip", "mydata/")
+    src = only_source(tmp_path / "data")
+    assert (src.name, src.kind, src.prefix) == ("mydata", "imagefolder", "mydata/")
+    a, b = decode(src), decode(only_source(tmp_path / "src"))
+    assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
+
+
+def test_imagefolder_test_class_without_training_folder_is_an_error(tmp_path):
+    folder = write_imagefolder(tmp_path)
+    (folder / "test" / "bee").mkdir()
+    (folder / "test" / "bee" / "0.png").write_bytes(png(0, (32, 32), "RGB", 0))
+    with pytest.raises(CorruptFileError, match=r"\['bee'\] have no training folder"):
+        decode(only_source(tmp_path))
+
+
+def test_corrupt_image_is_an_error_naming_it(tmp_path):
+    folder = write_imagefolder(tmp_path)
+    (folder / "train" / "moth" / "0003.png").write_bytes(b"not a png")
+    with pytest.raises(CorruptFileError, match=r"moth/0003\.png: not a readable image"):
+        decode(only_source(tmp_path))
+
+
+def test_corrupt_zip_is_an_error_naming_it(tmp_path):
+    (tmp_path / "cifar10.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CorruptFileError, match=r"cifar10\.zip: not a readable zip"):
+        discover_datasets(tmp_path)
+
+
+# ---------------------------------------------------------------------- GTSRB
+def test_gtsrb_official_layout_reads_class_ids_from_the_csvs(tmp_path):
+    write_gtsrb(tmp_path, classes=3, per_class=5, n_test=6)
+    src = only_source(tmp_path)
+    assert (src.name, src.kind) == ("gtsrb", "gtsrb")
+    data = decode(src)
+    assert data.train_x.shape == (15, 3, 32, 32) and data.test_x.shape == (6, 3, 32, 32)
+    assert np.bincount(data.train_y).tolist() == [5, 5, 5] and data.test_y.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_gtsrb_zip_reads_like_the_folder_and_accepts_the_ground_truth_in_images(tmp_path):
+    write_gtsrb(tmp_path / "a")
+    write_gtsrb(tmp_path / "b", test_gt_in_images=True)
+    (tmp_path / "z").mkdir()
+    zip_folder(tmp_path / "b" / "GTSRB", tmp_path / "z" / "gtsrb.zip", "GTSRB/")
+    a, b, z = (decode(only_source(tmp_path / d)) for d in ("a", "b", "z"))
+    assert np.array_equal(a.train_x, z.train_x) and np.array_equal(a.test_y, b.test_y)
+
+
+def test_gtsrb_without_test_ground_truth_is_an_error_naming_the_file(tmp_path):
+    base = write_gtsrb(tmp_path)
+    (base / "Final_Test" / "GT-final_test.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"GT-final_test\.csv"):
+        decode(only_source(tmp_path))
+
+
+def test_gtsrb_csv_row_naming_a_missing_image_is_an_error_naming_the_row(tmp_path):
+    base = write_gtsrb(tmp_path)
+    (base / "Final_Training" / "Images" / "00001" / "00001_00000.ppm").unlink()
+    with pytest.raises(CorruptFileError, match=r"GT-00001\.csv: row 4 names '00001_00000\.ppm'"):
+        decode(only_source(tmp_path))
+
+
+# ---------------------------------------------------------------------- CIFAR binary, SVHN, pickle
+def test_cifar100_binary_folder_and_tarball_use_fine_labels_and_names(tmp_path):
+    folder = tmp_path / "a" / "cifar-100-binary"
+    folder.mkdir(parents=True)
+    train, x, y = cifar_records(12, 2, 4)
+    test, _, ty = cifar_records(8, 2, 4)
+    (folder / "train.bin").write_bytes(train)
+    (folder / "test.bin").write_bytes(test)
+    (folder / "fine_label_names.txt").write_text("apple\nbee\ncar\ndog\n")
+    (tmp_path / "b").mkdir()
+    with tarfile.open(tmp_path / "b" / "cifar-100-binary.tar.gz", "w:gz") as tar:
+        tar.add(folder, arcname="cifar-100-binary")
+    for d in ("a", "b"):
+        src = only_source(tmp_path / d)
+        assert (src.name, src.kind) == ("cifar100", "cifar-binary")
+        data = decode(src)
+        assert np.array_equal(data.train_x, x) and np.array_equal(data.train_y, y)
+        assert np.array_equal(data.test_y, ty) and data.classes == ["apple", "bee", "car", "dog"]
+
+
+def test_cifar_binary_with_a_partial_record_is_an_error(tmp_path):
+    folder = tmp_path / "cifar-100-binary"
+    folder.mkdir()
+    train, _, _ = cifar_records(4, 2, 2)
+    (folder / "train.bin").write_bytes(train[:-10])
+    (folder / "test.bin").write_bytes(train)
+    with pytest.raises(CorruptFileError, match=r"train\.bin.*whole number of 3074-byte records"):
+        decode(only_source(tmp_path))
+
+
+def test_cifar_pickle_version_is_refused_with_the_reason(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (folder / name).write_bytes(b"\x80\x04 pickled")
+    write_idx(tmp_path, "mnist")
+    with pytest.warns(UserWarning, match="pickle"):
+        found = discover_datasets(tmp_path)
+    assert list(found) == ["mnist"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"cifar-10-batches-py.*not found.*pickle"):
+            MultiCV(tmp_path, datasets=["cifar-10-batches-py"])
+
+
+def test_svhn_mat_files_give_nchw_images_and_digit_0_for_label_10(tmp_path):
+    savemat = pytest.importorskip("scipy.io").savemat
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    expected = {}
+    for split, n in (("train", 6), ("test", 4)):
+        x = np.random.default_rng(n).integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # H, W, C, N as SVHN stores
+        y = (np.arange(n) % 10 + 1).reshape(-1, 1).astype(np.uint8)  # 1..10, 10 meaning digit 0
+        y[0] = 10
+        savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        expected[split] = (x, y.reshape(-1))
+    data = decode(only_source(tmp_path))
+    x, y = expected["train"]
+    assert data.train_x.shape == (6, 3, 32, 32)
+    assert np.array_equal(data.train_x[2, 1], x[:, :, 1, 2])
+    assert data.train_y[0] == 0 and data.train_y[1:].tolist() == y[1:].tolist()
+
+
+# ---------------------------------------------------------------------- the data directory and cache
+def test_default_pool_is_every_dataset_the_directory_holds(tmp_path):
+    write_idx(tmp_path, "mnist", n_train=None)
+    write_imagefolder(tmp_path, "cifar10")
+    write_gtsrb(tmp_path)
+    (tmp_path / "README.md").write_text("not a dataset")
+    assert MultiCV(tmp_path).names == ["cifar10", "gtsrb", "mnist"]
+
+
+def test_datasets_choose_the_pool_and_unknown_names_are_an_error_listing_the_known(tmp_path):
+    write_idx(tmp_path, "mnist")
+    write_idx(tmp_path, "notmnist")
+    assert MultiCV(tmp_path, datasets=["notmnist"]).names == ["notmnist"]
+    with pytest.raises(ValueError, match=r"\['svhn'\] not found .* holds \['mnist', 'notmnist'\]"):
+        MultiCV(tmp_path, datasets=["mnist", "svhn"])
+
+
+def test_missing_data_directory_is_an_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
+        MultiCV(tmp_path / "nowhere")
+
+
+def test_directory_without_any_known_layout_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(FileNotFoundError, match="no dataset of a known layout"):
+        MultiCV(tmp_path)
+
+
+def test_second_load_reads_the_cache_without_decoding(tmp_path, monkeypatch):
+    write_imagefolder(tmp_path / "data")
+    src = only_source(tmp_path / "data")
+    first = load_dataset(src, tmp_path / "cache")
+    monkeypatch.setitem(mc.DECODERS, "imagefolder", lambda s: pytest.fail("decoded again"))
+    second = load_dataset(only_source(tmp_path / "data"), tmp_path / "cache")
+    assert np.array_equal(first.train_x, second.train_x) and second.classes == first.classes
+    assert len(list((tmp_path / "cache").glob("multicv-mydata-*.npz"))) == 1
+
+
+def test_cache_goes_to_the_user_cache_when_the_data_directory_is_read_only(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    write_idx(data_dir, "mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    data_dir.chmod(0o555)
+    try:
+        load_dataset(only_source(data_dir))
+    finally:
+        data_dir.chmod(0o755)
+    assert list((tmp_path / "xdg" / "leap").glob("multicv-mnist-*.npz"))
+    assert not (data_dir / ".leap-cache").exists()
+
+
+def test_changed_source_invalidates_the_cache(tmp_path):
+    folder = write_imagefolder(tmp_path / "data")
+    load_dataset(only_source(tmp_path / "data"), tmp_path / "cache")
+    (folder / "train" / "ant" / "0099.png").write_bytes(png(0, (32, 32), "RGB", 99))
+    data = load_dataset(only_source(tmp_path / "data"), tmp_path / "cache")
+    assert len(data.train_y) == 19
+    assert len(list((tmp_path / "cache").glob("multicv-mydata-*.npz"))) == 1  # the stale one is gone
+
+
+# ---------------------------------------------------------------------- splits of a run
+def test_test_only_dataset_is_split_80_20_per_class_the_same_way_every_time(tmp_path):
+    write_idx(tmp_path, "mnist", n_train=None, n_test=50, classes=5)
+    data = load_dataset(only_source(tmp_path), tmp_path / "cache")
+    a = make_splits(data, val_size=5)
+    b = make_splits(data, val_size=5)
+    assert a.sizes() == {"train": 35, "val": 5, "test": 10}
+    assert np.bincount(a.test_y.numpy()).tolist() == [2] * 5
+    assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_x, b.train_x)
+    assert any("no training split" in n and "40 train / 10 test" in n for n in a.notes)
+
+
+def test_train_validation_and_test_images_are_disjoint(tmp_path):
+    write_idx(tmp_path, "mnist", n_train=None, n_test=60)
+    s = make_splits(load_dataset(only_source(tmp_path), tmp_path / "cache"), val_size=8)
+    keys = [{bytes(im.numpy().tobytes()) for im in x} for x in (s.train_x, s.val_x, s.test_x)]
+    assert sum(len(k) for k in keys) == len(set().union(*keys)) == 60
+
+
+def test_sample_cap_limits_training_images_and_is_reported(tmp_path):
+    write_imagefolder(tmp_path)
+    s = make_splits(load_dataset(only_source(tmp_path), tmp_path / "cache"), val_size=3, sample_cap=5, test_cap=4)
+    assert s.sizes() == {"train": 5, "val": 3, "test": 4}
+    assert any("capped at 5" in n for n in s.notes)
+
+
+def test_inputs_are_normalized_per_channel_with_training_statistics_and_3_channels(tmp_path):
+    write_idx(tmp_path, "mnist", n_train=60, n_test=10)
+    data = load_dataset(only_source(tmp_path), tmp_path / "cache")
+    s = make_splits(data, val_size=6)
+    x = s.inputs(torch.cat([s.train_x, s.val_x]))  # the whole training split
+    assert x.shape == (60, 3, 32, 32)
+    assert torch.equal(x[:, 0], x[:, 2])
+    assert x.mean().item() == pytest.approx(0, abs=1e-5) and x.std(unbiased=False).item() == pytest.approx(1, abs=1e-4)
+
+
+def test_leave_one_out_pool_never_contains_the_held_out_dataset():
+    names = ["cifar10", "fashion-mnist", "gtsrb", "mnist", "notmnist"]
+    for held in names:
+        pool = leave_one_out(names, held)
+        assert held not in pool and sorted([*pool, held]) == sorted(names)
+    with pytest.raises(ValueError, match="not in the pool"):
+        leave_one_out(names, "svhn")
+    with pytest.raises(ValueError, match="no dataset besides"):
+        leave_one_out(["mnist"], "mnist")
+
+
+# ---------------------------------------------------------------------- the protocol
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory) -> Path:
+    """Three tiny datasets in three layouts: a test-only IDX set, an ImageFolder zip and GTSRB."""
+    root = tmp_path_factory.mktemp("multicv")
+    write_idx(root, "mnist", n_train=None, n_test=60, classes=3)
+    folder = write_imagefolder(root / "staging", "cifar10", per_class=(14, 4), size=(32, 32))
+    zip_folder(folder, root / "cifar10.zip", "cifar10/")
+    shutil.rmtree(root / "staging")
+    write_gtsrb(root, classes=3, per_class=14, n_test=12)
+    return root
+
+
+def tiny(held_out: str, method: str, data_dir: Path, **kw) -> MultiCVConfig:
+    values = dict(meta_steps=2, meta_batch=2, task_epochs=1.0, task_batch=8, eval_epochs=2.0, eval_batch=8,
+                  val_size=6, check_every=2, patience=3)
+    values.update(kw)
+    return MultiCVConfig(held_out=held_out, method=method, data_dir=str(data_dir), **values)
+
+
+def test_budget_counts_steps_per_epoch_without_the_partial_batch():
+    b = Budget(epochs=1.5, batch=32, lr=0.1, patience=10, check_every=1)
+    assert b.steps_per_epoch(100) == 3 and b.max_steps(100) == 4 and b.max_steps(10) == 2
+
+
+def test_task_stops_once_validation_has_not_improved_for_patience_checks(pool_dir):
+    data = MultiCV(pool_dir).get("gtsrb")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    budget = Budget(epochs=50, batch=8, lr=1e-12, patience=3, check_every=1)  # nothing can improve
+    run = fit_task(PlainView(model), data, budget, torch.Generator().manual_seed(0))
+    assert run.stopped_early and run.steps == 4 and run.max_steps > 4
+    assert run.train_errors.shape == (4,)
+
+
+def test_task_restores_the_parameters_of_its_best_validation_check(pool_dir):
+    data = MultiCV(pool_dir).get("cifar10")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    view = PlainView(model)
+    run = fit_task(view, data, Budget(3, 8, 0.5, 100, 1), torch.Generator().manual_seed(0))
+    assert mr.error_rate(view, data, data.val_x, data.val_y) == run.best_val_error
+
+
+def test_leap_meta_learns_the_encoder_only_and_moves_it(pool_dir):
+    cfg = tiny("mnist", "leap", pool_dir)
+    method = mr.make_method(cfg, cfg.benchmark())
+    assert all(n.startswith("encoder") for n in method.learner.param_names)
+    before = [p.detach().clone() for p in method.learner.parameters()]
+    method.pretrain_step(0)
+    assert all(not torch.equal(a, b) for a, b in zip(before, method.learner.parameters()))
+
+
+def test_every_method_pretrains_on_the_others_and_evaluates_on_the_held_out(pool_dir, tmp_path):
+    for method in METHODS:
+        result = run_multicv(tiny("mnist", method, pool_dir), tmp_path / method, log=lambda m: None)
+        assert result["pool"] == ["cifar10", "gtsrb"]
+        for key in ("test_error", "train_error", "auc", "best_val_error"):
+            assert 0 <= result[key] <= 1, (method, key)
+        assert result["meta_steps"] == (0 if method == "none" else 2)
+        assert (tmp_path / method / "result.json").is_file()
+        assert any("no training split" in n for n in result["notes"])
+    paths = write_multicv_report(tmp_path)
+    text = paths[0].read_text()
+    for label in ("Leap", "Finetuning", "Progressive Nets", "HAT", "No pretraining"):
+        assert f"| {label} |" in text
+    assert "| MNIST | Leap |" in text and "| 0.7 | 0.1 | 0.6 |" in text  # the paper's row beside ours
+
+
+def test_interrupted_run_resumes_from_its_last_meta_step_to_the_same_result(pool_dir, tmp_path, monkeypatch):
+    cfg = tiny("gtsrb", "leap", pool_dir, meta_steps=3)
+    whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)
+    original = mr.LeapMethod.pretrain_step
+
+    def crash_at_third(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", crash_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", original)
+    resumed = run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    for key in ("test_error", "train_error", "auc", "meta_steps"):
+        assert resumed[key] == whole[key], key
+    records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+
+
+def test_finished_run_is_not_run_again_and_another_config_is_refused(pool_dir, tmp_path, monkeypatch):
+    cfg = tiny("gtsrb", "none", pool_dir)
+    first = run_multicv(cfg, tmp_path / "run", log=lambda m: None)
+    monkeypatch.setattr(mr, "make_method", lambda *a: pytest.fail("ran again"))
+    assert run_multicv(cfg, tmp_path / "run", log=lambda m: None) == first
+    with pytest.raises(mr.ConfigMismatch, match="different run"):
+        run_multicv(tiny("gtsrb", "none", pool_dir, seed=1), tmp_path / "run", log=lambda m: None)
+
+
+def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir, tmp_path):
+    cfg = tiny("gtsrb", "finetune", pool_dir, meta_steps=50, meta_patience=1, task_lr=1e-9)
+    result = run_multicv(cfg, tmp_path / "run", log=lambda m: None)
+    assert result["meta_stopped_early"] and result["meta_steps"] < 50
+
+
+def test_cli_train_and_report_run_multicv(pool_dir, tmp_path, capsys):
+    from leap.cli import main
+
+    out = tmp_path / "cli"
+    args = ["train", "--benchmark", "multicv", "--held-out", "cifar10", "--method", "hat", "--out", str(out / "hat"),
+            "--data-dir", str(pool_dir), "--meta-steps", "1", "--meta-batch", "2", "--task-batch", "8",
+            "--eval-batch", "8", "--max-epochs", "1", "--eval-epochs", "1", "--val-size", "6", "--no-progress"]
+    assert main(args) == 0
+    assert "cifar10/hat: test error" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert (out / "multicv.md").is_file()
+
+
+def test_cli_reports_bad_multicv_input_in_one_line_with_status_2(pool_dir, tmp_path, capsys):
+    from leap.cli import main
+
+    base = ["train", "--benchmark", "multicv", "--out", str(tmp_path / "x"), "--data-dir", str(pool_dir)]
+    assert main(base) == 2
+    assert "needs --held-out" in capsys.readouterr().err
+    assert main([*base, "--held-out", "svhn"]) == 2
+    assert "not in the pool" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the shared data, when present
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared Multi-CV data not found at {SHARED}")
+
+
+@pytest.fixture(scope="module")
+def shared_sources():
+    if not SHARED.is_dir():
+        pytest.skip(f"shared Multi-CV data not found at {SHARED}")
+    return discover_datasets(SHARED)
+
+
+@needs_shared
+def test_shared_directory_holds_the_five_obtainable_datasets(shared_sources):
+    assert {n: s.kind for n, s in shared_sources.items()} == {
+        "cifar10": "imagefolder", "fashion-mnist": "idx", "gtsrb": "gtsrb", "mnist": "idx", "notmnist": "idx"}
+
+
+@needs_shared
+@pytest.mark.parametrize("name, train, test, classes", [
+    ("fashion-mnist", 60_000, 10_000, 10), ("mnist", None, 10_000, 10), ("notmnist", None, 10_000, 10),
+    ("cifar10", 50_000, 10_000, 10), ("gtsrb", 39_209, 12_630, 43),
+])
+def test_shared_dataset_counts_match_its_readme(shared_sources, name, train, test, classes):
+    data = load_dataset(shared_sources[name])
+    assert (None if data.train_y is None else len(data.train_y)) == train
+    assert len(data.test_y) == test and len(data.classes) == classes
+    assert data.test_x.shape[1:] == ((1, 32, 32) if name in ("fashion-mnist", "mnist", "notmnist") else (3, 32, 32))
+    if name == "gtsrb":
+        assert np.bincount(data.train_y)[:5].tolist() == [210, 2220, 2250, 1410, 1980]
+        assert np.bincount(data.test_y)[-3:].tolist() == [90, 60, 90]
+    if name == "notmnist":
+        assert np.bincount(data.test_y).tolist() == [1000] * 10
+    if name == "cifar10":
+        assert data.classes[:2] == ["airplane", "automobile"]
+
+
+@needs_shared
+def test_shared_mnist_is_split_8000_2000_and_says_so(shared_sources):
+    s = make_splits(load_dataset(shared_sources["mnist"]), val_size=800)
+    assert s.sizes() == {"train": 7200, "val": 800, "test": 2000}
+    assert "8,000 train / 2,000 test" in s.notes[0]
+
+
+def test_environment_variable_names_the_data_directory(tmp_path, monkeypatch):
+    write_idx(tmp_path, "mnist")
+    monkeypatch.setenv(mc.ENV_VAR, str(tmp_path))
+    assert MultiCV().names == ["mnist"]
+    monkeypatch.delenv(mc.ENV_VAR)
+    with pytest.raises(FileNotFoundError, match=mc.ENV_VAR):
+        MultiCV()
+
+
+def test_refused_and_unknown_entries_do_not_stop_discovery(tmp_path):
+    (tmp_path / "empty").mkdir()
+    os.makedirs(tmp_path / "nested" / "deeper")
+    write_idx(tmp_path, "mnist")
+    assert list(discover_datasets(tmp_path)) == ["mnist"]
