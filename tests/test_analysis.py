@@ -1,0 +1,223 @@
+"""Appendix analyses: the exact Jacobian of SGD with respect to the initialization
+(appendix B) and the ablation of Leap's options (appendix C)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from leap.analysis.ablation import ABLATION_CONFIGS, CONFIGS_BY_NAME, paired_difference, select_configs
+from leap.analysis.jacobian import (
+    block_map,
+    first_layer,
+    relative_precision,
+    schatten1,
+    sgd_block_jacobians,
+)
+from leap.cli import main
+from leap.config import RunConfig
+from leap.learners import Leap, Reptile
+from leap.models import ConvNet
+from leap.run import make_learner
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# torch's forward-mode AD loads its own decompositions with torch.jit.script on first use,
+# which torch 2.13 itself marks deprecated; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+def tiny_problem(steps: int = 3, dtype: torch.dtype = torch.float64):
+    """The Omniglot ConvNet shrunk to 3 filters on 16x16 inputs (batch norm, max-pool and
+    ReLU all present), 3 classes, fixed minibatches of 8."""
+    torch.manual_seed(0)
+    model = ConvNet(in_channels=1, num_classes=3, image_size=16, filters=3).to(dtype).train()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    batches = [(torch.rand(8, 1, 16, 16, dtype=dtype), torch.randint(3, (8,))) for _ in range(steps)]
+    return model, params, batches
+
+
+def flat_block(params, block):
+    return torch.cat([params[n].reshape(-1) for n in block])
+
+
+# ---------------------------------------------------------------------- appendix B
+def test_first_layer_of_the_convnet_is_its_first_convolution():
+    assert first_layer(ConvNet()) == ["encoder.0.weight", "encoder.0.bias"]
+
+
+def test_block_jacobian_matches_finite_differences():
+    model, params, batches = tiny_problem()
+    block = first_layer(model)
+    lr = 0.02
+    deviations = sgd_block_jacobians(model, params, batches, lr, block, chunk=7)  # chunks do not divide 30
+    run = block_map(model, params, batches, lr, block)
+    theta0 = flat_block(params, block)
+    eps = 1e-6
+    columns = [(run(theta0 + eps * e) - run(theta0 - eps * e)) / (2 * eps)
+               for e in torch.eye(len(theta0), dtype=theta0.dtype)]
+    finite_differences = torch.stack(columns, dim=1)  # [output, input]
+    exact = deviations[-1] + torch.eye(len(theta0), dtype=theta0.dtype)
+    assert exact.shape == (30, 30)
+    assert torch.allclose(exact, finite_differences, atol=1e-7, rtol=0)
+
+
+def test_every_intermediate_step_matches_reverse_mode_through_the_unrolled_loop():
+    model, params, batches = tiny_problem()
+    block = first_layer(model)
+    deviations = sgd_block_jacobians(model, params, batches, 0.05, block, chunk=64)
+    theta0 = flat_block(params, block)
+    for i, deviation in enumerate(deviations, start=1):
+        reference = jacrev(block_map(model, params, batches[:i], 0.05, block))(theta0)
+        assert torch.allclose(deviation + torch.eye(len(theta0), dtype=theta0.dtype), reference, atol=1e-12)
+
+
+def test_zero_learning_rate_leaves_the_identity_exactly():
+    model, params, batches = tiny_problem(steps=2)
+    deviations = sgd_block_jacobians(model, params, batches, 0.0, first_layer(model))
+    assert all(bool((d == 0).all()) for d in deviations)
+    assert [relative_precision(d) for d in deviations] == [0.0, 0.0]
+
+
+def test_conv_bias_before_batch_norm_has_an_identity_block():
+    # Batch norm removes a per-channel constant, so the first layer's bias gets no
+    # gradient: its rows and columns of the block are those of the identity.
+    model, params, batches = tiny_problem()
+    deviation = sgd_block_jacobians(model, params, batches, 0.1, first_layer(model))[-1]
+    bias = slice(27, 30)  # 3 filters x 1 x 3 x 3 weights come first
+    assert deviation[bias].abs().max() < 1e-12 and deviation[:, bias].abs().max() < 1e-12
+    assert deviation[:27, :27].abs().max() > 1e-4
+
+
+def test_schatten1_is_the_sum_of_singular_values():
+    u, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
+    s = torch.tensor([3.0, 2.0, 0.5], dtype=torch.float64)
+    matrix = u[:, :3] @ torch.diag(s) @ v.T
+    assert float(schatten1(matrix)) == pytest.approx(5.5, abs=1e-12)
+    assert float(schatten1(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))) == pytest.approx(2**0.5)
+
+
+def test_relative_precision_divides_the_deviation_norm_by_the_jacobian_norm():
+    # J = diag(0.5, 1): ||I - J||_1 = 0.5 and ||J||_1 = 1.5.
+    assert relative_precision(torch.diag(torch.tensor([-0.5, 0.0]))) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="square"):
+        relative_precision(torch.zeros(2, 3))
+
+
+def jacobian_args(out, tasks: int = 2, batch: int = 4) -> list[str]:
+    return ["jacobian", "--synthetic", "--out", str(out), "--filters", "2", "--steps", "2", "--every", "1",
+            "--tasks", str(tasks), "--lrs", "0,0.1", "--batch", str(batch)]
+
+
+def test_jacobian_command_on_synthetic_data_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "jac"
+    assert main(jacobian_args(out)) == 0
+    result = json.loads((out / "jacobian.json").read_text())
+    assert result["block"] == {"parameters": ["encoder.0.weight", "encoder.0.bias"], "size": 20}
+    assert sorted((r["task"], r["lr"]) for r in result["runs"]) == [(0, 0.0), (0, 0.1), (1, 0.0), (1, 0.1)]
+    assert result["summary"]["0.0"]["mean"] == [0.0, 0.0]
+    assert all(0 < v < 1 for v in result["summary"]["0.1"]["mean"])
+    table = (out / "jacobian.md").read_text()
+    assert "SYNTHETIC" in table and "| 0.1 | 2 |" in table
+    assert (out / "jacobian.png").read_bytes()[:8] == PNG
+    # A third task extends the study; the four measured pairs are kept as they are.
+    assert main(jacobian_args(out, tasks=3)) == 0
+    extended = json.loads((out / "jacobian.json").read_text())
+    assert extended["runs"][:4] == result["runs"] and len(extended["runs"]) == 6
+    capsys.readouterr()
+    # Another batch size measures something else: refused, nothing overwritten.
+    assert main(jacobian_args(out, tasks=3, batch=8)) == 2
+    assert "another protocol" in capsys.readouterr().err
+    assert json.loads((out / "jacobian.json").read_text()) == extended
+
+
+# ---------------------------------------------------------------------- appendix C
+FIGURE6 = [  # name, label, method, metric (p), stabilizer (μ), loss in manifold (f)
+    ("leap-p2-mu0-f1", "p=2, μ=0, f=1", "leap", "energy", False, True),
+    ("leap-p2-mu1-f1", "p=2, μ=1, f=1", "leap", "energy", True, True),
+    ("leap-p2-mu0-f0", "p=2, μ=0, f=0", "leap", "energy", False, False),
+    ("leap-p1-mu0-f1", "p=1, μ=0, f=1", "leap", "length", False, True),
+    ("leap-p1-mu1-f1", "p=1, μ=1, f=1", "leap", "length", True, True),
+    ("leap-p1-mu0-f0", "p=1, μ=0, f=0", "leap", "length", False, False),
+]
+
+
+def test_ablation_has_figure6_configurations_in_legend_order_then_the_references():
+    assert [c.name for c in ABLATION_CONFIGS] == [row[0] for row in FIGURE6] + ["reptile", "none"]
+    assert CONFIGS_BY_NAME["reptile"].method == "reptile" and CONFIGS_BY_NAME["reptile"].p is None
+    assert CONFIGS_BY_NAME["none"].method == "none" and CONFIGS_BY_NAME["none"].p is None
+
+
+@pytest.mark.parametrize("name,label,method,metric,stabilizer,loss", FIGURE6)
+def test_ablation_configuration_sets_the_meta_gradient_options(name, label, method, metric, stabilizer, loss):
+    config = CONFIGS_BY_NAME[name]
+    assert (config.label, config.method, config.p) == (label, method, 1 if metric == "length" else 2)
+    cfg = config.run_config(RunConfig(method="leap", meta_steps=1).resolved())
+    assert (cfg.metric, cfg.stabilizer, cfg.loss_in_manifold) == (metric, stabilizer, loss)
+    learner = make_learner(cfg, ConvNet(filters=2))
+    assert isinstance(learner, Leap)
+    assert (learner.metric, learner.stabilizer, learner.loss_in_manifold) == (metric, stabilizer, loss)
+
+
+def test_reptile_configuration_builds_the_reptile_hook():
+    cfg = CONFIGS_BY_NAME["reptile"].run_config(RunConfig(method="reptile").resolved())
+    assert isinstance(make_learner(cfg, ConvNet(filters=2)), Reptile)
+    with pytest.raises(ValueError, match="method"):
+        CONFIGS_BY_NAME["reptile"].run_config(RunConfig(method="leap").resolved())
+
+
+def test_select_configs_keeps_figure6_order_and_rejects_unknown_names():
+    assert [c.name for c in select_configs("reptile,leap-p1-mu1-f1")] == ["leap-p1-mu1-f1", "reptile"]
+    assert len(select_configs("all")) == 8
+    with pytest.raises(ValueError, match="unknown configuration"):
+        select_configs("leap-p3")
+
+
+def test_paired_difference_is_the_mean_per_task_gap_with_its_standard_error():
+    reptile = {"test_errors": [0.50, 0.60, 0.70]}
+    leap = {"test_errors": [0.40, 0.50, 0.70]}  # gaps -10, -10, 0 points: mean -6.7, s.e. 3.3
+    assert paired_difference(leap, reptile) == "-6.7 ± 3.3"
+    assert paired_difference(reptile, reptile) == "-" and paired_difference(leap, None) == "-"
+
+
+TINY = ["--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--eval-steps", "3", "--no-progress"]
+
+
+def test_ablation_command_trains_evaluates_reports_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = ["ablation", "--benchmark", "builtin", "--out", str(out), "--configs", "leap-p1-mu1-f1,reptile", *TINY]
+    assert main(args) == 0
+    result = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in result["configs"]] == ["leap-p1-mu1-f1", "reptile"]
+    assert result["protocol"]["meta_steps"] == 2 and result["protocol"]["pretrain_tasks"] == 20
+    for row in result["configs"]:
+        assert row["meta_steps"] == 2 and 0.0 <= row["test_error"] <= 1.0
+    config = json.loads((out / "leap-p1-mu1-f1" / "config.json").read_text())
+    assert (config["metric"], config["stabilizer"], config["loss_in_manifold"]) == ("length", True, True)
+    assert "| p=1, μ=1, f=1 | 1 | 1 | 1 |" in (out / "ablation.md").read_text()
+    assert (out / "ablation.png").read_bytes()[:8] == PNG
+    init = (out / "reptile" / "init.safetensors").read_bytes()
+    capsys.readouterr()
+    # Rerunning with more configurations trains only those and keeps the others' rows.
+    assert main([*args[:-len(TINY) - 1], "reptile,leap-p2-mu0-f0,none", *TINY]) == 0
+    assert "reptile: finished earlier, skipped" in capsys.readouterr().err
+    assert (out / "reptile" / "init.safetensors").read_bytes() == init
+    names = [r["name"] for r in json.loads((out / "ablation.json").read_text())["configs"]]
+    assert names == ["leap-p2-mu0-f0", "leap-p1-mu1-f1", "reptile", "none"]
+    # leap report redraws the table and Figure 6 from the files alone.
+    (out / "ablation.md").unlink()
+    assert main(["report", str(out)]) == 0
+    table = (out / "ablation.md").read_text()
+    assert "| p=2, μ=0, f=0 | 2 | 0 | 0 |" in table and "| No pretraining | - | - | - |" in table
+
+
+def test_ablation_refuses_other_budgets_in_the_same_directory(tmp_path, capsys):
+    out = tmp_path / "abl"
+    base = ["ablation", "--benchmark", "builtin", "--out", str(out), "--configs", "reptile"]
+    assert main([*base, *TINY]) == 0
+    capsys.readouterr()
+    assert main([*base, *TINY[:-1], "--meta-steps", "3", "--no-progress"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
