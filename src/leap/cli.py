@@ -15,16 +15,22 @@ from typing import Any
 
 import torch
 
+from leap import distributed
 from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
 from leap.config import BENCHMARK_DEFAULTS, METHODS, RunConfig
+from leap.multicv_run import METHODS as MULTICV_METHODS
+from leap.multicv_run import add_multicv_options, sweep_from_args, train_from_args, write_multicv_report
 from leap.report import comparison_table, plot_curves, write_report
-from leap.run import MetaTrainer, RunStopped, build_benchmark, eval_loop, evaluate, fit, fresh_head
+from leap.rl.commands import add_rl_eval_parser, rl_evaluate, train_rl
+from leap.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args
+from leap.run import MetaTrainer, RunStopped, build_benchmark, engine_options, eval_loop, evaluate, fit, fresh_head
 from leap.tasks import Benchmark
 
 CONFIG_FIELDS = (
     "benchmark", "seed", "meta_steps", "meta_batch", "task_steps", "task_batch", "inner_lr", "inner_optimizer",
     "meta_lr", "meta_optimizer", "maml_steps", "pretrain_tasks", "eval_steps", "eval_batch", "eval_lr",
     "val_every", "metric", "loss_in_manifold", "stabilizer", "device", "data_dir",
+    "engine", "compile", "max_tasks_per_chunk",
 )
 
 
@@ -44,7 +50,7 @@ def _bool(text: str) -> bool:
 def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     """Options shared by train, compare and sweep (None = the benchmark's default).
     ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
-    p.add_argument("--benchmark", default="builtin", choices=sorted(BENCHMARK_DEFAULTS),
+    p.add_argument("--benchmark", default="builtin", choices=sorted([*BENCHMARK_DEFAULTS, "multicv"]),
                    help="task family (default: builtin, needs no download)")
     if per_run:
         p.add_argument("--seed", type=int, default=0)
@@ -53,7 +59,8 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training")
     p.add_argument("--task-batch", type=int, help="samples per inner step")
     p.add_argument("--inner-lr", type=float, help="inner (task) learning rate")
-    p.add_argument("--inner-optimizer", default="sgd", choices=["sgd", "adam", "rmsprop"])
+    p.add_argument("--inner-optimizer", choices=["sgd", "adam", "rmsprop"],
+                   help="default: sgd (atari, minatar: rmsprop as in appendix F)")
     p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
     p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training")
@@ -63,11 +70,16 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     p.add_argument("--eval-batch", type=int)
     p.add_argument("--eval-lr", type=float)
     p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)")
-    p.add_argument("--metric", default="length", choices=["length", "energy"], help="Leap: d1 or d2")
+    p.add_argument("--metric", choices=["length", "energy"],
+                   help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
     p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
     p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
+    add_engine_options(p)
+    p.add_argument("--max-tasks-per-chunk", type=int,
+                   help="batched engine: most tasks trained at once (default: the whole meta-batch, halved on "
+                        "CUDA out-of-memory)")
     p.add_argument("--download", action="store_true",
                    help="omniglot: fetch the official archives into --data-dir if they are missing")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
@@ -76,6 +88,7 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     p.add_argument("--max-failed-steps", type=int, default=10,
                    help="stop after R consecutive meta-steps in which every task was non-finite")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_rl_options(p)
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
@@ -85,6 +98,7 @@ def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
         raise UsageError(f"--max-failed-steps must be >= 1, got {args.max_failed_steps}")
     values = {name: getattr(args, name) for name in CONFIG_FIELDS}
     try:
+        values["extra"] = extra_from_args(args)  # the RL benchmarks' own options
         return RunConfig(method=method, **values).resolved()
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -104,15 +118,22 @@ def check_device(device: str) -> None:
         raise UsageError(f"--device {device}: only cpu and cuda are supported")
 
 
+def holds_run(out: Path, cfg: RunConfig) -> bool:
+    """Whether ``out/config.json`` describes the run ``cfg``. Keys a newer version added
+    (execution options such as the engine) take this run's values, so directories
+    written before a new option was introduced still match."""
+    try:
+        existing = json.loads((out / "config.json").read_text())
+        return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def check_out_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Refuse a directory that holds a different run (unless ``overwrite``) or is unwritable."""
     config_path = out / "config.json"
     if config_path.exists() and not overwrite:
-        try:
-            existing = json.loads(config_path.read_text())
-        except (OSError, ValueError):
-            existing = None
-        if existing != cfg.to_dict():
+        if not holds_run(out, cfg):
             raise UsageError(f"{out} holds a different run (its config.json differs); use --overwrite to replace it")
     elif out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
@@ -157,6 +178,8 @@ class Progress:
 
 def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
     """Check what depends on the machine and the data, before any output is written."""
+    if cfg.benchmark in RL_BENCHMARKS:
+        raise UsageError(f"--benchmark {cfg.benchmark}: use leap train, then leap rl-eval on the run")
     check_device(cfg.device)
     try:
         if download:
@@ -176,16 +199,38 @@ def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
     return benchmark
 
 
+DISTRIBUTED_COMMANDS = ("train", "evaluate")
+
+
+def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """Under torchrun, join the other processes before any data lands on a device
+    (``--device cuda`` then means this process's GPU, cuda:LOCAL_RANK)."""
+    if not args.dist_timeout > 0:
+        raise UsageError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+    if not distributed.launched():
+        return
+    if cfg.method == "finetune":
+        raise UsageError("--method finetune carries one encoder from task to task and cannot be split over "
+                         "processes: run it without torchrun")
+    check_device(cfg.device)
+    try:
+        distributed.setup(cfg.device, args.dist_timeout)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
 def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", cfg.to_dict())
     trainer = MetaTrainer(cfg, benchmark)
-    bar = Progress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
+    bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
     try:
         return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
                    max_failed_steps=args.max_failed_steps, on_step=bar.update,
-                   log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
+                   log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
     finally:
         bar.close()
 
@@ -195,18 +240,24 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
         init = load_init(init_path, cfg.device)
     except (FileNotFoundError, CorruptFileError) as err:
         raise UsageError(str(err)) from err
-    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method))
+    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method), **engine_options(cfg))
     return result.to_dict()
 
 
 # ---------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.benchmark == "multicv":
+        return train_from_args(args)  # its own protocol (appendix E): leap.multicv_run
     cfg = config_from_args(args, args.method)
+    if cfg.benchmark in RL_BENCHMARKS:
+        return train_rl(cfg, args)  # games, not datasets: leap.rl.commands
+    join_workers(cfg, args)
     benchmark = prepare(cfg, args.download)
     out = Path(args.out)
     check_out_dir(out, cfg, args.overwrite)
     info = train_run(cfg, benchmark, out, args)
-    print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
+    if distributed.is_main():
+        print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
     return 0
 
 
@@ -218,11 +269,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
         overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed),
-                                       ("device", args.device)) if v is not None}
+                                       ("device", args.device), ("engine", args.engine),
+                                       ("compile", args.compile)) if v is not None}
         cfg = RunConfig.from_dict({**cfg.to_dict(), **overrides}).resolved()
     except (ValueError, TypeError) as err:
         raise UsageError(f"{config_path}: {err}") from err
-    result = evaluate_run(cfg, prepare(cfg), run, args.split)
+    if cfg.benchmark in RL_BENCHMARKS:  # learned vs random encoder, curves of returns
+        rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
+                    seeds=None if args.seed is None else [args.seed])
+        return 0
+    join_workers(cfg, args)
+    result = evaluate_run(cfg, prepare(cfg), run, args.split)  # under torchrun, tasks are split over ranks
+    if not distributed.is_main():
+        return 0
     if run.is_dir():
         atomic_write_json(run / f"eval-{args.split}.json", result)
     print(f"{cfg.method}: test error {100 * result['test_error']:.1f}% ± {100 * result['test_error_std']:.1f}, "
@@ -254,7 +313,7 @@ def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: 
     mid-way resumes from its newest checkpoint)."""
     result_path = run_dir / "eval-test.json"
     config_path = run_dir / "config.json"
-    same = config_path.is_file() and json.loads(config_path.read_text()) == cfg.to_dict()
+    same = config_path.is_file() and holds_run(run_dir, cfg)
     if same and result_path.is_file():
         return json.loads(result_path.read_text())
     resume_args = argparse.Namespace(**{**vars(args), "resume": same})
@@ -266,6 +325,8 @@ def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.benchmark == "multicv":
+        raise UsageError("compare does not run multicv; use leap sweep --benchmark multicv [--held-out A,B]")
     methods = parse_methods(args.methods)
     configs = {m: config_from_args(args, m) for m in methods}
     benchmark = prepare(configs[methods[0]], args.download)
@@ -291,9 +352,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
-    methods = parse_methods(args.methods)
+    if args.benchmark == "multicv":
+        return sweep_from_args(args)  # held-out datasets x methods x seeds: leap.multicv_run
+    methods = parse_methods(args.methods or "leap,reptile,fomaml,maml,finetune,none")
     counts = parse_ints("--pretrain-tasks", args.pretrain_tasks)
-    seeds = parse_ints("--seeds", args.seeds)
+    seeds = parse_ints("--seeds", args.seeds or "0,1,2")
     out = Path(args.out)
     plan = []
     for n in counts:
@@ -319,12 +382,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise UsageError(f"{out}: no such directory")
-    paths = write_report(out)
+    from leap.analysis import write_analysis_report  # appendix B and C directories
+
+    paths = write_analysis_report(out) or write_report(out) or write_multicv_report(out)
     if not paths:
-        raise UsageError(f"{out}: no finished runs (eval-test.json beside config.json) found")
+        raise UsageError(f"{out}: no finished runs (eval-test.json, or multicv's result.json, beside config.json) "
+                         "found")
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def add_engine_options(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--engine and --compile (leap.engine.batched); ``default`` None keeps a run's own."""
+    p.add_argument("--engine", default=default, choices=["auto", "batched", "sequential"],
+                   help="train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
+                        "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially")
+    p.add_argument("--compile", type=_bool, default=None,
+                   help="batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)")
+
+
+def add_dist_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others at a collective before failing "
+                        f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,9 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
-    p.add_argument("--method", default="leap", choices=list(METHODS))
+    p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *MULTICV_METHODS])),
+                   help="hat and progressive: --benchmark multicv only")
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
+    add_multicv_options(p)
+    add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="train held-out tasks from a learned initialization")
@@ -343,18 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
+    add_engine_options(p, default=None)
+    add_dist_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="methods x pretraining-task counts x seeds, then the report")
-    p.add_argument("--methods", default="leap,reptile,fomaml,maml,finetune,none", help="comma-separated methods")
+    p.add_argument("--methods", help="comma-separated methods (default: leap,reptile,fomaml,maml,finetune,none; "
+                   "multicv: leap,finetune,progressive,hat,none)")
     p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
     add_run_options(p, per_run=False)
+    add_multicv_options(p)
     p.add_argument("--pretrain-tasks", default="1,3,5,10,15,20,25", help="comma-separated counts (Table 2's rows)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="tables and figures of a sweep or compare directory")
-    p.add_argument("dir", help="a directory written by sweep or compare")
+    p = sub.add_parser("report", help="tables and figures of a sweep, compare, ablation or jacobian directory")
+    p.add_argument("dir", help="a directory written by sweep, compare, ablation or jacobian")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="meta-train and evaluate several methods, one table and plot")
@@ -362,6 +450,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
     p.set_defaults(func=cmd_compare)
+
+    add_rl_eval_parser(sub)  # leap rl-eval: RL runs (atari, minatar)
+
+    # Appendices B and C; imported here because they build on this module's helpers.
+    from leap.analysis import ablation, jacobian
+
+    p = sub.add_parser("ablation", help=ablation.HELP)
+    ablation.add_options(p)
+    p.set_defaults(func=ablation.cmd_ablation)
+
+    p = sub.add_parser("jacobian", help=jacobian.HELP)
+    jacobian.add_options(p)
+    p.set_defaults(func=jacobian.cmd_jacobian)
     return parser
 
 
@@ -369,16 +470,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
+            raise UsageError(f"{args.command} runs in a single process; under torchrun use "
+                             f"{' or '.join(DISTRIBUTED_COMMANDS)}")
         return args.func(args)
     except UsageError as err:
-        print(f"leap: error: {err}", file=sys.stderr)
+        print(f"{distributed.prefix()}leap: error: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:
-        print(f"leap: {err}", file=sys.stderr)
+        print(f"{distributed.prefix()}leap: {err}", file=sys.stderr)
         return err.exit_code
+    except distributed.DistributedError as err:
+        print(f"leap: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("leap: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from leap.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
+from leap.rl.options import RL_BENCHMARKS, pretrain_default, resolve_extra
+
 METHODS = ("leap", "reptile", "fomaml", "maml", "finetune", "none")
 
 # Meta learning rates of Table 3 (the built-in benchmark uses the same ones).
@@ -24,6 +27,8 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
         meta_steps=1000, meta_batch=20, task_steps=100, task_batch=20, inner_lr=0.1,
         maml_steps=5, pretrain_tasks=25, eval_steps=100, eval_batch=20, eval_lr=0.1, val_every=100,
     ),
+    # Reinforcement learning (section 4.3): see leap.rl.options for how the fields read there.
+    **RL_DEFAULTS,
 }
 
 
@@ -39,7 +44,7 @@ class RunConfig:
     task_steps: int | None = None
     task_batch: int | None = None
     inner_lr: float | None = None
-    inner_optimizer: str = "sgd"
+    inner_optimizer: str | None = None  # None: the benchmark's (RL: rmsprop), else sgd
     meta_lr: float | None = None
     meta_optimizer: str = "sgd"
     maml_steps: int | None = None
@@ -49,11 +54,16 @@ class RunConfig:
     eval_lr: float | None = None
     val_every: int | None = None
     # Leap's options (section 2.3): length metric, loss in the manifold, stabilizer.
-    metric: str = "length"
+    metric: str | None = None  # None: the benchmark's (RL: energy, section 4.3), else length
     loss_in_manifold: bool = True
     stabilizer: bool = True
     device: str = "cpu"
     data_dir: str | None = None
+    # How tasks are trained (leap.engine.batched): "auto" is batched on CUDA, sequential
+    # on CPU; compile None = on for CUDA; chunk None = the whole meta-batch at once.
+    engine: str = "auto"
+    compile: bool | None = None
+    max_tasks_per_chunk: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> RunConfig:
@@ -63,13 +73,19 @@ class RunConfig:
         if self.benchmark not in BENCHMARK_DEFAULTS:
             raise ValueError(f"unknown benchmark {self.benchmark!r}; choose from {sorted(BENCHMARK_DEFAULTS)}")
         values = dataclasses.asdict(self)
+        if self.benchmark in RL_BENCHMARKS and values["pretrain_tasks"] is None:
+            values["pretrain_tasks"] = pretrain_default(self.benchmark, self.extra)
         for key, default in BENCHMARK_DEFAULTS[self.benchmark].items():
             if values[key] is None:
                 values[key] = default
+        values["inner_optimizer"] = values["inner_optimizer"] or "sgd"
+        values["metric"] = values["metric"] or "length"
         if values["meta_lr"] is None:
             values["meta_lr"] = META_LR[self.method]
         cfg = RunConfig(**values)
         cfg.validate()
+        if cfg.benchmark in RL_BENCHMARKS:
+            cfg.extra = resolve_extra(cfg.benchmark, cfg.method, cfg.extra, cfg.to_dict())
         return cfg
 
     def validate(self) -> None:
@@ -91,6 +107,13 @@ class RunConfig:
             raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got {self.meta_optimizer!r}")
         if self.inner_optimizer not in ("sgd", "adam", "rmsprop"):
             raise ValueError(f"inner_optimizer must be 'sgd', 'adam' or 'rmsprop', got {self.inner_optimizer!r}")
+        if self.engine not in ("auto", "batched", "sequential"):
+            raise ValueError(f"engine must be 'auto', 'batched' or 'sequential', got {self.engine!r}")
+        if self.compile not in (None, True, False):
+            raise ValueError(f"compile must be true, false or unset, got {self.compile!r}")
+        chunk = self.max_tasks_per_chunk
+        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+            raise ValueError(f"max_tasks_per_chunk must be a positive integer, got {chunk!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,12 +7,13 @@ loop with the method's hook, and let the meta-optimizer step on θ0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from leap.checkpoint import atomic_write_bytes, list_checkpoints, load_latest_checkpoint, save_checkpoint, save_init
+from leap import distributed
+from leap.checkpoint import (
+    atomic_write_bytes,
+    checkpoint_path,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_init,
+)
 from leap.config import RunConfig
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
+from leap.engine.batched import select_engine
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
 from leap.seeding import derive_seed, derived_generator
 from leap.tasks import Benchmark, Task, make_benchmark
@@ -78,30 +88,65 @@ class MetaTrainer:
             self.meta_opt = cls(self.learner.parameters(), lr=cfg.meta_lr)
         steps = cfg.maml_steps if cfg.method == "maml" else cfg.task_steps
         self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer)
+        # The batched engine (all of a meta-batch at once), or None: one task at a time.
+        self.engine = select_engine(self.model, self.loop, engine=cfg.engine, compile=cfg.compile,
+                                    max_tasks_per_chunk=cfg.max_tasks_per_chunk, method=cfg.method)
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
         self.consecutive_failures = 0  # meta-steps in a row in which every task failed
+        if distributed.world_size() > 1 and self.learner is None and self.trains:
+            raise ValueError(f"method {cfg.method!r} carries one model from task to task and cannot be split "
+                             "over processes; run it in a single process")
+        # Signals this process received (fit's handlers append), and the one the ranks agreed
+        # to stop on after the latest step (None: go on). Under torchrun the flags travel in
+        # the meta-gradient's all-reduce, so every rank stops after the same meta-step.
+        self.stop_requests: list[int] = []
+        self.stop_signal: int | None = None
 
-    def draw_tasks(self, step: int) -> list[tuple[Task, torch.Generator]]:
+    def draw_tasks(self, step: int, indices: Sequence[int] | None = None) -> list[tuple[Task, torch.Generator]]:
         """The meta-batch of meta-step ``step``: tasks drawn uniformly (with replacement)
-        from the first ``pretrain_tasks`` sources, each with its own data generator."""
+        from the first ``pretrain_tasks`` sources, each with its own data generator.
+
+        ``indices`` builds only those positions of the meta-batch (a rank's share: task
+        construction can be costly, e.g. Omniglot's augmented test sets); each is the same
+        task with the same generator as in the full draw."""
         cfg = self.cfg
         pick = derived_generator(cfg.seed, "sources", step)
         sources = torch.randint(cfg.pretrain_tasks, (cfg.meta_batch,), generator=pick).tolist()
         batch = []
-        for index, source in enumerate(sources):
+        for index in range(cfg.meta_batch) if indices is None else indices:
             generator = derived_generator(cfg.seed, "task", step, index)
-            batch.append((self.benchmark.task("train", source, generator), generator))
+            batch.append((self.benchmark.task("train", sources[index], generator), generator))
         return batch
 
     def step(self) -> dict[str, float]:
         cfg = self.cfg
         start = time.perf_counter()
-        curves = [self._train_one(task, generator) for task, generator in self.draw_tasks(self.step_count)]
+        # Under torchrun this rank trains a contiguous share of the meta-batch; alone, all of it.
+        mine = distributed.shard(range(cfg.meta_batch))
+        draws = self.draw_tasks(self.step_count, mine)
+        if self.engine is not None:
+            curves = self.engine.train(draws, self.learner)
+        else:
+            curves = [self._train_one(task, generator) for task, generator in draws]
+        # Each task's (mean loss, mean error) at its position in the meta-batch, zeros at the
+        # other ranks' positions: summed over ranks (x + 0 is exact), every rank holds the
+        # whole table and logs the same means as a single process would.
+        device = next(self.model.parameters()).device
+        table = torch.zeros(cfg.meta_batch, 2, device=device)
+        if curves:
+            table[torch.tensor(mine, device=device)] = torch.stack(
+                [torch.stack([c.train_loss.mean(), c.train_error.mean()]).float() for c in curves])
+        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], device=device)
         valid = cfg.meta_batch
         if self.learner is not None:
             assert self.meta_opt is not None
-            valid_tasks = int(self.learner.normalize().item())
+
+            def reduce(tensors: list[Tensor]) -> None:
+                # One collective for the meta-gradient, the valid count, the metrics and the stop flags.
+                distributed.all_reduce_sum([*tensors, table, control])
+
+            valid_tasks = int(self.learner.normalize(reduce if distributed.active() else None).item())
             if valid_tasks > 0:
                 self.meta_opt.step()
             self.meta_opt.zero_grad()
@@ -110,8 +155,13 @@ class MetaTrainer:
             valid = sum(bool(torch.isfinite(c.train_loss).all()) for c in curves)
         self.step_count += 1
         self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
-        loss = _finite_mean([c.train_loss.mean() for c in curves])
-        error = _finite_mean([c.train_error.mean() for c in curves])
+        if distributed.active():
+            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
+            self.stop_signal = agreed[0] if agreed else None
+        else:
+            self.stop_signal = self.stop_requests[0] if self.stop_requests else None
+        loss = _finite_mean(list(table[:, 0]))
+        error = _finite_mean(list(table[:, 1]))
         return {
             "step": self.step_count,
             "train_loss": float(loss),
@@ -185,6 +235,10 @@ class MetaTrainer:
             self.meta_opt.load_state_dict(state["meta_opt"])
         self.heads = {int(k): v for k, v in state.get("heads", {}).items()}
         set_rng_state(state["rng"])
+
+
+#: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _finite_mean(values: list[Tensor]) -> float:
@@ -261,28 +315,52 @@ def evaluate(
     split: str = "test",
     fresh_heads: bool = False,
     max_tasks: int | None = None,
+    engine: str = "auto",
+    compile: bool | None = None,
+    max_tasks_per_chunk: int | None = None,
 ) -> EvalResult:
     """Train every task of ``split`` for ``loop.steps`` steps from ``init``.
 
     The tasks, minibatches and fresh heads depend on ``seed`` only, so two inits
     evaluated with one seed see exactly the same data (a paired comparison). AUC is the
     area under the training-error curve normalized by the number of steps (mean error).
+
+    Under torchrun every rank must call this: each trains a contiguous share of the
+    tasks and all ranks return the same, complete result.
+
+    ``engine``, ``compile`` and ``max_tasks_per_chunk`` choose how the tasks are trained
+    (:func:`leap.engine.batched.select_engine`); the result is the same up to rounding.
     """
     model = benchmark.make_model()
     n = benchmark.num_sources(split)
     if max_tasks is not None:
         n = min(n, max_tasks)
-    curves = []
-    for source in range(n):
+    # Row per task: test error, then the training-error curve (K,). Other ranks' rows stay
+    # zero here; summing over ranks (x + 0 is exact) gives every rank the whole table.
+    table = torch.zeros(n, 1 + loop.steps, device=next(model.parameters()).device)
+    batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
+    pending = []  # batched: (source, (task, generator), starting parameters), trained together below
+    for source in distributed.shard(range(n)):
         generator = derived_generator(seed, "eval", split, source)
         task = benchmark.task(split, source, generator)
         model.load_state_dict(init)
         if fresh_heads:
             reset_head(model, seed, "eval-head", split, source)
-        curves.append(train_task(model, task, loop, generator))
-    train_errors = torch.stack([c.train_error for c in curves])  # (tasks, K)
+        if batched is not None:
+            pending.append((source, (task, generator), {k: v.detach().clone() for k, v in model.named_parameters()}))
+            continue
+        curve = train_task(model, task, loop, generator)
+        table[source, 0] = curve.test_error
+        table[source, 1:] = curve.train_error
+    if batched is not None and pending:
+        curves = batched.train([draw for _, draw, _ in pending], starts=[start for _, _, start in pending])
+        for (source, _, _), curve in zip(pending, curves, strict=True):
+            table[source, 0] = curve.test_error
+            table[source, 1:] = curve.train_error
+    distributed.all_reduce_sum([table])
+    train_errors = table[:, 1:].contiguous()  # (tasks, K)
     return EvalResult(
-        test_errors=torch.stack([c.test_error for c in curves]).tolist(),
+        test_errors=table[:, 0].tolist(),
         aucs=train_errors.mean(1).tolist(),
         curve=train_errors.mean(0).tolist(),
     )
@@ -297,6 +375,11 @@ def reset_head(model: nn.Module, *seed_parts: object) -> None:
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
     return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer)
+
+
+def engine_options(cfg: RunConfig) -> dict[str, Any]:
+    """:func:`evaluate`'s keyword arguments choosing the task engine, from a run's config."""
+    return {"engine": cfg.engine, "compile": cfg.compile, "max_tasks_per_chunk": cfg.max_tasks_per_chunk}
 
 
 # ---------------------------------------------------------------------- a run on disk
@@ -325,62 +408,90 @@ def fit(
     lost every task. With ``resume`` the newest readable checkpoint is loaded and
     metrics.jsonl is cut back to its step, so the finished run is identical to an
     uninterrupted one.
+
+    Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
+    state to the others) and writes files.
     """
     cfg = trainer.cfg
     ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
-    if resume and (loaded := load_latest_checkpoint(ckpt_dir)) is not None:
+    main = distributed.is_main()
+    if distributed.active():
+        distributed.check_same(json.dumps(cfg.to_dict(), sort_keys=True), "run configuration")
+        share = distributed.shard(range(cfg.meta_batch))
+        tasks = f"tasks {share[0]}..{share[-1]}" if share else "no task"
+        log(f"trains {tasks} of each meta-batch of {cfg.meta_batch}"
+            + (f"; writes {out}" if main else "; writes nothing"))
+
+    def checkpoint(step: int) -> Path:
+        # Every rank holds the same state: rank 0 alone writes it.
+        return save_checkpoint(ckpt_dir, step, trainer.state_dict()) if main else checkpoint_path(ckpt_dir, step)
+
+    loaded = None
+    if resume:
+        # Rank 0 reads the newest checkpoint and sends it to the others, so all ranks
+        # continue from one state whether or not they share a file system.
+        found = load_latest_checkpoint(ckpt_dir) if main else None
+        loaded = distributed.broadcast_from_main(None if found is None else (found[0], str(found[1])))
+    if loaded is not None:
         state, path = loaded
         trainer.load_state_dict(state)
         log(f"resuming from {path} (meta-step {trainer.step_count})")
-    elif not resume:
+    elif not resume and main:
         for _, old in list_checkpoints(ckpt_dir):
             old.unlink()
-    _truncate_metrics(metrics_path, trainer.step_count)
+    if main:
+        _truncate_metrics(metrics_path, trainer.step_count)
 
-    stop: list[int] = []
+    stop = trainer.stop_requests
+    stop.clear()
     handlers = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         try:
             handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
         except ValueError:  # not the main thread: leave signals alone
             pass
     start = time.perf_counter()
     try:
-        with metrics_path.open("a") as metrics:
+        with metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
             while trainer.trains and trainer.step_count < cfg.meta_steps:
                 record = trainer.step()
                 if cfg.val_every and record["step"] % cfg.val_every == 0:
                     val = evaluate(trainer.benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
-                                   fresh_head(cfg.method))
+                                   fresh_head(cfg.method), **engine_options(cfg))
                     record.update(val_error=val.test_error, val_auc=val.auc)
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                if record["dropped_tasks"]:
+                if metrics is not None:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                if record["dropped_tasks"] and main:
                     log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
                         f"{cfg.meta_batch} tasks (non-finite loss or gradient)")
                 if on_step is not None:
                     on_step(record)
                 step = trainer.step_count
                 if trainer.consecutive_failures >= max_failed_steps:
-                    path = save_checkpoint(ckpt_dir, step, trainer.state_dict())
+                    path = checkpoint(step)
                     raise RunStopped(
                         f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
                         f"stopped at meta-step {step}, checkpoint {path}; lower the learning rates and resume", 1)
-                if stop:
-                    path = save_checkpoint(ckpt_dir, step, trainer.state_dict())
+                # Alone, any signal so far counts; under torchrun, the one the ranks agreed on
+                # in this step's all-reduce (so that all stop after the same meta-step).
+                stop_signal = trainer.stop_signal if distributed.active() else (stop[0] if stop else None)
+                if stop_signal is not None:
+                    path = checkpoint(step)
                     raise RunStopped(f"interrupted at meta-step {step}; checkpoint {path}; continue with --resume",
-                                     128 + stop[0])
+                                     128 + stop_signal)
                 if checkpoint_every and step % checkpoint_every == 0 and step < cfg.meta_steps:
-                    save_checkpoint(ckpt_dir, step, trainer.state_dict())
+                    checkpoint(step)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     # No safetensors metadata: its key order is not stable across processes, and
     # config.json beside the file already says what produced it.
-    save_init(out / "init.safetensors", trainer.init_state())
+    if main:
+        save_init(out / "init.safetensors", trainer.init_state())
     if trainer.trains:
-        save_checkpoint(ckpt_dir, trainer.step_count, trainer.state_dict())
+        checkpoint(trainer.step_count)
     return {"train_seconds": time.perf_counter() - start}
 
 
