@@ -161,3 +161,13 @@ def test_same_command_and_seed_give_identical_outputs(tmp_path):
 def test_checkpoints_load_with_weights_only():
     assert "weights_only=True" in Path(sys.modules["leap.checkpoint"].__file__).read_text()
     os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+
+
+def test_checkpoint_carries_the_metrics_so_a_lost_metrics_file_is_restored(tmp_path, reference):
+    out = tmp_path / "run"
+    proc = start_and_wait(out, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (out / "metrics.jsonl").unlink()
+    subprocess.run(leap_cmd(*RUN, "--out", str(out), "--resume"), check=True, timeout=300)
+    assert_same_run(out, reference)

@@ -192,6 +192,14 @@ def test_rl_report_draws_one_figure_and_a_table_per_result(tmp_path):
     assert "| breakout | Leap | 2 | 1.00 ± 0.00 |" in table and "| space_invaders | Random init | 1 |" in table
 
 
+def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):
+    run = {"episode_steps": [10, 20, 30], "episode_returns": [0.0, 1.0, 2.0], "steps": 40, "seconds": 0.1}
+    result = {"benchmark": "minatar", "runs": {"breakout": {"leap": {"0": run}, "random": {"0": run}}}}
+    (tmp_path / "rl-eval.json").write_text(json.dumps(result))
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "rl-curves.png").is_file() and (tmp_path / "rl-eval.md").is_file()
+
+
 # ---------------------------------------------------------------------- MinAtar
 @needs_minatar
 def test_minatar_frames_are_zero_padded_to_ten_channels():

@@ -383,11 +383,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise UsageError(f"{out}: no such directory")
     from leap.analysis import write_analysis_report  # appendix B and C directories
+    from leap.rl.report import RESULT_FILE, write_rl_report  # leap rl-eval directories (Figure 4)
 
     paths = write_analysis_report(out) or write_report(out) or write_multicv_report(out)
+    if (out / RESULT_FILE).is_file():
+        paths = [*paths, *write_rl_report(out)]
     if not paths:
-        raise UsageError(f"{out}: no finished runs (eval-test.json, or multicv's result.json, beside config.json) "
-                         "found")
+        raise UsageError(f"{out}: no finished runs (eval-test.json, or multicv's result.json, beside config.json, "
+                         "or rl-eval.json) found")
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -423,9 +423,13 @@ def fit(
         log(f"trains {tasks} of each meta-batch of {cfg.meta_batch}"
             + (f"; writes {out}" if main else "; writes nothing"))
 
+    history: list[dict[str, Any]] = []  # the metrics written so far, saved in every checkpoint
+
     def checkpoint(step: int) -> Path:
         # Every rank holds the same state: rank 0 alone writes it.
-        return save_checkpoint(ckpt_dir, step, trainer.state_dict()) if main else checkpoint_path(ckpt_dir, step)
+        if not main:
+            return checkpoint_path(ckpt_dir, step)
+        return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history})
 
     loaded = None
     if resume:
@@ -441,7 +445,14 @@ def fit(
         for _, old in list_checkpoints(ckpt_dir):
             old.unlink()
     if main:
-        _truncate_metrics(metrics_path, trainer.step_count)
+        if loaded is not None and "metrics" in loaded[0]:
+            # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
+            history.extend(loaded[0]["metrics"])
+            atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        else:
+            _truncate_metrics(metrics_path, trainer.step_count)
+            if metrics_path.exists():
+                history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
 
     stop = trainer.stop_requests
     stop.clear()
@@ -460,6 +471,7 @@ def fit(
                     val = evaluate(trainer.benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
                                    fresh_head(cfg.method), **engine_options(cfg))
                     record.update(val_error=val.test_error, val_auc=val.auc)
+                history.append(record)
                 if metrics is not None:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
