@@ -61,6 +61,7 @@ from leap.checkpoint import (
 )
 from leap.learners import Leap
 from leap.models import ConvNet
+from leap.run import truncate_metrics
 from leap.seeding import derive_seed, derived_generator
 from leap.tasks.multicv import DatasetSplits, MultiCV, display_name
 
@@ -576,7 +577,7 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     else:
         for _, old in list_checkpoints(ckpt_dir):
             old.unlink()
-    _truncate_metrics(metrics_path, int(state["step"]))
+    truncate_metrics(metrics_path, int(state["step"]))
 
     with metrics_path.open("a") as metrics:
         while not state["done"]:
@@ -632,21 +633,6 @@ def _downsample(curve: Tensor, points: int) -> list[float]:
         return curve.tolist()
     chunks = torch.tensor_split(curve, points)
     return [float(c.mean()) for c in chunks]
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records of meta-steps 1..step (a killed run may have written more)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 # ---------------------------------------------------------------------- sweep and report

@@ -450,7 +450,7 @@ def fit(
             history.extend(loaded[0]["metrics"])
             atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
         else:
-            _truncate_metrics(metrics_path, trainer.step_count)
+            truncate_metrics(metrics_path, trainer.step_count)
             if metrics_path.exists():
                 history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
 
@@ -507,7 +507,7 @@ def fit(
     return {"train_seconds": time.perf_counter() - start}
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
     """Keep the records of meta-steps 1..step (drops what a killed run wrote after its
     last checkpoint, and a partial last line)."""
     if not path.exists():
