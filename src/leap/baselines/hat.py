@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap.baselines.layers import conv_stack
+
 S_MAX = 400.0
 REG_STRENGTH = 0.75  # Serra et al.'s c
 COSH_CLAMP = 50.0
@@ -70,14 +72,7 @@ class HATNet(nn.Module):
         self.s_max = s_max
         self.reg_strength = reg_strength
         self.filters = filters
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        channels, size = in_channels, image_size
-        for _ in range(layers):
-            self.convs.append(nn.Conv2d(channels, filters, 3, padding=1))
-            self.norms.append(nn.BatchNorm2d(filters, track_running_stats=False))
-            channels, size = filters, size // 2
-        self.feature_dim = filters * size * size
+        self.convs, self.norms, self.feature_dim = conv_stack(in_channels, image_size, filters, layers)
         self.embeddings = nn.ParameterList()
         self.heads = nn.ModuleList()
         # trained[t]: task t has been trained at least once, so its mask protects units.

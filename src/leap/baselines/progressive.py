@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap.baselines.layers import conv_stack
+
 ALPHA_INIT = 0.1
 
 
@@ -58,18 +60,12 @@ class Column(nn.Module):
     def __init__(self, in_channels: int, image_size: int, filters: int, layers: int, num_classes: int,
                  sources: Sequence[int]) -> None:
         super().__init__()
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        channels, size = in_channels, image_size
-        for _ in range(layers):
-            self.convs.append(nn.Conv2d(channels, filters, 3, padding=1))
-            self.norms.append(nn.BatchNorm2d(filters, track_running_stats=False))
-            channels, size = filters, size // 2
+        self.convs, self.norms, feature_dim = conv_stack(in_channels, image_size, filters, layers)
         self.sources = list(sources)
         self.laterals = nn.ModuleList(
             [LateralAdapter(len(self.sources), filters) for _ in range(layers - 1)] if self.sources else []
         )
-        self.head = nn.Linear(filters * size * size, num_classes)
+        self.head = nn.Linear(feature_dim, num_classes)
 
     def layer(self, index: int, own: Tensor, sources: Sequence[Tensor]) -> Tensor:
         """Layer ``index`` of this column from its own and its sources' previous activations."""
