@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from leap.checkpoint import CorruptFileError, atomic_write_bytes
+from leap.checkpoint import CorruptFileError
 from leap.seeding import derive_seed
-from leap.tasks.omniglot import default_cache_dir
+from leap.tasks.cache import default_cache_dir, read_cache, write_cache
 
 IMAGE_SIZE = 32
 CACHE_FORMAT = "multicv-v1-32px-pad28-bilinear"
@@ -600,45 +600,19 @@ def load_dataset(source: DatasetSource, cache_dir: str | os.PathLike | None = No
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
     dir_tag = hashlib.sha256(str(source.path.resolve()).encode()).hexdigest()[:8]
     path = cache / f"multicv-{source.name}-{dir_tag}-{key[:24]}.npz"
-    data = _read_cache(path, key)
+    data = read_cache(path, key, lambda arrays: _checked(ImageSet.from_arrays(arrays), path), "Multi-CV")
     if data is None:
         try:
             data = source.decode()
         finally:
             source.container.close()
-        _write_cache(path, key, data, stale=f"multicv-{source.name}-{dir_tag}-*.npz")
+        write_cache(path, data.to_arrays(key), f"multicv-{source.name}-{dir_tag}-*.npz", "Multi-CV")
     return data
 
 
-def _read_cache(path: Path, key: str) -> ImageSet | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        if str(arrays["key"]) != key:
-            return None
-        data = ImageSet.from_arrays(arrays)
-        data.check(str(path))
-        return data
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        warnings.warn(f"{path}: ignoring an unreadable Multi-CV cache ({err}); decoding again", stacklevel=3)
-        return None
-
-
-def _write_cache(path: Path, key: str, data: ImageSet, stale: str) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **data.to_arrays(key))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(stale):
-            if old != path:
-                old.unlink(missing_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
-        path.chmod(0o644)  # the temporary file was private; the cache holds nothing secret
-    except OSError as err:  # a cache is an optimization: never fail the run for it
-        warnings.warn(f"{path}: could not write the Multi-CV cache ({err}); the next run decodes again",
-                      stacklevel=3)
+def _checked(data: ImageSet, path: Path) -> ImageSet:
+    data.check(str(path))  # a cache that decodes to wrong shapes is rejected (and rebuilt)
+    return data
 
 
 # ---------------------------------------------------------------------- splits for a run

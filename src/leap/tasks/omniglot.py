@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from leap.checkpoint import CorruptFileError, atomic_write_bytes
 from leap.models import ConvNet
 from leap.tasks.base import Task
+from leap.tasks.cache import default_cache_dir, read_cache, write_cache
 
 PARTS = ("images_background", "images_evaluation")
 SOURCE_SIZE = 105  # side of the official PNGs
@@ -413,28 +414,6 @@ def decode_sources(sources: list[_Source], trees: list[Tree]) -> OmniglotData:
     return data
 
 
-def default_cache_dir(data_dir: Path) -> Path:
-    """``<data_dir>/.leap-cache`` when the data directory is writable, else
-    ``$XDG_CACHE_HOME/leap`` (``~/.cache/leap``)."""
-    local = data_dir / ".leap-cache"
-    if _writable(local if local.is_dir() else data_dir):
-        try:
-            local.mkdir(exist_ok=True)
-            return local
-        except OSError:
-            pass
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leap"
-
-
-def _writable(directory: Path) -> bool:
-    """Writable, and not marked read-only: root passes ``os.access`` on any directory, so
-    a directory without write permission bits (a shared, read-only copy) counts as read-only."""
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
-
 def load_omniglot(data_dir: str | os.PathLike | None = None,
                   cache_dir: str | os.PathLike | None = None) -> OmniglotData:
     """Omniglot from ``data_dir`` (see :func:`resolve_data_dir`), via the decode cache.
@@ -453,42 +432,14 @@ def load_omniglot(data_dir: str | os.PathLike | None = None,
         cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
         dir_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
         path = cache / f"omniglot-{dir_tag}-{key[:24]}.npz"
-        data = _read_cache(path, key)
+        data = read_cache(path, key, OmniglotData.from_arrays, "Omniglot")
         if data is None:
             data = decode_sources(sources, trees)
-            _write_cache(path, key, data, stale=f"omniglot-{dir_tag}-*.npz")
+            write_cache(path, data.to_arrays(key), f"omniglot-{dir_tag}-*.npz", "Omniglot")
     finally:
         for s in sources:
             s.close()
     return data
-
-
-def _read_cache(path: Path, key: str) -> OmniglotData | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        if str(arrays["key"]) != key:
-            return None
-        return OmniglotData.from_arrays(arrays)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        warnings.warn(f"{path}: ignoring an unreadable Omniglot cache ({err}); decoding again", stacklevel=3)
-        return None
-
-
-def _write_cache(path: Path, key: str, data: OmniglotData, stale: str) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **data.to_arrays(key))
-    try:
-        for old in path.parent.glob(stale):
-            if old != path:
-                old.unlink(missing_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
-        path.chmod(0o644)  # the temporary file was private; the cache holds nothing secret
-    except OSError as err:  # a cache is an optimization: never fail the run for it
-        warnings.warn(f"{path}: could not write the Omniglot cache ({err}); the next run decodes again",
-                      stacklevel=3)
 
 
 # ---------------------------------------------------------------------- the benchmark

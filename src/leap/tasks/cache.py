@@ -1,0 +1,79 @@
+"""The decode cache shared by the dataset loaders (Omniglot, Multi-CV).
+
+A dataset is decoded once into uint8 arrays and stored as one ``.npz`` (no pickle:
+read with ``allow_pickle=False``) whose ``key`` entry fingerprints the source files.
+A cache is an optimization: an unreadable or stale one is ignored with a warning and
+rebuilt, and failing to write one never fails a run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from leap.checkpoint import atomic_write_bytes
+
+T = TypeVar("T")
+
+
+def default_cache_dir(data_dir: Path) -> Path:
+    """``<data_dir>/.leap-cache`` when the data directory is writable, else
+    ``$XDG_CACHE_HOME/leap`` (``~/.cache/leap``)."""
+    local = data_dir / ".leap-cache"
+    if _writable(local if local.is_dir() else data_dir):
+        try:
+            local.mkdir(exist_ok=True)
+            return local
+        except OSError:
+            pass
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leap"
+
+
+def _writable(directory: Path) -> bool:
+    """Writable, and not marked read-only: root passes ``os.access`` on any directory, so
+    a directory without write permission bits (a shared, read-only copy) counts as read-only."""
+    try:
+        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def read_cache(path: Path, key: str, build: Callable[[dict[str, np.ndarray]], T], what: str) -> T | None:
+    """``build(arrays)`` from the cache at ``path`` if it exists and holds ``key``; None
+    otherwise. ``build`` may raise ``ValueError``/``KeyError`` to reject the contents.
+    ``what`` names the dataset in the warning."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        if str(arrays["key"]) != key:
+            return None
+        return build(arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        warnings.warn(f"{path}: ignoring an unreadable {what} cache ({err}); decoding again", stacklevel=3)
+        return None
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray], stale: str, what: str) -> None:
+    """Write ``arrays`` to ``path`` atomically after removing the files matching the glob
+    ``stale`` (older caches of the same source) beside it."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(stale):
+            if old != path:
+                old.unlink(missing_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+        path.chmod(0o644)  # the temporary file was private; the cache holds nothing secret
+    except OSError as err:  # a cache is an optimization: never fail the run for it
+        warnings.warn(f"{path}: could not write the {what} cache ({err}); the next run decodes again",
+                      stacklevel=3)
