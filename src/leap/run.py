@@ -215,40 +215,30 @@ class MetaTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue bit for bit (loadable with
         ``torch.load(weights_only=True)``)."""
-        return {**trainer_state(self), "heads": {int(k): v for k, v in self.heads.items()}}
+        return {
+            "step": self.step_count,
+            "consecutive_failures": self.consecutive_failures,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "learner": self.learner.state_dict() if self.learner is not None else {},
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
+            "heads": {int(k): v for k, v in self.heads.items()},
+            "rng": rng_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_trainer_state(self, state)
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.model.load_state_dict(state["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])
+        if self.meta_opt is not None:
+            self.meta_opt.load_state_dict(state["meta_opt"])
         self.heads = {int(k): v for k, v in state.get("heads", {}).items()}
+        set_rng_state(state["rng"])
 
 
 #: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def trainer_state(trainer: Any) -> dict[str, Any]:
-    """The checkpoint entries every meta-trainer has: meta-step, failure count, model,
-    learner (θ0 and accumulators), meta-optimizer and the global RNG states."""
-    return {
-        "step": trainer.step_count,
-        "consecutive_failures": trainer.consecutive_failures,
-        "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-        "learner": trainer.learner.state_dict() if trainer.learner is not None else {},
-        "meta_opt": trainer.meta_opt.state_dict() if trainer.meta_opt is not None else {},
-        "rng": rng_state(),
-    }
-
-
-def load_trainer_state(trainer: Any, state: dict[str, Any]) -> None:
-    """Inverse of :func:`trainer_state`."""
-    trainer.step_count = int(state["step"])
-    trainer.consecutive_failures = int(state.get("consecutive_failures", 0))
-    trainer.model.load_state_dict(state["model"])
-    if trainer.learner is not None:
-        trainer.learner.load_state_dict(state["learner"])
-    if trainer.meta_opt is not None:
-        trainer.meta_opt.load_state_dict(state["meta_opt"])
-    set_rng_state(state["rng"])
 
 
 def _finite_mean(values: list[Tensor]) -> float:

@@ -194,14 +194,28 @@ class RLMetaTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        from leap.run import trainer_state
+        from leap.run import rng_state
 
-        return trainer_state(self)
+        return {
+            "step": self.step_count,
+            "consecutive_failures": self.consecutive_failures,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "learner": self.learner.state_dict() if self.learner is not None else {},
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
+            "rng": rng_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from leap.run import load_trainer_state
+        from leap.run import set_rng_state
 
-        load_trainer_state(self, state)
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.model.load_state_dict(state["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])
+        if self.meta_opt is not None:
+            self.meta_opt.load_state_dict(state["meta_opt"])
+        set_rng_state(state["rng"])
 
 
 # ---------------------------------------------------------------------- evaluation
