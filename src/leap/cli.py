@@ -476,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
             raise UsageError(f"{args.command} runs in a single process; under torchrun use "
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
-        return args.func(args)
+        code = args.func(args)
+        # Leave together: a rank that tears its process group down while a peer is still
+        # finishing its last collective makes gloo abort that peer (SIGABRT at exit).
+        distributed.barrier()
+        return code
     except UsageError as err:
         print(f"{distributed.prefix()}leap: error: {err}", file=sys.stderr)
         return 2
