@@ -53,7 +53,9 @@ EVALUATION = {"Epsilon": 21, "Zeta": 20, "Eta": 24, "Theta": 19, "Iota": 20}
 KEPT = {name for part in (BACKGROUND, EVALUATION) for name, n in part.items() if n >= 20}
 DROPPED = {"Delta", "Theta"}
 NUM_CHARACTERS = sum(BACKGROUND.values()) + sum(EVALUATION.values())
-SMALL = dict(num_pretrain=3, num_test=2)  # validation: the remaining 7 - 5 = 2
+# Validation gets the remaining 7 - 5 = 2. The smooth pipeline keeps strokes high on a
+# zero background, so the pixel sums below find the bars; ``released`` tests the default.
+SMALL = dict(num_pretrain=3, num_test=2, pipeline="smooth")
 
 
 def drawing_png(drawing: int) -> bytes:
@@ -118,11 +120,18 @@ def data(tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def bench(data) -> OmniglotBenchmark:
+    """The smooth pipeline: strokes high on a zero background, so pixel sums find the bars."""
     return OmniglotBenchmark(data.zips, seed=0, cache_dir=data.cache, **SMALL)
 
 
-def draw(bench: OmniglotBenchmark, split: str = "train", source: int = 0, seed: int = 0):
-    return bench.task(split, source, torch.Generator().manual_seed(seed))
+@pytest.fixture(scope="session")
+def released(data) -> OmniglotBenchmark:
+    """The default pipeline, the authors' code's."""
+    return OmniglotBenchmark(data.zips, seed=0, cache_dir=data.cache, **{**SMALL, "pipeline": "released"})
+
+
+def draw(bench: OmniglotBenchmark, split: str = "train", source: int = 0, seed: int = 0, task_seed: int = 0):
+    return bench.task(split, source, torch.Generator().manual_seed(seed), task_seed)
 
 
 def source_of(bench: OmniglotBenchmark, alphabet: str) -> tuple[str, int]:
@@ -254,15 +263,43 @@ def test_task_draws_are_deterministic_given_the_generator(bench):
         assert torch.equal(getattr(a, name), getattr(b, name))
 
 
-def test_task_draws_differ_under_another_generator_seed(bench):
+def test_a_task_revisited_has_the_same_characters_and_labels_and_fresh_augmentation(bench):
+    split, source = source_of(bench, "Eta")  # 24 characters: which 20, in which order, is a draw
+    first, again = draw(bench, split, source, seed=0), draw(bench, split, source, seed=1)
+    assert first.meta["characters"] == again.meta["characters"]
+    assert torch.equal(first.meta["train_index"], again.meta["train_index"])
+    assert torch.equal(first.train_y, again.train_y) and torch.equal(first.train_x, again.train_x)
+    assert not torch.equal(first.test_x, again.test_x)  # each visit augments its test set anew
+
+
+def test_another_task_seed_draws_other_characters_or_another_label_order(bench):
     split, source = source_of(bench, "Eta")
-    assert draw(bench, split, source, 0).meta["characters"] != draw(bench, split, source, 1).meta["characters"]
+    chars = {tuple(draw(bench, split, source, task_seed=s).meta["characters"]) for s in range(4)}
+    assert len(chars) == 4
+
+
+def test_released_pipeline_is_black_strokes_on_white_resized_by_nearest_neighbour(released, bench):
+    x = released.pixels(torch.arange(20))  # the 20 drawings of the first character
+    assert set(x.unique().tolist()) == {0.0, 1.0}  # nearest neighbour on a 1-bit image: no grey
+    assert x.mean() > 0.9  # mostly white background; the bar is black
+
+
+def test_released_pipeline_augments_by_nearest_neighbour_with_fill_zero_and_uniform_bn_scales(released):
+    task = draw(released)
+    assert task.augment == om.RandomAffine("nearest")
+    x, _ = task.sample(50, torch.Generator().manual_seed(0))
+    assert set(x.unique().tolist()) <= {0.0, 1.0}  # nearest sampling creates no new values
+    assert (x == 0).float().mean() > (task.train_x == 0).float().mean()  # corners filled with 0
+    model = released.make_model()
+    scales = torch.cat([m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert 0 <= scales.min() and scales.max() < 1 and scales.std() > 0.2  # U(0, 1), not ones
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_training_set_is_stored_unaugmented_and_augmented_per_minibatch(bench):
     task = draw(bench)
     assert torch.equal(task.train_x, bench.pixels(task.meta["train_index"]))
-    assert task.augment is random_affine
+    assert task.augment == random_affine
     x, y = task.sample(20, torch.Generator().manual_seed(0))
     assert x.shape == (20, 1, 28, 28) and y.shape == (20,)
     # The same indices Task.sample drew, without the augmentation:
@@ -374,7 +411,7 @@ def write_tiny_dataset(root: Path) -> Path:
     return root
 
 
-TINY = dict(num_pretrain=1, num_test=1)
+TINY = dict(num_pretrain=1, num_test=1, pipeline="smooth")
 
 
 def test_second_construction_reads_the_cache_without_decoding(data, bench, monkeypatch):
@@ -515,6 +552,30 @@ def test_cli_trains_and_evaluates_every_method_on_omniglot(data, tmp_path, monke
     assert main(["evaluate", str(out)]) == 0
     result = json.loads((out / "eval-test.json").read_text())
     assert len(result["test_errors"]) == 2 and len(result["curve"]) == 3
+    # The protocol is the authors' code's by default, and both files say so.
+    config = json.loads((out / "config.json").read_text())
+    assert (config["pipeline"], config["bn_eval"]) == ("released", "running")
+    assert (result["pipeline"], result["bn_eval"]) == ("released", "running")
+
+
+def test_the_smooth_pipeline_and_transductive_evaluation_are_options_recorded_with_the_run(data, tmp_path,
+                                                                                           monkeypatch):
+    small = functools.partial(OmniglotBenchmark, cache_dir=data.cache, **SMALL)
+    monkeypatch.setitem(tasks_module._REGISTRY, "omniglot", small)
+    out = tmp_path / "run"
+    argv = ["train", "--benchmark", "omniglot", "--data-dir", str(data.zips), "--method", "none",
+            "--pipeline", "smooth", "--bn-eval", "batch", "--pretrain-tasks", "3", "--eval-steps", "2",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0 and main(["evaluate", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    result = json.loads((out / "eval-test.json").read_text())
+    assert (config["pipeline"], config["bn_eval"]) == (result["pipeline"], result["bn_eval"]) == ("smooth", "batch")
+
+
+def test_omniglot_protocol_options_are_refused_on_other_benchmarks(tmp_path, capsys):
+    assert main(["train", "--pipeline", "smooth", "--out", str(tmp_path / "run")]) == 2
+    assert "pipeline applies to the omniglot benchmark only" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------- the real data

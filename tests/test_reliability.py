@@ -119,8 +119,8 @@ class PoisonedBenchmark(BuiltinBenchmark):
         super().__init__()
         self.poisoned = poisoned
 
-    def task(self, split, source, generator=None):
-        task = super().task(split, source, generator)
+    def task(self, split, source, generator=None, task_seed=0):
+        task = super().task(split, source, generator, task_seed)
         if split == "train" and source in self.poisoned:
             task = task.to("cpu")
             task.train_x = torch.full_like(task.train_x, float("nan"))

@@ -29,7 +29,7 @@ from leap.tasks import Benchmark
 CONFIG_FIELDS = (
     "benchmark", "seed", "meta_steps", "meta_batch", "task_steps", "task_batch", "inner_lr", "inner_optimizer",
     "meta_lr", "meta_optimizer", "maml_steps", "pretrain_tasks", "eval_steps", "eval_batch", "eval_lr",
-    "val_every", "metric", "loss_in_manifold", "stabilizer", "device", "data_dir",
+    "val_every", "metric", "loss_in_manifold", "stabilizer", "pipeline", "bn_eval", "device", "data_dir",
     "engine", "compile", "max_tasks_per_chunk",
 )
 
@@ -74,6 +74,13 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
                    help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
     p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
     p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
+    p.add_argument("--pipeline", choices=["released", "smooth"],
+                   help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
+                        "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
+                        "inverted, bilinear, scales 1")
+    p.add_argument("--bn-eval", choices=["running", "batch"],
+                   help="omniglot: classify test images with batch norm's running statistics of the task's "
+                        "training (default, non-transductive) or with the test batch's own (transductive)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
     add_engine_options(p)
@@ -124,6 +131,9 @@ def holds_run(out: Path, cfg: RunConfig) -> bool:
     written before a new option was introduced still match."""
     try:
         existing = json.loads((out / "config.json").read_text())
+        if existing.get("benchmark") == "omniglot":
+            # Written before the protocol options existed: the smooth pipeline, batch statistics.
+            existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
         return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
     except (OSError, ValueError, TypeError):
         return False
@@ -241,7 +251,9 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
     except (FileNotFoundError, CorruptFileError) as err:
         raise UsageError(str(err)) from err
     result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method), **engine_options(cfg))
-    return result.to_dict()
+    # Which protocol produced the numbers travels with them.
+    protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
+    return {**result.to_dict(), **protocol}
 
 
 # ---------------------------------------------------------------------- commands

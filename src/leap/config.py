@@ -32,6 +32,10 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Omniglot's protocol options and their defaults (the authors' code).
+OMNIGLOT_PROTOCOL = {"pipeline": "released", "bn_eval": "running"}
+
+
 @dataclass
 class RunConfig:
     """One meta-training run. ``None`` fields take the benchmark's defaults."""
@@ -57,6 +61,10 @@ class RunConfig:
     metric: str | None = None  # None: the benchmark's (RL: energy, section 4.3), else length
     loss_in_manifold: bool = True
     stabilizer: bool = True
+    # Omniglot's protocol details (leap.tasks.omniglot): the image pipeline, and whether
+    # test images are classified with running (default) or test-batch statistics.
+    pipeline: str | None = None
+    bn_eval: str | None = None
     device: str = "cpu"
     data_dir: str | None = None
     # How tasks are trained (leap.engine.batched): "auto" is batched on CUDA, sequential
@@ -78,6 +86,11 @@ class RunConfig:
         for key, default in BENCHMARK_DEFAULTS[self.benchmark].items():
             if values[key] is None:
                 values[key] = default
+        for name, default in OMNIGLOT_PROTOCOL.items():
+            if self.benchmark == "omniglot":
+                values[name] = values[name] or default
+            elif values[name] is not None:
+                raise ValueError(f"{name} applies to the omniglot benchmark only, not {self.benchmark!r}")
         values["inner_optimizer"] = values["inner_optimizer"] or "sgd"
         values["metric"] = values["metric"] or "length"
         if values["meta_lr"] is None:
@@ -107,6 +120,11 @@ class RunConfig:
             raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got {self.meta_optimizer!r}")
         if self.inner_optimizer not in ("sgd", "adam", "rmsprop"):
             raise ValueError(f"inner_optimizer must be 'sgd', 'adam' or 'rmsprop', got {self.inner_optimizer!r}")
+        if self.benchmark == "omniglot":
+            if self.pipeline not in ("released", "smooth"):
+                raise ValueError(f"pipeline must be 'released' or 'smooth', got {self.pipeline!r}")
+            if self.bn_eval not in ("running", "batch"):
+                raise ValueError(f"bn_eval must be 'running' or 'batch', got {self.bn_eval!r}")
         if self.engine not in ("auto", "batched", "sequential"):
             raise ValueError(f"engine must be 'auto', 'batched' or 'sequential', got {self.engine!r}")
         if self.compile not in (None, True, False):

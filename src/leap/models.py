@@ -24,24 +24,30 @@ class ConvNet(nn.Module):
     """The Omniglot/Multi-CV encoder (appendix D): 4 x [conv 3x3, 64 filters, padding 1,
     max-pool 2, batch-norm, ReLU] then a linear head.
 
-    (B, C, 28, 28) -> 64 x 1 x 1 features; (B, C, 32, 32) -> 64 x 2 x 2. Batch norm uses
-    batch statistics in training and evaluation alike (``track_running_stats=False``),
-    so the model has no buffers and a task's evaluation does not depend on running
-    averages carried over from training.
+    (B, C, 28, 28) -> 64 x 1 x 1 features; (B, C, 32, 32) -> 64 x 2 x 2.
+
+    ``running_stats``: batch norm keeps running statistics (momentum 0.1) and, in eval
+    mode, classifies with them, as the authors' code does; a test image's prediction then
+    does not depend on the other test images (non-transductive). Without it the model
+    has no buffers and batch norm always uses the statistics of the batch at hand.
+    ``bn_weight_init``: ``"uniform"`` draws batch-norm scales from U(0, 1), the PyTorch
+    0.4 default the paper ran with; ``"ones"`` is today's default.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 20, image_size: int = 28, filters: int = 64) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 20, image_size: int = 28, filters: int = 64,
+                 running_stats: bool = False, bn_weight_init: str = "ones") -> None:
         super().__init__()
+        if bn_weight_init not in ("ones", "uniform"):
+            raise ValueError(f"bn_weight_init must be 'ones' or 'uniform', got {bn_weight_init!r}")
         layers: list[nn.Module] = []
         channels = in_channels
         size = image_size
         for _ in range(4):
-            layers += [
-                nn.Conv2d(channels, filters, 3, padding=1),
-                nn.MaxPool2d(2),
-                nn.BatchNorm2d(filters, track_running_stats=False),
-                nn.ReLU(),
-            ]
+            conv = nn.Conv2d(channels, filters, 3, padding=1)
+            norm = nn.BatchNorm2d(filters, track_running_stats=running_stats)
+            if bn_weight_init == "uniform":
+                nn.init.uniform_(norm.weight)
+            layers += [conv, nn.MaxPool2d(2), norm, nn.ReLU()]
             channels = filters
             size //= 2
         self.encoder = nn.Sequential(*layers, nn.Flatten())
@@ -49,3 +55,11 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+
+def reset_running_stats(model: nn.Module) -> None:
+    """Batch norm's running statistics back to their initial values (mean 0, variance 1),
+    so that a task's evaluation uses statistics of that task's training alone."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            module.reset_running_stats()

@@ -8,6 +8,7 @@ loop with the method's hook, and let the meta-optimizer step on θ0.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leap import distributed
@@ -35,6 +37,7 @@ from leap.config import RunConfig
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.engine.batched import select_engine
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
+from leap.models import reset_running_stats
 from leap.seeding import derive_seed, derived_generator
 from leap.tasks import Benchmark, Task, make_benchmark
 
@@ -61,7 +64,18 @@ def build_benchmark(cfg: RunConfig) -> Benchmark:
     kwargs: dict[str, Any] = {"device": cfg.device}
     if cfg.data_dir is not None:
         kwargs["data_dir"] = cfg.data_dir
+    if cfg.benchmark == "omniglot":
+        kwargs.update(pipeline=cfg.pipeline, bn_eval=cfg.bn_eval)
     return make_benchmark(cfg.benchmark, **kwargs)
+
+
+def draw_sources(pool: int, count: int, generator: torch.Generator) -> list[int]:
+    """``count`` task sources out of ``pool``, without replacement while the pool lasts:
+    shuffles of the pool, concatenated (the authors' code), then cut to ``count``."""
+    sources: list[int] = []
+    while len(sources) < count:
+        sources += torch.randperm(pool, generator=generator).tolist()
+    return sources[:count]
 
 
 class MetaTrainer:
@@ -104,19 +118,20 @@ class MetaTrainer:
         self.stop_signal: int | None = None
 
     def draw_tasks(self, step: int, indices: Sequence[int] | None = None) -> list[tuple[Task, torch.Generator]]:
-        """The meta-batch of meta-step ``step``: tasks drawn uniformly (with replacement)
-        from the first ``pretrain_tasks`` sources, each with its own data generator.
+        """The meta-batch of meta-step ``step``: sources drawn without replacement from
+        the first ``pretrain_tasks`` (:func:`draw_sources`), each task fixed by the run's
+        seed and visited with its own data generator.
 
         ``indices`` builds only those positions of the meta-batch (a rank's share: task
         construction can be costly, e.g. Omniglot's augmented test sets); each is the same
         task with the same generator as in the full draw."""
         cfg = self.cfg
         pick = derived_generator(cfg.seed, "sources", step)
-        sources = torch.randint(cfg.pretrain_tasks, (cfg.meta_batch,), generator=pick).tolist()
+        sources = draw_sources(cfg.pretrain_tasks, cfg.meta_batch, pick)
         batch = []
         for index in range(cfg.meta_batch) if indices is None else indices:
             generator = derived_generator(cfg.seed, "task", step, index)
-            batch.append((self.benchmark.task("train", sources[index], generator), generator))
+            batch.append((self.benchmark.task("train", sources[index], generator, cfg.seed), generator))
         return batch
 
     def step(self) -> dict[str, float]:
@@ -127,6 +142,8 @@ class MetaTrainer:
         draws = self.draw_tasks(self.step_count, mine)
         if self.engine is not None:
             curves = self.engine.train(draws, self.learner)
+        elif cfg.method == "finetune":
+            curves = self._finetune(draws)
         else:
             curves = [self._train_one(task, generator) for task, generator in draws]
         # Each task's (mean loss, mean error) at its position in the meta-batch, zeros at the
@@ -175,31 +192,59 @@ class MetaTrainer:
         if self.cfg.method == "maml":
             assert isinstance(self.learner, MAML)
             return maml_task(self.model, task, self.loop, generator, self.learner)
-        if self.cfg.method == "finetune":
-            return self._finetune(task, generator)
         assert self.learner is not None
         self.learner.init_task()
         self.learner.to(self.model)
         return train_task(self.model, task, self.loop, generator, self.learner)
 
-    def _finetune(self, task: Task, generator: torch.Generator) -> TaskCurve:
-        """Multi-headed finetuning: the encoder carries over from task to task, each
-        pretraining source keeps its own head (the task drawn first from a source
-        defines it; later draws of that source reuse its head)."""
-        head = self.model.head
-        if task.source not in self.heads:
-            reset_head(self.model, self.cfg.seed, "finetune-head", task.source)
-        else:
-            head.load_state_dict(self.heads[task.source])
-        before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        curve = train_task(self.model, task, self.loop, generator)
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            # A diverged task must not poison the shared encoder: undo it (one sync per task).
-            self.model.load_state_dict(before)
-            curve.train_loss = torch.full_like(curve.train_loss, float("nan"))
-            return curve
-        self.heads[task.source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        return curve
+    def _finetune(self, draws: list[tuple[Task, torch.Generator]]) -> list[TaskCurve]:
+        """One meta-step of multi-headed finetuning, as the authors' code runs it: the
+        encoder carries over from meta-step to meta-step, each pretraining source keeps
+        its own head (its labels are fixed, so the head always matches them), and the
+        K minibatches of every task of the meta-batch are shuffled together and trained
+        one after another with one optimizer over the encoder and the heads.
+
+        The model needs ``encoder`` and ``head`` submodules (the project's models have
+        them). Returns each task's curve in its own step order (test error not measured).
+        """
+        model, cfg = self.model, self.cfg
+        heads: dict[int, nn.Module] = {}
+        for task, _ in draws:
+            if task.source in heads:
+                continue
+            if task.source in self.heads:
+                model.head.load_state_dict(self.heads[task.source])
+            else:
+                reset_head(model, cfg.seed, "finetune-head", task.source)
+            heads[task.source] = copy.deepcopy(model.head)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        encoder = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+        opt = self.loop.make_optimizer(encoder + [p for h in heads.values() for p in h.parameters()])
+        order = torch.randperm(len(draws) * self.loop.steps,
+                               generator=derived_generator(cfg.seed, "finetune-order", self.step_count))
+        losses: list[list[Tensor]] = [[] for _ in draws]
+        errors: list[list[Tensor]] = [[] for _ in draws]
+        model.train()
+        for j in (order % len(draws)).tolist():
+            task, generator = draws[j]
+            x, y = task.sample(self.loop.batch_size, generator)
+            logits = heads[task.source](model.encoder(x))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses[j].append(loss.detach())
+            errors[j].append((logits.detach().argmax(1) != y).float().mean())
+        nan = torch.full((), float("nan"))
+        curves = [TaskCurve(torch.stack(lo), torch.stack(er), nan) for lo, er in zip(losses, errors, strict=True)]
+        params = [*encoder, *(p for h in heads.values() for p in h.parameters())]
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            # A diverged meta-step must not poison the shared encoder: undo it (one sync).
+            model.load_state_dict(before)
+            return [TaskCurve(torch.full_like(c.train_loss, float("nan")), c.train_error, nan) for c in curves]
+        for source, head in heads.items():
+            self.heads[source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        return curves
 
     def init_state(self) -> dict[str, Tensor]:
         """The learned initialization (the model's full state dict with θ0 loaded)."""
@@ -342,8 +387,9 @@ def evaluate(
     pending = []  # batched: (source, (task, generator), starting parameters), trained together below
     for source in distributed.shard(range(n)):
         generator = derived_generator(seed, "eval", split, source)
-        task = benchmark.task(split, source, generator)
+        task = benchmark.task(split, source, generator, seed)
         model.load_state_dict(init)
+        reset_running_stats(model)  # batch norm's statistics come from this task's training alone
         if fresh_heads:
             reset_head(model, seed, "eval-head", split, source)
         if batched is not None:

@@ -202,7 +202,7 @@ class SyntheticImages:
     def num_sources(self, split: str) -> int:
         return 1000
 
-    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
+    def task(self, split: str, source: int, generator: torch.Generator, task_seed: int = 0) -> Task:
         x = torch.rand(300, 1, 28, 28, generator=generator)
         y = torch.randint(self.num_classes, (300,), generator=generator)
         return Task(name=f"synthetic-{source}", train_x=x, train_y=y, test_x=x[:0], test_y=y[:0],
@@ -499,7 +499,8 @@ def cmd_jacobian(args: argparse.Namespace) -> int:
         benchmark: Any = SyntheticImages()
     else:
         try:
-            benchmark = make_benchmark("omniglot", data_dir=args.data_dir, device="cpu")
+            # The study's figures (docs/analysis.md) were measured on the smooth pipeline's images.
+            benchmark = make_benchmark("omniglot", data_dir=args.data_dir, device="cpu", pipeline="smooth")
         except (FileNotFoundError, CorruptFileError, ValueError) as err:
             raise UsageError(str(err)) from err
     if protocol.tasks > benchmark.num_sources(protocol.split):

@@ -53,7 +53,7 @@ from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
 from leap.learners import FOMAML, Leap, MetaLearner, Reptile
 from leap.learners.leap import accumulate_segment_
 from leap.tasks.base import Task
-from leap.tasks.omniglot import affine_params_from_uniforms, apply_affine, draw_affine_uniforms, random_affine
+from leap.tasks.omniglot import RandomAffine, affine_params_from_uniforms, apply_affine, draw_affine_uniforms
 
 ENGINES = ("auto", "batched", "sequential")
 #: Methods whose meta-training the batched engine runs (evaluation works for every method).
@@ -170,9 +170,9 @@ def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool,
     """Consume each task's generator as ``draws`` calls of ``Task.sample`` and then (if
     ``query``) one of ``Task.sample_test`` would, and build the batches on ``device``."""
     kinds = {t.augment for t, _ in tasks}
-    if kinds not in ({None}, {random_affine}):
+    affine = len(kinds) == 1 and isinstance(next(iter(kinds)), RandomAffine)
+    if kinds != {None} and not affine:
         return _draw_stream_per_task(tasks, draws, batch, query)
-    affine = kinds == {random_affine}
     index, uniforms, query_index = [], [], []
     for task, gen in tasks:
         idx, u = [], []
@@ -191,7 +191,8 @@ def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool,
     y = torch.cat([t.train_y for t, _ in tasks])[gidx]
     if affine:  # every image of every step and task in one affine_grid / grid_sample call
         u = _to_device(torch.stack(uniforms, 1), device).flatten(0, 2)  # (S*T*B, 4)
-        x = apply_affine(x.flatten(0, 2), affine_params_from_uniforms(u)).view_as(x)
+        mode = next(iter(kinds)).mode
+        x = apply_affine(x.flatten(0, 2), affine_params_from_uniforms(u), mode).view_as(x)
     qx = qy = None
     if query:
         qidx = _to_device(_shift(torch.stack(query_index), [len(t.test_y) for t, _ in tasks], dim=0), device)

@@ -105,11 +105,21 @@ def train_task(
 
 @torch.no_grad()
 def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
-    """Error of ``model`` on the task's whole test set (0-dim tensor)."""
-    wrong = torch.zeros((), device=task.test_y.device)
-    for start in range(0, len(task.test_y), chunk):
-        x = task.test_x[start : start + chunk]
-        wrong += (model(x).argmax(1) != task.test_y[start : start + chunk]).sum()
+    """Error of ``model`` on the task's whole test set (0-dim tensor), in eval mode.
+
+    A model whose batch norm keeps running statistics classifies each test image with
+    the statistics of the task's training (non-transductive); one without them uses the
+    statistics of each chunk of test images (transductive, so the chunking is part of
+    the result)."""
+    was_training = model.training
+    model.eval()
+    try:
+        wrong = torch.zeros((), device=task.test_y.device)
+        for start in range(0, len(task.test_y), chunk):
+            x = task.test_x[start : start + chunk]
+            wrong += (model(x).argmax(1) != task.test_y[start : start + chunk]).sum()
+    finally:
+        model.train(was_training)
     return wrong / len(task.test_y)
 
 

@@ -79,6 +79,8 @@ class Benchmark(Protocol):
         """How many task sources (e.g. alphabets) the split holds."""
         ...
 
-    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
-        """Draw a task from source ``source`` of ``split``."""
+    def task(self, split: str, source: int, generator: torch.Generator, task_seed: int = 0) -> Task:
+        """Task ``source`` of ``split`` for one visit: ``task_seed`` (the run's seed) fixes
+        what the task is (e.g. which characters, in which label order), the same at every
+        visit; ``generator`` draws this visit's randomness (augmentation)."""
         ...

@@ -52,8 +52,8 @@ class BuiltinBenchmark:
         start, stop = _split(split)
         return stop - start
 
-    def task(self, split: str, source: int, generator: torch.Generator | None = None) -> Task:
-        """Task ``source`` of ``split``; its data is fixed (the generator is not used)."""
+    def task(self, split: str, source: int, generator: torch.Generator | None = None, task_seed: int = 0) -> Task:
+        """Task ``source`` of ``split``; its data is fixed (generator and seed are not used)."""
         start, stop = _split(split)
         if not 0 <= source < stop - start:
             raise ValueError(f"source must be in [0, {stop - start}) for split {split!r}, got {source}")

@@ -4,11 +4,19 @@ Data. The two official archives ``images_background.zip`` and ``images_evaluatio
 (``images_background/<Alphabet>/characterNN/XXXX_YY.png``, 105 x 105 1-bit PNGs), or
 their extracted folders, in a directory the user names (also accepted one level down in
 ``omniglot-py/``, torchvision's layout). Every PNG is decoded once, downsampled to 28 x 28
-(Lanczos), inverted so that strokes are 1 and background 0 (the affine augmentation then
-pads with background), and cached as one uint8 ``.npz`` keyed by the source files' names,
-sizes and modification times; later constructions read the cache in well under a second.
-All images then live in memory as one uint8 tensor (N, 1, 28, 28) on the benchmark's
-device and a task is a gather from it.
+and cached as one uint8 ``.npz`` keyed by the pipeline and the source files' names, sizes
+and modification times; later constructions read the cache in well under a second. All
+images then live in memory as one uint8 tensor (N, 1, 28, 28) on the benchmark's device
+and a task is a gather from it.
+
+Pipelines (the paper does not say; ``pipeline=``, ``--pipeline``):
+
+- ``"released"`` (default), as the authors' code: the 1-bit image is resized with nearest
+  neighbour (what Pillow does for 1-bit images), black strokes on white (not inverted),
+  the augmentation samples with nearest neighbour and fills with 0, and batch-norm
+  scales start from U(0, 1) (PyTorch 0.4's default).
+- ``"smooth"``: Lanczos resize, inverted (strokes 1, background 0), bilinear
+  augmentation with zero (background) fill, batch-norm scales 1.
 
 Protocol (appendix D). The 50 alphabets of both archives are merged; alphabets with
 fewer than 20 characters cannot form a 20-way task and are dropped (4 of 50, leaving
@@ -17,7 +25,11 @@ first ``num_pretrain`` (25) to the pretraining pool (split ``"train"``; a run us
 first N of them), the next ``num_test`` (10) to the held-out test tasks (``"test"``) and
 the rest (11) to validation (``"val"``).
 
-A task draws 20 characters of its alphabet at random (labels 0..19 in draw order). Each
+A task is one alphabet with 20 of its characters in a label order (labels 0..19), both
+drawn once from ``(task_seed, split, alphabet)`` and kept for every visit, as in the
+authors' code: a run meets the same 20-way problem each time it draws the alphabet, so
+a head kept for an alphabet (multi-headed finetuning) always matches its labels. The
+run's seed fixes the pretraining tasks, the evaluation seed the held-out ones. Each
 character has 20 drawings, by 20 different people (the ``_YY`` in the file name); the
 drawings ``_16`` to ``_20`` (the last five in file order) are the task's test set and
 the other fifteen its training set. Fixing the held-out drawings per character, rather
@@ -27,8 +39,14 @@ the same alphabet.
 Augmentation (appendix D). Every image, training and test alike, goes through a random
 affine map: rotation uniform in [0, 360) degrees, translation uniform in [-0.2, 0.2] of
 the width and height, scale uniform in [0.8, 1.2]. Training minibatches are augmented
-afresh at every draw (``Task.augment``); a task's test set is augmented once when the
-task is drawn, from the same generator, so evaluation is deterministic given the seed.
+afresh at every draw (``Task.augment``); a task's test set is augmented once per visit,
+from that visit's generator, so evaluation is deterministic given the seed.
+
+Evaluation (``bn_eval=``, ``--bn-eval``): ``"running"`` (default, the authors' code)
+builds batch norm with running statistics, reset for every task, and classifies test
+images in eval mode with the statistics of that task's training, so a prediction does not
+depend on the other test images; ``"batch"`` normalizes with the statistics of the test
+images themselves (transductive).
 """
 
 from __future__ import annotations
@@ -50,6 +68,7 @@ from torch import Tensor, nn
 
 from leap.checkpoint import CorruptFileError, atomic_write_bytes
 from leap.models import ConvNet
+from leap.seeding import derived_generator
 from leap.tasks.base import Task
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
 
@@ -62,8 +81,13 @@ NUM_CLASSES = 20
 ENV_VAR = "LEAP_OMNIGLOT_DIR"
 # (alphabets, characters, images) of the official release, to flag a partial dataset.
 OFFICIAL_COUNTS = {"images_background": (30, 964, 19280), "images_evaluation": (20, 659, 13180)}
-# Bump when the decoded representation changes, so stale caches are not reused.
-CACHE_FORMAT = "omniglot-v1-lanczos28-inverted"
+#: Image pipelines (module docstring): the authors' code's, and Lanczos with inversion.
+PIPELINES = ("released", "smooth")
+#: How test images are classified: batch norm with the task's running statistics, or
+#: with the test batch's own statistics (transductive).
+BN_EVAL = ("running", "batch")
+# Bump when a decoded representation changes, so stale caches are not reused.
+CACHE_FORMAT = {"released": "omniglot-v2-nearest28", "smooth": "omniglot-v1-lanczos28-inverted"}
 
 # Augmentation ranges of appendix D.
 ROTATION_DEGREES = 360.0
@@ -149,21 +173,33 @@ def affine_theta(params: AffineParams, height: int, width: int) -> Tensor:
     return theta
 
 
-def apply_affine(x: Tensor, params: AffineParams) -> Tensor:
-    """Warp each image of ``x`` (B, C, H, W) float by its map in ``params``; pixels that
-    come from outside the image are 0 (background). Returns (B, C, H, W), same dtype."""
+def apply_affine(x: Tensor, params: AffineParams, mode: str = "bilinear") -> Tensor:
+    """Warp each image of ``x`` (B, C, H, W) float by its map in ``params``, sampling
+    with ``mode`` (``"bilinear"`` or ``"nearest"``); pixels that come from outside the
+    image are 0. Returns (B, C, H, W), same dtype."""
     b, c, h, w = x.shape
     theta = affine_theta(params.to(x.device), h, w).to(x.dtype)
     grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-def random_affine(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Appendix D's augmentation: an independent random affine map per image of ``x``
-    (B, C, H, W) float, batched on ``x``'s device. Returns (B, C, H, W)."""
-    if len(x) == 0:
-        return x
-    return apply_affine(x, sample_affine_params(len(x), generator, x.device))
+@dataclass(frozen=True)
+class RandomAffine:
+    """Appendix D's augmentation as a ``Task.augment``: an independent random affine map
+    per image of ``x`` (B, C, H, W) float, batched on ``x``'s device, sampled with
+    ``mode``. ``aug(x, generator)`` returns (B, C, H, W)."""
+
+    mode: str = "bilinear"
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if len(x) == 0:
+            return x
+        return apply_affine(x, sample_affine_params(len(x), generator, x.device), self.mode)
+
+
+#: The smooth pipeline's augmentation (bilinear); the released one samples nearest.
+random_affine = RandomAffine("bilinear")
+AUGMENTATION = {"released": RandomAffine("nearest"), "smooth": random_affine}
 
 
 # ---------------------------------------------------------------------- reading the data
@@ -318,8 +354,9 @@ def find_sources(data_dir: Path) -> list[_Source]:
     return sources
 
 
-def _decode_png(data: bytes, name: str) -> np.ndarray:
-    """One official PNG -> (28, 28) uint8, strokes high (255) and background 0."""
+def _decode_png(data: bytes, name: str, pipeline: str = "released") -> np.ndarray:
+    """One official PNG -> (28, 28) uint8: ``"released"`` nearest neighbour, strokes 0
+    on 255; ``"smooth"`` Lanczos, strokes high on 0 (module docstring)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as err:  # Pillow is only needed for the first decode
@@ -327,12 +364,17 @@ def _decode_png(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             size = im.size
-            small = im.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+            if pipeline == "released":  # Pillow resizes 1-bit images by nearest neighbour, whatever it is asked
+                small = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.NEAREST).convert("L")
+            else:
+                small = im.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptFileError(f"{name}: not a readable PNG ({err})") from err
     if size != (SOURCE_SIZE, SOURCE_SIZE):
         raise CorruptFileError(f"{name}: {size[0]}x{size[1]} image, expected {SOURCE_SIZE}x{SOURCE_SIZE} "
                                "(official Omniglot)")
+    if pipeline == "released":
+        return np.asarray(small, dtype=np.uint8)
     # The PNGs are black strokes on white; invert so the background is 0, as the
     # augmentation's zero padding assumes.
     return 255 - np.asarray(small, dtype=np.uint8)
@@ -383,7 +425,7 @@ class OmniglotData:
             raise ValueError("inconsistent Omniglot arrays")
 
 
-def decode_sources(sources: list[_Source], trees: list[Tree]) -> OmniglotData:
+def decode_sources(sources: list[_Source], trees: list[Tree], pipeline: str = "released") -> OmniglotData:
     """Decode every listed PNG (the slow path: about 8 s for the full data on one core)."""
     images: list[np.ndarray] = []
     image_character: list[int] = []
@@ -402,7 +444,7 @@ def decode_sources(sources: list[_Source], trees: list[Tree]) -> OmniglotData:
                 character_alphabet.append(a)
                 for _name, key in sorted(tree[alphabet][char], key=lambda item: _natural_key(item[0])):
                     label = f"{source.path}:{key}" if source.is_zip else key
-                    images.append(_decode_png(source.read(key), label))
+                    images.append(_decode_png(source.read(key), label, pipeline))
                     image_character.append(c)
     data = OmniglotData(
         images=np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
@@ -415,27 +457,31 @@ def decode_sources(sources: list[_Source], trees: list[Tree]) -> OmniglotData:
 
 
 def load_omniglot(data_dir: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> OmniglotData:
-    """Omniglot from ``data_dir`` (see :func:`resolve_data_dir`), via the decode cache.
+                  cache_dir: str | os.PathLike | None = None, pipeline: str = "released") -> OmniglotData:
+    """Omniglot from ``data_dir`` (see :func:`resolve_data_dir`), decoded by ``pipeline``,
+    via the decode cache.
 
-    The cache file is ``omniglot-<dir>-<key>.npz`` in ``cache_dir`` (default:
+    The cache file is ``omniglot-<pipeline>-<dir>-<key>.npz`` in ``cache_dir`` (default:
     :func:`default_cache_dir`), where ``<key>`` hashes the sources' names, sizes and
     mtimes; a changed source changes the key, and stale files of the same directory
     are removed when a new one is written. An unreadable cache is rebuilt.
     """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     root = resolve_data_dir(data_dir)
     sources = find_sources(root)
     try:
         trees = [s.list() for s in sources]
-        lines = [CACHE_FORMAT] + [line for s in sources for line in s.fingerprint()]
+        lines = [CACHE_FORMAT[pipeline]] + [line for s in sources for line in s.fingerprint()]
         key = hashlib.sha256("\n".join(lines).encode()).hexdigest()
         cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
         dir_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-        path = cache / f"omniglot-{dir_tag}-{key[:24]}.npz"
+        stem = f"omniglot-{pipeline}-{dir_tag}"  # one cache per (pipeline, directory)
+        path = cache / f"{stem}-{key[:24]}.npz"
         data = read_cache(path, key, OmniglotData.from_arrays, "Omniglot")
         if data is None:
-            data = decode_sources(sources, trees)
-            write_cache(path, data.to_arrays(key), f"omniglot-{dir_tag}-*.npz", "Omniglot")
+            data = decode_sources(sources, trees, pipeline)
+            write_cache(path, data.to_arrays(key), f"{stem}-*.npz", "Omniglot")
     finally:
         for s in sources:
             s.close()
@@ -449,6 +495,7 @@ class OmniglotBenchmark:
     ``seed`` fixes the assignment of alphabets to splits; ``num_pretrain`` and
     ``num_test`` are the sizes of the pretraining pool and the test split (paper: 25
     and 10), validation gets the remaining kept alphabets and must not be empty.
+    ``pipeline`` and ``bn_eval`` are described in the module docstring.
     """
 
     name = "omniglot"
@@ -465,13 +512,19 @@ class OmniglotBenchmark:
         cache_dir: str | os.PathLike | None = None,
         num_pretrain: int = 25,
         num_test: int = 10,
+        pipeline: str = "released",
+        bn_eval: str = "running",
     ) -> None:
         for label, value in (("num_pretrain", num_pretrain), ("num_test", num_test)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if bn_eval not in BN_EVAL:
+            raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {bn_eval!r}")
         self.device = torch.device(device)
         self.seed = seed
-        data = load_omniglot(data_dir, cache_dir)
+        self.pipeline = pipeline
+        self.bn_eval = bn_eval
+        data = load_omniglot(data_dir, cache_dir, pipeline)
         _warn_if_not_official(data)
 
         # All images on the device as uint8 (4x smaller than float); scaled at use.
@@ -518,7 +571,9 @@ class OmniglotBenchmark:
         return len(self.images)
 
     def make_model(self) -> nn.Module:
-        return ConvNet(in_channels=1, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE).to(self.device)
+        return ConvNet(in_channels=1, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
+                       running_stats=self.bn_eval == "running",
+                       bn_weight_init="uniform" if self.pipeline == "released" else "ones").to(self.device)
 
     def num_sources(self, split: str) -> int:
         return len(self._split(split))
@@ -527,20 +582,24 @@ class OmniglotBenchmark:
         """Names of the alphabets of ``split``, in source order."""
         return [self.alphabet_names[a] for a in self._split(split)]
 
-    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
-        """Draw a 20-way task from alphabet ``source`` of ``split``.
+    def task(self, split: str, source: int, generator: torch.Generator, task_seed: int = 0) -> Task:
+        """The 20-way task of alphabet ``source`` of ``split``, for one visit.
 
-        ``train_x`` (300, 1, 28, 28) float in [0, 1], unaugmented (``Task.augment``
-        augments each minibatch); ``test_x`` (100, 1, 28, 28), augmented once here.
-        Labels are class-major: 15 (train) or 5 (test) consecutive images per class.
-        ``meta`` records the split, the characters drawn and the image indices used.
+        Its characters and labels depend on ``task_seed`` alone (a run passes its seed),
+        so they are the same at every visit;
+        ``generator`` (this visit's) augments the test set and, through
+        ``Task.augment``, the training minibatches. ``train_x`` (300, 1, 28, 28) float in
+        [0, 1], unaugmented; ``test_x`` (100, 1, 28, 28), augmented here. Labels are
+        class-major: 15 (train) or 5 (test) consecutive images per class. ``meta``
+        records the split, the characters and the image indices used.
         """
         alphabets = self._split(split)
         if not 0 <= source < len(alphabets):
             raise ValueError(f"source must be in [0, {len(alphabets)}) for split {split!r}, got {source}")
         alphabet = alphabets[source]
         chars = self._alphabet_characters[alphabet]
-        pick = torch.randperm(len(chars), generator=generator, device=generator.device)[:NUM_CLASSES].cpu()
+        identity = derived_generator(task_seed, "omniglot-task", split, alphabet)
+        pick = torch.randperm(len(chars), generator=identity)[:NUM_CLASSES]
         chosen = chars[pick]  # (20,) character indices; label = position
         drawings = self.character_images[chosen]  # (20, 20) image indices, file order
         train_index = drawings[:, : self.train_per_class].reshape(-1)
@@ -548,10 +607,11 @@ class OmniglotBenchmark:
         labels = torch.arange(NUM_CLASSES)
         train_y = labels.repeat_interleave(self.train_per_class).to(self.device)
         test_y = labels.repeat_interleave(self.test_per_class).to(self.device)
-        test_x = random_affine(self.pixels(test_index), generator)
+        augment = AUGMENTATION[self.pipeline]
+        test_x = augment(self.pixels(test_index), generator)
         return Task(
             name=self.alphabet_names[alphabet], train_x=self.pixels(train_index), train_y=train_y,
-            test_x=test_x, test_y=test_y, num_classes=NUM_CLASSES, augment=random_affine, source=source,
+            test_x=test_x, test_y=test_y, num_classes=NUM_CLASSES, augment=augment, source=source,
             meta={"split": split, "characters": [self.character_names[c] for c in chosen.tolist()],
                   "train_index": train_index, "test_index": test_index},
         )
@@ -580,7 +640,8 @@ def _warn_if_not_official(data: OmniglotData) -> None:
 
 
 __all__ = [
-    "AffineParams", "OmniglotBenchmark", "OmniglotData", "OmniglotSizeWarning", "affine_params_from_uniforms",
+    "AUGMENTATION", "BN_EVAL", "PIPELINES", "AffineParams", "OmniglotBenchmark", "OmniglotData",
+    "OmniglotSizeWarning", "RandomAffine", "affine_params_from_uniforms",
     "affine_theta", "apply_affine", "draw_affine_uniforms", "load_omniglot", "random_affine", "resolve_data_dir",
     "sample_affine_params",
 ]
