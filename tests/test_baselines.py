@@ -41,25 +41,35 @@ def test_reptile_meta_gradient_is_theta0_minus_thetaK():
         torch.testing.assert_close(p.grad, p0 - pk.detach())
 
 
-def test_fomaml_meta_gradient_is_query_gradient_at_thetaK():
+def test_fomaml_meta_gradient_is_the_gradient_of_the_last_inner_step():
+    # The authors' code: the gradient "at final iteration", ∇f(θ_{K-1}) on the K-th batch.
     model = tiny()
-    support, (xq, yq) = batches(4), batches(1, seed=9)[0]
+    support = batches(4)
     learner = leap.FOMAML(model)
     learner.init_task()
     learner.to(model)
-    sgd_steps(model, support, lr=0.3)
-    expected = torch.autograd.grad(F.cross_entropy(model(xq), yq), list(model.parameters()))
-    learner.end_task(model, F.cross_entropy(model(xq), yq))
+    expected = None
+    for i, (x, y) in enumerate(support):
+        model.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        learner.update(loss, model)
+        if i == len(support) - 1:
+            expected = [p.grad.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.3 * p.grad
+    learner.end_task(model)
     learner.normalize()
     for p, e in zip(learner.parameters(), expected):
         torch.testing.assert_close(p.grad, e)
 
 
-def test_fomaml_requires_the_query_loss():
+def test_fomaml_without_any_inner_step_is_an_error():
     model = tiny()
     learner = leap.FOMAML(model)
     learner.init_task()
-    with pytest.raises(RuntimeError, match="held-out loss"):
+    with pytest.raises(RuntimeError, match="no inner step"):
         learner.end_task(model)
 
 

@@ -14,15 +14,15 @@ What stays exactly as in the sequential loop (:func:`leap.engine.inner.train_tas
 - **Data.** Each task keeps its own generator and consumes it in the same order as
   ``Task.sample``: per step the minibatch indices (``Task.draw_index``) and, for
   Omniglot's augmentation, the (B, 4) affine uniforms (``draw_affine_uniforms``); then
-  the final batch the learner asks for (Leap: a training batch; FOMAML: a held-out batch
-  via ``sample_test``). All draws of a chunk are made up front on the generators' device
-  and moved to the model's device in one copy; gathering and the augmentation of every
-  step of every task are then one gather and one ``affine_grid``/``grid_sample`` call.
+  the final batch the learner asks for (Leap: a training batch). All draws of a chunk
+  are made up front on the generators' device and moved to the model's device in one
+  copy; gathering and the augmentation of every step of every task are then one gather
+  and one ``affine_grid``/``grid_sample`` call.
   An augmentation the engine does not know is applied task by task through
   ``Task.sample`` (same stream, just not batched).
 - **Meta-gradients.** Leap: eq. 8 per segment through the shared function, the last
   segment closed with f(θ_K) on a fresh training batch; Reptile: θ0 - θ_K; FOMAML:
-  ∇f_test(θ_K) on a held-out batch. Each task's contribution goes through
+  the last inner step's gradient ∇f(θ_{K-1}). Each task's contribution goes through
   ``MetaLearner.add_task_contributions`` (same finite check and count as ``end_task``).
 - **Curves.** The same ``TaskCurve`` list, including the test error in chunks of
   ``TEST_CHUNK`` (batch statistics make the chunking part of the result).
@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
 from leap.learners import FOMAML, Leap, MetaLearner, Reptile
@@ -261,7 +261,6 @@ class BatchedEngine:
         self.compiled = compile
         self._grad_and_loss = vmap(grad_and_value(self._loss, has_aux=True))
         self._loss_value = vmap(self._loss_only)
-        self._loss_grad = vmap(grad(self._loss_only))
         self._forward = vmap(self._logits)
         self._step_fn: Callable[..., Any] = self._step
         self._segment_fn: Callable[..., Any] = accumulate_segment_
@@ -376,6 +375,7 @@ class BatchedEngine:
                            stabilizer=learner.stabilizer, eps=learner.eps)
         prev: tuple[list[Tensor], list[Tensor], Tensor] | None = None
         losses, errors = [], []
+        grads: list[Tensor] = []
         for i in range(steps):
             new, grads, loss, error = self._step_fn(params, state, stream.x[i], stream.y[i])
             new, grads = list(new), list(grads)  # a compiled step may hand back tuples
@@ -400,9 +400,7 @@ class BatchedEngine:
             init = dict(learner.named_parameters())
             contributions = [init[n].detach().unsqueeze(0) - p for n, p in zip(self.names, params, strict=True)]
         elif isinstance(learner, FOMAML):
-            assert stream.query_x is not None and stream.query_y is not None
-            query = self._loss_grad(self._as_dict(params), stream.query_x, stream.query_y)
-            contributions = [query[n] for n in self.names]
+            contributions = grads  # the last inner step's gradient, as FOMAML.update keeps it
 
         test = self._test_errors(params, tasks)
         loss_table, error_table = torch.stack(losses, 1), torch.stack(errors, 1)  # (T, K)

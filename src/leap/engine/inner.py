@@ -125,7 +125,12 @@ def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
 
 def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Generator, learner: MAML) -> TaskCurve:
     """MAML meta-training on one task: ``loop.steps`` differentiable SGD steps from θ0,
-    then the held-out loss at θ_K back-propagated to θ0 (second order)."""
+    then the held-out loss at θ_K back-propagated to θ0 (second order).
+
+    The held-out loss is the authors' code's: the mean loss over the task's whole test
+    set, in minibatches of ``loop.batch_size`` (batch statistics, as in training). Their
+    code also adds the last inner step's loss into that sum, by reusing a variable; that
+    term is a training loss and not part of MAML's objective, so it is left out here."""
     learner.init_task()
     fast = learner.fast_params(model)
     losses, errors = [], []
@@ -136,6 +141,8 @@ def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Ge
         fast = learner.adapt(loss, fast)
         losses.append(loss.detach())
         errors.append((logits.detach().argmax(1) != y).float().mean())
-    xq, yq = task.sample_test(loop.batch_size, generator)
-    learner.end_task(loss=F.cross_entropy(learner.forward(model, fast, xq), yq))
+    chunks = [(task.test_x[i : i + loop.batch_size], task.test_y[i : i + loop.batch_size])
+              for i in range(0, len(task.test_y), loop.batch_size)]
+    query = torch.stack([F.cross_entropy(learner.forward(model, fast, x), y) for x, y in chunks]).mean()
+    learner.end_task(loss=query)
     return TaskCurve(torch.stack(losses), torch.stack(errors), torch.full((), float("nan")))

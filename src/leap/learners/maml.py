@@ -1,9 +1,12 @@
-"""MAML (Finn et al. 2017) and its first-order approximation FOMAML.
+"""MAML (Finn et al. 2017) and its first-order approximation FOMAML, as the authors'
+code runs them in the paper's experiments.
 
-Both meta-learn θ0 through the held-out ("query") loss of a task after K inner steps,
-f_test(θ_K). MAML differentiates through the inner steps (second order, with
-``torch.func.functional_call`` and ``create_graph=True``); FOMAML treats θ_K as a
-constant function of θ0 (J = I) and uses ∇f_test(θ_K) as the task's meta-gradient.
+MAML meta-learns θ0 through the held-out loss of a task after K inner steps,
+f_test(θ_K(θ0)), differentiating through the inner steps (second order, with
+``torch.func.functional_call`` and ``create_graph=True``). FOMAML treats the inner steps
+as the identity (J = I) and uses the gradient "at final iteration" (section 4.1): the
+authors' code adds, for each task, the gradient of its last inner step, ∇f(θ_{K-1}) on
+the K-th training minibatch, and takes the mean over tasks.
 """
 
 from __future__ import annotations
@@ -16,27 +19,27 @@ from leap.learners.base import MetaLearner, ParamSelector
 
 
 class FOMAML(MetaLearner):
-    """First-order MAML as a hook: same loop as :class:`leap.Leap`.
+    """First-order MAML as a hook, with exactly the calls of :class:`leap.Leap`.
 
-    ``update`` does nothing. After the inner steps, compute the task's held-out loss at
-    θ_K (with autograd enabled) and call ``end_task(model, loss=query_loss)``; its
-    gradient with respect to the meta-learned parameters is the task's contribution.
+    A task's meta-gradient is the gradient of its last inner step (the authors' code):
+    ``update`` keeps the gradient it is called with (after ``backward``, before the
+    optimizer step), so when the task ends the kept one is ∇f(θ_{K-1}) on the K-th
+    minibatch. ``end_task`` needs no loss.
     """
 
-    final_loss = "query"  # end_task wants the held-out loss at θ_K
+    def _begin_task(self) -> None:
+        self._updates = 0
 
+    @torch.no_grad()
     def update(self, loss: Tensor, model: nn.Module) -> None:
         self._require_open("update")
+        params = self.params_of(model)
+        torch._foreach_copy_(self._task_acc, [p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        self._updates += 1
 
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
-        if model is None or loss is None:
-            raise RuntimeError(
-                "FOMAML needs the held-out loss at θ_K: call end_task(model, loss=query_loss)"
-            )
-        params = self.params_of(model)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-        torch._foreach_add_(self._task_acc, grads)
+        if self._updates == 0:
+            raise RuntimeError("FOMAML: no inner step was taken; call update(loss, model) after each backward")
 
 
 class MAML(MetaLearner):
