@@ -420,22 +420,21 @@ def test_second_construction_reads_the_cache_without_decoding(data, bench, monke
     assert torch.equal(again.images, bench.images) and again.splits == bench.splits
 
 
-def test_cache_is_one_npz_in_the_data_directory_by_default(tmp_path):
-    root = write_tiny_dataset(tmp_path / "data")
-    OmniglotBenchmark(root, **TINY)
-    assert len(list((root / ".leap-cache").glob("omniglot-*.npz"))) == 1
-
-
-def test_cache_goes_to_the_user_cache_when_the_data_directory_is_read_only(tmp_path, monkeypatch):
+def test_cache_is_one_npz_in_the_user_cache_and_nothing_is_written_into_the_data(tmp_path, monkeypatch):
     root = write_tiny_dataset(tmp_path / "data")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    root.chmod(0o555)
-    try:
-        OmniglotBenchmark(root, **TINY)
-    finally:
-        root.chmod(0o755)
-    assert not (root / ".leap-cache").exists()
+    monkeypatch.delenv("LEAP_CACHE_DIR", raising=False)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    OmniglotBenchmark(root, **TINY)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # the data directory is untouched
     assert len(list((tmp_path / "user-cache" / "leap").glob("omniglot-*.npz"))) == 1
+
+
+def test_leap_cache_dir_overrides_the_user_cache(tmp_path, monkeypatch):
+    root = write_tiny_dataset(tmp_path / "data")
+    monkeypatch.setenv("LEAP_CACHE_DIR", str(tmp_path / "mine"))
+    OmniglotBenchmark(root, **TINY)
+    assert len(list((tmp_path / "mine").glob("omniglot-*.npz"))) == 1
 
 
 def test_changed_source_invalidates_the_cache(tmp_path, monkeypatch):

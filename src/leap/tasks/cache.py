@@ -23,26 +23,15 @@ from leap.checkpoint import atomic_write_bytes
 T = TypeVar("T")
 
 
-def default_cache_dir(data_dir: Path) -> Path:
-    """``<data_dir>/.leap-cache`` when the data directory is writable, else
-    ``$XDG_CACHE_HOME/leap`` (``~/.cache/leap``)."""
-    local = data_dir / ".leap-cache"
-    if _writable(local if local.is_dir() else data_dir):
-        try:
-            local.mkdir(exist_ok=True)
-            return local
-        except OSError:
-            pass
+def default_cache_dir() -> Path:
+    """Where decoded datasets are cached unless a caller names a directory:
+    ``$LEAP_CACHE_DIR``, else ``$XDG_CACHE_HOME/leap`` (``~/.cache/leap``). Never inside a
+    data directory: data directories are read-only to leap (cache file names carry a hash
+    of the data directory, so several data directories share one cache directory)."""
+    override = os.environ.get("LEAP_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leap"
-
-
-def _writable(directory: Path) -> bool:
-    """Writable, and not marked read-only: root passes ``os.access`` on any directory, so
-    a directory without write permission bits (a shared, read-only copy) counts as read-only."""
-    try:
-        return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & 0o222)
-    except OSError:
-        return False
 
 
 def read_cache(path: Path, key: str, build: Callable[[dict[str, np.ndarray]], T], what: str) -> T | None:

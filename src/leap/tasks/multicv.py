@@ -596,8 +596,7 @@ def load_dataset(source: DatasetSource, cache_dir: str | os.PathLike | None = No
     """Decode ``source`` once and cache it (``multicv-<name>-<dir>-<key>.npz``)."""
     lines = [CACHE_FORMAT, source.kind, source.prefix, *source.container.fingerprint()]
     key = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    root = source.path.parent
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(root)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     dir_tag = hashlib.sha256(str(source.path.resolve()).encode()).hexdigest()[:8]
     path = cache / f"multicv-{source.name}-{dir_tag}-{key[:24]}.npz"
     data = read_cache(path, key, lambda arrays: _checked(ImageSet.from_arrays(arrays), path), "Multi-CV")
