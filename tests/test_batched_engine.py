@@ -40,7 +40,6 @@ from leap.engine.batched import (
     check_batchable,
     resolve_compile,
     resolve_engine,
-    select_engine,
 )
 from leap.engine.inner import InnerLoop, TaskCurve, train_task
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
@@ -218,6 +217,40 @@ def test_in_float64_the_convnet_meta_gradients_agree_to_1e_8_over_several_meta_s
     compare_meta_steps(model, kind, {}, lambda step: image_draws(tasks, step), loop, meta_steps=3, tolerance=1e-8)
 
 
+@pytest.mark.parametrize("kind", ["leap", "reptile", "fomaml"])
+def test_with_running_statistics_meta_gradients_and_test_errors_match_sequential(kind):
+    # Batch norm with running statistics (the Omniglot default): each task's buffers are
+    # stacked, updated by every training forward and used to classify its test images.
+    torch.manual_seed(0)
+    model = ConvNet(in_channels=1, num_classes=5, image_size=IMAGE_SIDE, filters=16, running_stats=True)
+    loop = InnerLoop(3, 8, 0.1)
+    tasks = image_tasks()
+    compare_meta_steps(model, kind, {}, lambda step: image_draws(tasks, step), loop, meta_steps=2)
+
+
+def test_with_running_statistics_evaluation_gives_the_same_errors_with_either_engine(bench):
+    class ImageBench:
+        num_classes = 5
+
+        def make_model(self):
+            torch.manual_seed(0)
+            return ConvNet(in_channels=1, num_classes=5, image_size=IMAGE_SIDE, filters=16, running_stats=True)
+
+        def num_sources(self, split):
+            return 3
+
+        def task(self, split, source, generator, task_seed=0):
+            return image_tasks()[source]
+
+    image_bench = ImageBench()
+    init = image_bench.make_model().state_dict()
+    loop = InnerLoop(5, 8, 0.1)
+    seq = evaluate(image_bench, init, loop, seed=3, engine="sequential")
+    bat = evaluate(image_bench, init, loop, seed=3, engine="batched")
+    assert bat.test_errors == pytest.approx(seq.test_errors, abs=1e-6)
+    assert bat.curve == pytest.approx(seq.curve, abs=1e-6)
+
+
 def _omniglot_dir() -> Path | None:
     shared = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
     for candidate in (os.environ.get("LEAP_OMNIGLOT_DIR"), shared):
@@ -230,7 +263,7 @@ def _omniglot_dir() -> Path | None:
 def test_leap_meta_gradient_matches_sequential_on_real_omniglot():
     from leap.tasks.omniglot import OmniglotBenchmark
 
-    omniglot = OmniglotBenchmark(_omniglot_dir(), bn_eval="batch")  # the engine batches buffer-free models
+    omniglot = OmniglotBenchmark(_omniglot_dir())
     torch.manual_seed(0)
     model = omniglot.make_model()
     loop = InnerLoop(3, 20, 0.1)
@@ -384,19 +417,15 @@ def test_cli_rejects_an_unknown_engine_and_a_non_positive_chunk(tmp_path, capsys
 
 
 def test_engine_refuses_what_it_cannot_batch(bench):
-    with pytest.raises(ValueError, match="buffers"):
-        check_batchable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    with pytest.raises(ValueError, match="parameters"):
+        check_batchable(nn.ReLU())
+    check_batchable(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))  # buffers are batched too
     model = bench.make_model()
     engine = BatchedEngine(model, InnerLoop(2, 4, 0.1))
     with pytest.raises(ValueError, match="every parameter"):
         engine.train(builtin_draws(bench, 0), Leap(model, params=lambda n, p: n.startswith("head")))
     with pytest.raises(TypeError, match="MAML"):
         engine.train(builtin_draws(bench, 0), MAML(model))
-    # auto falls back to the sequential loop for a model with buffers; batched says why.
-    with_buffers = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
-    assert select_engine(with_buffers, InnerLoop(2, 4, 0.1), engine="auto") is None
-    with pytest.raises(ValueError, match="buffers"):
-        select_engine(with_buffers, InnerLoop(2, 4, 0.1), engine="batched")
 
 
 # ---------------------------------------------------------------------- the run

@@ -393,7 +393,7 @@ def evaluate(
         if fresh_heads:
             reset_head(model, seed, "eval-head", split, source)
         if batched is not None:
-            pending.append((source, (task, generator), {k: v.detach().clone() for k, v in model.named_parameters()}))
+            pending.append((source, (task, generator), {k: v.detach().clone() for k, v in model.state_dict().items()}))
             continue
         curve = train_task(model, task, loop, generator)
         table[source, 0] = curve.test_error

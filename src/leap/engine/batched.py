@@ -5,9 +5,11 @@ bound by kernel launches, not arithmetic. Here every parameter carries a leading
 dimension, (T, *shape), and one inner step of all T tasks is one functional forward and
 backward (``torch.func.vmap`` over ``grad_and_value`` of ``functional_call``), one update
 of the stacked inner optimizer, and, for Leap, one batched call of the same eq. 8 code the
-hook runs (:func:`leap.learners.leap.accumulate_segment_`, with a per-task n_i). Batch norm
-uses batch statistics (the project's models have no running buffers), so under ``vmap``
-each task normalizes with its own statistics.
+hook runs (:func:`leap.learners.leap.accumulate_segment_`, with a per-task n_i). Under
+``vmap`` each task's batch norm normalizes with its own batch statistics; buffers
+(batch norm's running statistics) are stacked per task too and updated in place by the
+functional forward, exactly as the sequential loop updates the model's, and test images
+are classified in eval mode with them.
 
 What stays exactly as in the sequential loop (:func:`leap.engine.inner.train_task`):
 
@@ -87,15 +89,7 @@ def resolve_compile(compile: bool | None, device: torch.device | str) -> bool:
 
 
 def check_batchable(model: nn.Module) -> None:
-    """Raise ``ValueError`` if ``model`` cannot be trained by the batched engine.
-
-    Buffers (e.g. batch-norm running statistics) are updated in place during training
-    and would need a per-task copy; the project's models have none.
-    """
-    buffers = [n for n, _ in model.named_buffers()]
-    if buffers:
-        raise ValueError(f"the batched engine needs a model without buffers, this one has {buffers}; "
-                         "use the sequential engine (or batch norm with track_running_stats=False)")
+    """Raise ``ValueError`` if ``model`` cannot be trained by the batched engine."""
     if not any(True for _ in model.parameters()):
         raise ValueError("the batched engine needs a model with parameters")
 
@@ -255,6 +249,7 @@ class BatchedEngine:
         self.model = model
         self.loop = loop
         self.names = [n for n, _ in model.named_parameters()]
+        self.buffer_names = [n for n, _ in model.named_buffers()]
         self.max_tasks_per_chunk = max_tasks_per_chunk
         self.chunk_limit = max_tasks_per_chunk  # lowered after an out-of-memory error
         self.optimizer = StackedOptimizer(loop.optimizer, loop.lr)
@@ -282,7 +277,8 @@ class BatchedEngine:
         model) all tasks start from θ0 and their meta-gradients are added to the
         learner's accumulators (call ``normalize`` afterwards, as with the hook).
         Without one, task j starts from ``starts[j]`` (a name -> tensor mapping holding
-        every parameter), or from the model's current parameters if ``starts`` is None.
+        every parameter and buffer, e.g. a state dict), or from the model's current
+        parameters and buffers if ``starts`` is None.
         """
         if learner is not None:
             if starts is not None:
@@ -320,22 +316,26 @@ class BatchedEngine:
             raise ValueError("the batched engine needs a learner that meta-learns every parameter of the model; "
                              "use the sequential engine for a subset")
 
-    def _logits(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.model, params, (x,))
+    def _logits(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        # Buffers (running statistics) are updated in place when the model is in training mode.
+        return functional_call(self.model, {**params, **buffers}, (x,))
 
-    def _loss(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self._logits(params, x)
+    def _loss(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        logits = self._logits(params, buffers, x)
         return F.cross_entropy(logits, y), logits
 
-    def _loss_only(self, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return self._loss(params, x, y)[0]
+    def _loss_only(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return self._loss(params, buffers, x, y)[0]
 
     def _step(
-        self, params: list[Tensor], state: dict[str, Any], x: Tensor, y: Tensor
+        self, params: list[Tensor], buffers: dict[str, Tensor], state: dict[str, Any], x: Tensor, y: Tensor
     ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
-        """One inner step of T tasks (eq. 1): x (T, B, *input), y (T, B). Returns
-        (θ_{i+1}, ∇f(θ_i), f(θ_i) (T,), minibatch error (T,))."""
-        grads, (loss, logits) = self._grad_and_loss(dict(zip(self.names, params, strict=True)), x, y)
+        """One inner step of T tasks (eq. 1): x (T, B, *input), y (T, B); ``buffers``
+        (T, ...) each, updated in place. Returns (θ_{i+1}, ∇f(θ_i), f(θ_i) (T,),
+        minibatch error (T,))."""
+        grads, (loss, logits) = self._grad_and_loss(dict(zip(self.names, params, strict=True)), buffers, x, y)
         grads = [grads[n] for n in self.names]
         error = (logits.argmax(-1) != y).float().mean(-1)
         return self.optimizer.update(params, grads, state), grads, loss, error
@@ -355,6 +355,23 @@ class BatchedEngine:
         current = dict(self.model.named_parameters())
         return [current[n].detach().unsqueeze(0).expand(t, *current[n].shape).clone() for n in self.names]
 
+    def _stack_buffers(
+        self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
+    ) -> dict[str, Tensor]:
+        """Each task's starting buffers, stacked (T, ...): the learner's initial ones (as
+        ``MetaLearner.to`` loads), those in ``starts``, or the model's current ones."""
+        t = len(tasks)
+        if learner is not None:
+            source = learner.initial_buffers()
+        elif starts is not None:
+            missing = [n for n in self.buffer_names if any(n not in s for s in starts)]
+            if missing:
+                raise ValueError(f"starts lack buffer(s) {sorted(set(missing))}")
+            return {n: torch.stack([s[n].detach() for s in starts]) for n in self.buffer_names}
+        else:
+            source = dict(self.model.named_buffers())
+        return {n: source[n].detach().unsqueeze(0).expand(t, *source[n].shape).clone() for n in self.buffer_names}
+
     @torch.no_grad()
     def _train_chunk(
         self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
@@ -362,6 +379,7 @@ class BatchedEngine:
         self.model.train()  # as train_task: batch statistics in training and in test_error
         steps, batch = self.loop.steps, self.loop.batch_size
         params = self._stack_starts(tasks, learner, starts)
+        buffers = self._stack_buffers(tasks, learner, starts)
         device = params[0].device
         final = learner.final_loss if learner is not None else None
         stream = _draw_stream(tasks, steps + (final == "train"), batch, final == "query", device)
@@ -377,7 +395,7 @@ class BatchedEngine:
         losses, errors = [], []
         grads: list[Tensor] = []
         for i in range(steps):
-            new, grads, loss, error = self._step_fn(params, state, stream.x[i], stream.y[i])
+            new, grads, loss, error = self._step_fn(params, buffers, state, stream.x[i], stream.y[i])
             new, grads = list(new), list(grads)  # a compiled step may hand back tuples
             if is_leap:
                 if prev is not None:  # the segment θ_{i-1} -> θ_i, as Leap.update does
@@ -393,7 +411,7 @@ class BatchedEngine:
         if isinstance(learner, Leap):
             assert prev is not None
             # f(θ_K) on a fresh training batch, as Leap.end_task
-            final_loss = self._loss_value(self._as_dict(params), stream.x[steps], stream.y[steps])
+            final_loss = self._loss_value(self._as_dict(params), buffers, stream.x[steps], stream.y[steps])
             self._segment_fn(acc, *prev, params, final_loss, **segment)
             contributions = acc
         elif isinstance(learner, Reptile):
@@ -402,7 +420,7 @@ class BatchedEngine:
         elif isinstance(learner, FOMAML):
             contributions = grads  # the last inner step's gradient, as FOMAML.update keeps it
 
-        test = self._test_errors(params, tasks)
+        test = self._test_errors(params, buffers, tasks)
         loss_table, error_table = torch.stack(losses, 1), torch.stack(errors, 1)  # (T, K)
         curves = [TaskCurve(loss_table[j], error_table[j], test[j]) for j in range(len(tasks))]
         if learner is not None and contributions is not None:
@@ -414,9 +432,16 @@ class BatchedEngine:
     def _as_dict(self, params: list[Tensor]) -> dict[str, Tensor]:
         return dict(zip(self.names, params, strict=True))
 
-    def _test_errors(self, params: list[Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
-        """(T,) error on each task's whole test set, in chunks of ``TEST_CHUNK`` like
-        :func:`leap.engine.inner.test_error`."""
+    def _test_errors(self, params: list[Tensor], buffers: dict[str, Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
+        """(T,) error on each task's whole test set, in eval mode and in chunks of
+        ``TEST_CHUNK``, like :func:`leap.engine.inner.test_error`."""
+        self.model.eval()
+        try:
+            return self._test_errors_eval(params, buffers, tasks)
+        finally:
+            self.model.train()
+
+    def _test_errors_eval(self, params: list[Tensor], buffers: dict[str, Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
         sizes = {len(t.test_y) for t, _ in tasks}
         if len(sizes) == 1:
             n = sizes.pop()
@@ -424,12 +449,13 @@ class BatchedEngine:
             y = torch.stack([t.test_y for t, _ in tasks])
             wrong = torch.zeros(len(tasks), device=y.device)
             for start in range(0, n, TEST_CHUNK):
-                logits = self._forward(self._as_dict(params), x[:, start : start + TEST_CHUNK])
+                logits = self._forward(self._as_dict(params), buffers, x[:, start : start + TEST_CHUNK])
                 wrong += (logits.argmax(-1) != y[:, start : start + TEST_CHUNK]).sum(-1)
             return wrong / n
         errors = []
         for j, (task, _) in enumerate(tasks):  # unequal test sets: one task at a time
-            own = {n: p[j] for n, p in zip(self.names, params, strict=True)}
+            own = {**{n: p[j] for n, p in zip(self.names, params, strict=True)},
+                   **{n: b[j] for n, b in buffers.items()}}
             wrong = torch.zeros((), device=task.test_y.device)
             for start in range(0, len(task.test_y), TEST_CHUNK):
                 logits = functional_call(self.model, own, (task.test_x[start : start + TEST_CHUNK],))

@@ -91,6 +91,10 @@ class MetaLearner:
     def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         return iter(zip(self.param_names, self._init, strict=True))
 
+    def initial_buffers(self) -> dict[str, Tensor]:
+        """The buffers every task starts from (the model's at construction), by name."""
+        return dict(self._buffers)
+
     def params_of(self, model: nn.Module) -> list[Tensor]:
         """The model's tensors that correspond to θ0, in the learner's order (cached)."""
         if model is not self._model:
