@@ -40,7 +40,7 @@ from leap.config import RunConfig
 from leap.run import MetaTrainer
 from leap.tasks.base import Task
 from leap.tasks.builtin import BuiltinBenchmark
-from leap.tasks.omniglot import IMAGE_SIZE, NUM_CLASSES, OmniglotBenchmark, random_affine
+from leap.tasks.omniglot import AUGMENTATION, IMAGE_SIZE, NUM_CLASSES, OmniglotBenchmark
 
 VARIANTS = ("plain", "sequential", "batched", "compiled")
 
@@ -58,16 +58,19 @@ class RandomOmniglot:
     def make_model(self) -> torch.nn.Module:
         from leap.models import ConvNet
 
-        return ConvNet(in_channels=1, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE).to(self.device)
+        # The Omniglot default protocol's model: running statistics, batch-norm scales U(0, 1).
+        return ConvNet(in_channels=1, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, running_stats=True,
+                       bn_weight_init="uniform").to(self.device)
 
     def num_sources(self, split: str) -> int:
         return 25
 
-    def task(self, split: str, source: int, generator: torch.Generator) -> Task:
+    def task(self, split: str, source: int, generator: torch.Generator, task_seed: int = 0) -> Task:
         x = torch.rand(400, 1, IMAGE_SIZE, IMAGE_SIZE, generator=generator).to(self.device)
         y = torch.arange(NUM_CLASSES, device=self.device)
-        return Task(f"random-{source}", x[:300], y.repeat_interleave(15), random_affine(x[300:], generator),
-                    y.repeat_interleave(5), NUM_CLASSES, augment=random_affine, source=source)
+        augment = AUGMENTATION["released"]
+        return Task(f"random-{source}", x[:300], y.repeat_interleave(15), augment(x[300:], generator),
+                    y.repeat_interleave(5), NUM_CLASSES, augment=augment, source=source)
 
 
 def sync(device: torch.device) -> None:
