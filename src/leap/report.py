@@ -163,6 +163,9 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
                 stds.append(float(np.std(aucs)))
         (line,) = right.plot(xs, means, marker="o", label=METHOD_LABELS.get(m, m))
         right.fill_between(xs, np.subtract(means, stds), np.add(means, stds), color=line.get_color(), alpha=0.2)
+        if len(xs) == 1:  # a single count: the band is invisible, show ± one std as an error bar
+            right.errorbar(xs, means, yerr=stds, color=line.get_color(), capsize=4)
+    right.set_xticks(counts)  # counts are integers: no fractional ticks
     left.set(xlabel="training step on held-out task", ylabel="training error (%)",
              title=f"held-out tasks, {largest} pretraining tasks")
     right.set(xlabel="number of pretraining tasks", ylabel="AUC of training error (%)", title="AUC")
