@@ -7,6 +7,7 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 import tempfile
@@ -484,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if distributed.launched():
+        # A rank killed by a signal (e.g. SIGABRT from a native library) then leaves the
+        # Python stacks of all its threads on stderr, so the failure can be diagnosed.
+        faulthandler.enable()
     try:
         if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
             raise UsageError(f"{args.command} runs in a single process; under torchrun use "
