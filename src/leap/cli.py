@@ -18,7 +18,7 @@ import torch
 
 from leap import distributed
 from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
-from leap.config import BENCHMARK_DEFAULTS, METHODS, RunConfig
+from leap.config import BENCHMARK_DEFAULTS, METHODS, OMNIGLOT_CHOICES, RunConfig
 from leap.multicv_run import METHODS as MULTICV_METHODS
 from leap.multicv_run import add_multicv_options, sweep_from_args, train_from_args, write_multicv_report
 from leap.report import comparison_table, plot_curves, write_report
@@ -75,11 +75,11 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
                    help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
     p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
     p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
-    p.add_argument("--pipeline", choices=["released", "smooth"],
+    p.add_argument("--pipeline", choices=OMNIGLOT_CHOICES["pipeline"],
                    help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
                         "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
                         "inverted, bilinear, scales 1")
-    p.add_argument("--bn-eval", choices=["running", "batch"],
+    p.add_argument("--bn-eval", choices=OMNIGLOT_CHOICES["bn_eval"],
                    help="omniglot: classify test images with batch norm's running statistics of the task's "
                         "training (default, non-transductive) or with the test batch's own (transductive)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

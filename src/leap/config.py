@@ -12,6 +12,7 @@ from typing import Any
 
 from leap.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
 from leap.rl.options import RL_BENCHMARKS, pretrain_default, resolve_extra
+from leap.tasks.omniglot import BN_EVAL, PIPELINES
 
 METHODS = ("leap", "reptile", "fomaml", "maml", "finetune", "none")
 
@@ -32,8 +33,9 @@ BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-#: Omniglot's protocol options and their defaults (the authors' code).
+#: Omniglot's protocol options, their choices and defaults (the authors' code).
 OMNIGLOT_PROTOCOL = {"pipeline": "released", "bn_eval": "running"}
+OMNIGLOT_CHOICES = {"pipeline": PIPELINES, "bn_eval": BN_EVAL}
 
 
 @dataclass
@@ -121,10 +123,9 @@ class RunConfig:
         if self.inner_optimizer not in ("sgd", "adam", "rmsprop"):
             raise ValueError(f"inner_optimizer must be 'sgd', 'adam' or 'rmsprop', got {self.inner_optimizer!r}")
         if self.benchmark == "omniglot":
-            if self.pipeline not in ("released", "smooth"):
-                raise ValueError(f"pipeline must be 'released' or 'smooth', got {self.pipeline!r}")
-            if self.bn_eval not in ("running", "batch"):
-                raise ValueError(f"bn_eval must be 'running' or 'batch', got {self.bn_eval!r}")
+            for name, choices in OMNIGLOT_CHOICES.items():
+                if getattr(self, name) not in choices:
+                    raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if self.engine not in ("auto", "batched", "sequential"):
             raise ValueError(f"engine must be 'auto', 'batched' or 'sequential', got {self.engine!r}")
         if self.compile not in (None, True, False):

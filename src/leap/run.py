@@ -219,7 +219,8 @@ class MetaTrainer:
             heads[task.source] = copy.deepcopy(model.head)
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
         encoder = [p for n, p in model.named_parameters() if not n.startswith("head.")]
-        opt = self.loop.make_optimizer(encoder + [p for h in heads.values() for p in h.parameters()])
+        trained = encoder + [p for h in heads.values() for p in h.parameters()]
+        opt = self.loop.make_optimizer(trained)
         order = torch.randperm(len(draws) * self.loop.steps,
                                generator=derived_generator(cfg.seed, "finetune-order", self.step_count))
         losses: list[list[Tensor]] = [[] for _ in draws]
@@ -237,8 +238,7 @@ class MetaTrainer:
             errors[j].append((logits.detach().argmax(1) != y).float().mean())
         nan = torch.full((), float("nan"))
         curves = [TaskCurve(torch.stack(lo), torch.stack(er), nan) for lo, er in zip(losses, errors, strict=True)]
-        params = [*encoder, *(p for h in heads.values() for p in h.parameters())]
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        if not all(bool(torch.isfinite(p).all()) for p in trained):
             # A diverged meta-step must not poison the shared encoder: undo it (one sync).
             model.load_state_dict(before)
             return [TaskCurve(torch.full_like(c.train_loss, float("nan")), c.train_error, nan) for c in curves]
