@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from leap.learners.base import MetaLearner, ParamSelector
+from leap.learners.base import MetaLearner, ParamSelector, model_grads
 
 
 class FOMAML(MetaLearner):
@@ -34,7 +34,7 @@ class FOMAML(MetaLearner):
     def update(self, loss: Tensor, model: nn.Module) -> None:
         self._require_open("update")
         params = self.params_of(model)
-        torch._foreach_copy_(self._task_acc, [p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        torch._foreach_copy_(self._task_acc, model_grads(params))
         self._updates += 1
 
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
