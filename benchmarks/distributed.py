@@ -5,7 +5,7 @@ budgets except for the meta-batch (default 8, an even split over 2 processes). E
 process gets ``--threads`` intra-op threads (default 1) in both settings, so the
 comparison is one core per process. The 2-process run starts its workers exactly as
 torchrun does (RANK, WORLD_SIZE, MASTER_ADDR/PORT) and goes through the library's own
-path: ``MetaTrainer.step`` with the one all-reduce of ``leap.distributed``.
+path: ``MetaTrainer.step`` with the one all-reduce of ``leap.util.distributed``.
 
 Measured: the median wall time of a meta-step (after one warm-up step) with 1 and 2
 processes (and rank 0's CPU time per meta-step, which other processes on the machine
@@ -51,9 +51,9 @@ import torch
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: time meta-steps (and, with several ranks, the all-reduce); rank 0 prints JSON."""
-    from leap import distributed
-    from leap.config import RunConfig
-    from leap.run import MetaTrainer, build_benchmark
+    from leap.experiments.config import RunConfig
+    from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark
+    from leap.util import distributed
 
     torch.set_num_threads(args.threads)
     distributed.setup(args.device, timeout_s=300)

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from leap.config import RunConfig
-from leap.run import MetaTrainer
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.tasks.base import Task
 from leap.tasks.builtin import BuiltinBenchmark
 from leap.tasks.omniglot import AUGMENTATION, IMAGE_SIZE, NUM_CLASSES, OmniglotBenchmark

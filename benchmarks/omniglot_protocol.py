@@ -25,8 +25,8 @@ import time
 import torch
 
 from leap.engine import InnerLoop
+from leap.engine.evaluation import evaluate
 from leap.models import ConvNet
-from leap.run import evaluate
 from leap.tasks.omniglot import OmniglotBenchmark
 
 # (images, bn_eval, bn scales): from the former protocol to the released one, one step at a time.

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from leap import cli, run
+from leap import cli
+from leap.experiments.fewshot import trainer
 
 
 def inject() -> None:
@@ -22,9 +23,9 @@ def inject() -> None:
         return
     kind = os.environ["LEAP_FAULT"]
     at_step = int(os.environ["LEAP_FAULT_STEP"])
-    step = run.MetaTrainer.step
+    step = trainer.MetaTrainer.step
 
-    def faulty_step(self: run.MetaTrainer) -> dict[str, float]:
+    def faulty_step(self: trainer.MetaTrainer) -> dict[str, float]:
         if self.step_count + 1 == at_step:
             if kind == "raise":
                 raise RuntimeError(f"injected failure before meta-step {at_step}")
@@ -32,7 +33,7 @@ def inject() -> None:
                 time.sleep(1)
         return step(self)
 
-    run.MetaTrainer.step = faulty_step
+    trainer.MetaTrainer.step = faulty_step
 
 
 if __name__ == "__main__":

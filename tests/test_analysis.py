@@ -9,19 +9,19 @@ import pytest
 import torch
 from torch.func import jacrev
 
-from leap.analysis.ablation import ABLATION_CONFIGS, CONFIGS_BY_NAME, paired_difference, select_configs
-from leap.analysis.jacobian import (
+from leap.cli import main
+from leap.experiments.analysis.ablation import ABLATION_CONFIGS, CONFIGS_BY_NAME, paired_difference, select_configs
+from leap.experiments.analysis.jacobian import (
     block_map,
     first_layer,
     relative_precision,
     schatten1,
     sgd_block_jacobians,
 )
-from leap.cli import main
-from leap.config import RunConfig
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.trainer import make_learner
 from leap.learners import Leap, Reptile
 from leap.models import ConvNet
-from leap.run import make_learner
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # torch's forward-mode AD loads its own decompositions with torch.jit.script on first use,

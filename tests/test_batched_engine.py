@@ -32,7 +32,6 @@ import torch
 from torch import Tensor, nn
 
 from leap.cli import main as cli_main
-from leap.config import RunConfig
 from leap.engine.batched import (
     BatchedEngine,
     StackedOptimizer,
@@ -41,14 +40,16 @@ from leap.engine.batched import (
     resolve_compile,
     resolve_engine,
 )
+from leap.engine.evaluation import evaluate
 from leap.engine.inner import InnerLoop, TaskCurve, train_task
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
 from leap.models import ConvNet
-from leap.run import MetaTrainer, evaluate
-from leap.seeding import derived_generator
 from leap.tasks.base import Task
 from leap.tasks.builtin import BuiltinBenchmark
 from leap.tasks.omniglot import random_affine
+from leap.util.seeding import derived_generator
 
 TOLERANCE = 1e-4  # relative error of the meta-gradient vector, float32 on CPU
 

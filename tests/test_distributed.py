@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import leap
-from leap import distributed
 from leap.cli import main
 from leap.models import MLP
+from leap.util import distributed
 
 TESTS = Path(__file__).parent
 # Meta-batch 3 over 2 ranks: an uneven split (2 + 1 tasks).

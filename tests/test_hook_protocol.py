@@ -53,10 +53,17 @@ def test_subset_of_parameters_leaves_the_rest_alone():
     learner.to(model)
     assert torch.all(model.head.weight == 7.0)  # to() loads θ0 only into the subset
     meta_opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    theta0_before = [p.detach().clone() for p in learner.parameters()]
     run_meta_step(model, learner, meta_opt)
     assert all(p.grad is None for p in learner.parameters())
-    names = dict(learner.named_parameters())
-    assert set(names) == set(learner.param_names)
+    assert all(not torch.equal(a, b) for a, b in zip(theta0_before, learner.parameters()))  # θ0 moved
+    # The head is the task's: the meta-step and the next task's to() leave it where training left it.
+    head_after_training = model.head.weight.detach().clone()
+    assert not torch.all(head_after_training == 7.0)  # the inner loop did train it
+    learner.to(model)
+    assert torch.equal(model.head.weight, head_after_training)
+    theta0 = dict(learner.named_parameters())
+    assert all(torch.equal(p, theta0[name]) for name, p in model.named_parameters() if name.startswith("encoder"))
 
 
 def test_parameter_names_select_a_subset_and_unknown_names_are_rejected():

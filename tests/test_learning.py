@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
-from leap.config import RunConfig
-from leap.run import MetaTrainer, eval_loop, evaluate
+from leap.engine.evaluation import evaluate
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.trainer import MetaTrainer, eval_loop
 from leap.tasks import make_benchmark
 
 

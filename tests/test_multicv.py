@@ -27,11 +27,19 @@ import pytest
 import torch
 from PIL import Image
 
-import leap.multicv_run as mr
+import leap.experiments.multicv as mr
 import leap.tasks.multicv as mc
-from leap.checkpoint import CorruptFileError
-from leap.multicv_run import METHODS, Budget, MultiCVConfig, PlainView, fit_task, run_multicv, write_multicv_report
+from leap.experiments.multicv import (
+    METHODS,
+    Budget,
+    MultiCVConfig,
+    PlainView,
+    fit_task,
+    run_multicv,
+    write_multicv_report,
+)
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
+from leap.util.errors import CorruptFileError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multicv"
 

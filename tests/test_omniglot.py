@@ -28,7 +28,6 @@ from PIL import Image, ImageDraw
 
 import leap.tasks as tasks_module
 import leap.tasks.omniglot as om
-from leap.checkpoint import CorruptFileError
 from leap.cli import main
 from leap.models import ConvNet
 from leap.tasks import make_benchmark
@@ -40,6 +39,7 @@ from leap.tasks.omniglot import (
     random_affine,
     sample_affine_params,
 )
+from leap.util.errors import CorruptFileError
 
 # The synthetic data is smaller than the official release by design; that warning is
 # tested once, explicitly.

@@ -8,11 +8,11 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from leap import run
-from leap.config import RunConfig
 from leap.engine import InnerLoop, inner, train_task
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot import trainer as trainer_module
+from leap.experiments.fewshot.trainer import MetaTrainer, draw_sources
 from leap.models import ConvNet, reset_running_stats
-from leap.run import MetaTrainer, draw_sources
 from leap.tasks import BuiltinBenchmark, Task
 
 
@@ -98,8 +98,9 @@ def test_finetuning_interleaves_the_minibatches_of_all_tasks_of_a_meta_step(monk
 def test_finetuning_keeps_one_head_per_source_and_a_revisited_source_starts_from_its_head(monkeypatch):
     trainer = finetune_trainer(meta_batch=4)  # the whole pool: every source in every meta-step
     fresh_heads: list[int] = []
-    reset = run.reset_head
-    monkeypatch.setattr(run, "reset_head", lambda model, *parts: fresh_heads.append(parts[-1]) or reset(model, *parts))
+    reset = trainer_module.reset_head
+    monkeypatch.setattr(trainer_module, "reset_head",
+                        lambda model, *parts: fresh_heads.append(parts[-1]) or reset(model, *parts))
     trainer.step()
     assert sorted(trainer.heads) == sorted(fresh_heads) == [0, 1, 2, 3]  # a new head per source, once
     saved = {s: {k: v.clone() for k, v in h.items()} for s, h in trainer.heads.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from leap.checkpoint import list_checkpoints
 from leap.cli import main
-from leap.config import RunConfig
-from leap.run import MetaTrainer, RunStopped, fit
+from leap.engine.loop import fit
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.tasks.builtin import BuiltinBenchmark
+from leap.util.errors import CorruptFileError, RunStopped
+from leap.util.files import list_checkpoints, load_checkpoint, load_latest_checkpoint
 
 RUN = ["train", "--method", "leap", "--meta-steps", "12", "--meta-batch", "3", "--task-steps", "20",
        "--checkpoint-every", "2", "--no-progress"]
@@ -158,9 +159,26 @@ def test_same_command_and_seed_give_identical_outputs(tmp_path):
     assert comparable_metrics(tmp_path / "a") == comparable_metrics(tmp_path / "b")
 
 
-def test_checkpoints_load_with_weights_only():
-    assert "weights_only=True" in Path(sys.modules["leap.checkpoint"].__file__).read_text()
-    os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+class _RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it calls ``Path.touch`` on a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    path = ckpt_dir / "checkpoint-5.pt"
+    torch.save({"step": 5, "payload": _RunsCodeWhenUnpickled(marker)}, path)
+    with pytest.raises(CorruptFileError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    assert load_latest_checkpoint(ckpt_dir) is None  # resume falls back instead of loading it
+    assert not marker.exists()
 
 
 def test_checkpoint_carries_the_metrics_so_a_lost_metrics_file_is_restored(tmp_path, reference):

@@ -14,11 +14,11 @@ from torch import nn
 
 import leap
 from leap.cli import main
-from leap.config import RunConfig
-from leap.rl.a2c import A2CSettings, train_agent
-from leap.rl.agent import ActorCritic, encoder_only, make_agent
-from leap.rl.envs import EnvSpec, VecEnv, make_vec_env
-from leap.rl.report import curve_on_grid, write_rl_report
+from leap.experiments.config import RunConfig
+from leap.experiments.rl.a2c import A2CSettings, train_agent
+from leap.experiments.rl.agent import ActorCritic, encoder_only, make_agent
+from leap.experiments.rl.envs import EnvSpec, VecEnv, make_vec_env
+from leap.experiments.rl.report import curve_on_grid, write_rl_report
 
 
 def installed(name: str) -> bool:
@@ -212,8 +212,8 @@ def test_minatar_frames_are_zero_padded_to_ten_channels():
 
 @needs_minatar
 def test_resumed_rl_run_equals_an_uninterrupted_one(tmp_path):
-    from leap.rl.meta import RLMetaTrainer
-    from leap.run import fit
+    from leap.engine.loop import fit
+    from leap.experiments.rl.meta import RLMetaTrainer
 
     cfg = RunConfig(benchmark="minatar", meta_steps=2, meta_batch=1, task_steps=80, task_batch=8).resolved()
     (tmp_path / "a").mkdir()
@@ -231,7 +231,7 @@ def test_resumed_rl_run_equals_an_uninterrupted_one(tmp_path):
 
 @needs_minatar
 def test_paired_evaluation_differs_only_in_the_encoder_init():
-    from leap.rl.meta import evaluate_init, make_game_agent
+    from leap.experiments.rl.meta import evaluate_init, make_game_agent
 
     spec = EnvSpec("minatar")
     settings = A2CSettings(steps=240, num_envs=8, lr=1e-3)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from leap.cli import main
-from leap.config import RunConfig
-from leap.report import collect_runs, sweep_table, write_report
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.report import collect_runs, sweep_table, write_report
 from leap.tasks.omniglot import download_omniglot
 
 BUDGET = ["--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--eval-steps", "4", "--no-progress"]

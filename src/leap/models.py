@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+from leap.util.seeding import derive_seed
 
 
 class MLP(nn.Module):
@@ -63,3 +66,10 @@ def reset_running_stats(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
             module.reset_running_stats()
+
+
+def reset_head(model: nn.Module, *seed_parts: object) -> None:
+    """Re-initialize ``model.head`` with its default init, seeded by ``seed_parts``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(*seed_parts))
+        model.head.reset_parameters()

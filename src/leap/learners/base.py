@@ -176,7 +176,7 @@ class MetaLearner:
         ``reduce``, if given, receives the accumulators (the sum of this process's valid
         task contributions, one tensor per parameter) followed by the 0-dim count of
         valid tasks, and must sum each of them in place across processes (e.g.
-        :func:`leap.distributed.all_reduce_sum`); the mean is then taken over every
+        :func:`leap.util.distributed.all_reduce_sum`); the mean is then taken over every
         process's tasks. With ``reduce``, a process that trained no task is allowed.
         """
         if self._task_open:

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from leap.checkpoint import atomic_write_bytes
+from leap.util.files import atomic_write_bytes
 
 T = TypeVar("T")
 

@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from leap.checkpoint import CorruptFileError
-from leap.seeding import derive_seed
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
+from leap.util.errors import CorruptFileError
+from leap.util.seeding import derive_seed
 
 IMAGE_SIZE = 32
 CACHE_FORMAT = "multicv-v1-32px-pad28-bilinear"

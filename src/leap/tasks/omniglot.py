@@ -66,11 +66,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leap.checkpoint import CorruptFileError, atomic_write_bytes
 from leap.models import ConvNet
-from leap.seeding import derived_generator
 from leap.tasks.base import Task
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
+from leap.util.errors import CorruptFileError
+from leap.util.files import atomic_write_bytes
+from leap.util.seeding import derived_generator
 
 PARTS = ("images_background", "images_evaluation")
 SOURCE_SIZE = 105  # side of the official PNGs

@@ -1,45 +1,31 @@
-"""Meta-training and evaluation runs: the loop over meta-steps (Algorithm 1) for every method.
+"""Few-shot meta-training (builtin, Omniglot): Algorithm 1's meta-step for every method.
 
-A run reads top to bottom: build the benchmark and model from the config, then per
-meta-step sample a meta-batch of pretraining tasks, train each through the shared inner
-loop with the method's hook, and let the meta-optimizer step on θ0.
+A meta-step reads top to bottom: draw a meta-batch of pretraining tasks, train each
+through the shared inner loop with the method's hook (or all at once with the batched
+engine), and let the meta-optimizer step on θ0. :func:`leap.engine.loop.fit` drives it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import math
-import random
-import signal
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leap import distributed
-from leap.checkpoint import (
-    atomic_write_bytes,
-    checkpoint_path,
-    list_checkpoints,
-    load_latest_checkpoint,
-    save_checkpoint,
-    save_init,
-)
-from leap.config import RunConfig
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.engine.batched import select_engine
+from leap.engine.evaluation import evaluate
+from leap.engine.loop import STOP_SIGNALS
+from leap.experiments.config import RunConfig
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
-from leap.models import reset_running_stats
-from leap.seeding import derive_seed, derived_generator
+from leap.models import reset_head
 from leap.tasks import Benchmark, Task, make_benchmark
+from leap.util import distributed
+from leap.util.seeding import derived_generator, rng_state, set_rng_state
 
 
 def make_learner(cfg: RunConfig, model: nn.Module) -> MetaLearner | None:
@@ -84,12 +70,13 @@ class MetaTrainer:
     ``step()`` performs one meta-step and returns its metrics (floats, one host sync per
     meta-step). ``init_state()`` is the learned initialization as a state dict. All
     randomness after construction comes from generators derived from (seed, meta-step,
-    task index), see :mod:`leap.seeding`.
+    task index), see :mod:`leap.util.seeding`.
     """
 
     def __init__(self, cfg: RunConfig, benchmark: Benchmark) -> None:
         self.cfg = cfg
         self.benchmark = benchmark
+        self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
         available = benchmark.num_sources("train")
         if cfg.pretrain_tasks > available:
             raise ValueError(f"pretrain_tasks={cfg.pretrain_tasks} but benchmark {cfg.benchmark!r} has {available}")
@@ -188,6 +175,15 @@ class MetaTrainer:
             "seconds": time.perf_counter() - start,
         }
 
+    def validate(self) -> dict[str, float]:
+        """Every ``val_every`` meta-steps: the current θ0 evaluated on the validation split."""
+        cfg = self.cfg
+        if not cfg.val_every or self.step_count % cfg.val_every:
+            return {}
+        val = evaluate(self.benchmark, self.init_state(), eval_loop(cfg), cfg.seed, "val", fresh_head(cfg.method),
+                       **engine_options(cfg))
+        return {"val_error": val.test_error, "val_auc": val.auc}
+
     def _train_one(self, task: Task, generator: torch.Generator) -> TaskCurve:
         if self.cfg.method == "maml":
             assert isinstance(self.learner, MAML)
@@ -282,141 +278,10 @@ class MetaTrainer:
         set_rng_state(state["rng"])
 
 
-#: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 def _finite_mean(values: list[Tensor]) -> float:
     """Mean of the finite entries (NaN if none): failed tasks do not hide the others."""
     stacked = torch.stack(values).float()
     return float(stacked[torch.isfinite(stacked)].mean()) if bool(torch.isfinite(stacked).any()) else float("nan")
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) global RNG states, as plain types and tensors.
-
-    The run's own sampling uses derived generators (:mod:`leap.seeding`); these global
-    states are saved as well so that user code drawing from them resumes exactly too.
-    """
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"key": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_as_tuples(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuples(value: Any) -> Any:
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-@dataclass
-class EvalResult:
-    """Evaluation of an init on held-out tasks: per-task test errors and AUCs, and the
-    mean training-error curve (K,)."""
-
-    test_errors: list[float]
-    aucs: list[float]
-    curve: list[float]
-
-    @property
-    def test_error(self) -> float:
-        return sum(self.test_errors) / len(self.test_errors)
-
-    @property
-    def test_error_std(self) -> float:
-        m = self.test_error
-        return math.sqrt(sum((e - m) ** 2 for e in self.test_errors) / len(self.test_errors))
-
-    @property
-    def auc(self) -> float:
-        return sum(self.aucs) / len(self.aucs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "test_error": self.test_error, "test_error_std": self.test_error_std, "auc": self.auc,
-            "test_errors": self.test_errors, "aucs": self.aucs, "curve": self.curve,
-        }
-
-
-def evaluate(
-    benchmark: Benchmark,
-    init: dict[str, Tensor],
-    loop: InnerLoop,
-    seed: int,
-    split: str = "test",
-    fresh_heads: bool = False,
-    max_tasks: int | None = None,
-    engine: str = "auto",
-    compile: bool | None = None,
-    max_tasks_per_chunk: int | None = None,
-) -> EvalResult:
-    """Train every task of ``split`` for ``loop.steps`` steps from ``init``.
-
-    The tasks, minibatches and fresh heads depend on ``seed`` only, so two inits
-    evaluated with one seed see exactly the same data (a paired comparison). AUC is the
-    area under the training-error curve normalized by the number of steps (mean error).
-
-    Under torchrun every rank must call this: each trains a contiguous share of the
-    tasks and all ranks return the same, complete result.
-
-    ``engine``, ``compile`` and ``max_tasks_per_chunk`` choose how the tasks are trained
-    (:func:`leap.engine.batched.select_engine`); the result is the same up to rounding.
-    """
-    model = benchmark.make_model()
-    n = benchmark.num_sources(split)
-    if max_tasks is not None:
-        n = min(n, max_tasks)
-    # Row per task: test error, then the training-error curve (K,). Other ranks' rows stay
-    # zero here; summing over ranks (x + 0 is exact) gives every rank the whole table.
-    table = torch.zeros(n, 1 + loop.steps, device=next(model.parameters()).device)
-    batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
-    pending = []  # batched: (source, (task, generator), starting parameters), trained together below
-    for source in distributed.shard(range(n)):
-        generator = derived_generator(seed, "eval", split, source)
-        task = benchmark.task(split, source, generator, seed)
-        model.load_state_dict(init)
-        reset_running_stats(model)  # batch norm's statistics come from this task's training alone
-        if fresh_heads:
-            reset_head(model, seed, "eval-head", split, source)
-        if batched is not None:
-            pending.append((source, (task, generator), {k: v.detach().clone() for k, v in model.state_dict().items()}))
-            continue
-        curve = train_task(model, task, loop, generator)
-        table[source, 0] = curve.test_error
-        table[source, 1:] = curve.train_error
-    if batched is not None and pending:
-        curves = batched.train([draw for _, draw, _ in pending], starts=[start for _, _, start in pending])
-        for (source, _, _), curve in zip(pending, curves, strict=True):
-            table[source, 0] = curve.test_error
-            table[source, 1:] = curve.train_error
-    distributed.all_reduce_sum([table])
-    train_errors = table[:, 1:].contiguous()  # (tasks, K)
-    return EvalResult(
-        test_errors=table[:, 0].tolist(),
-        aucs=train_errors.mean(1).tolist(),
-        curve=train_errors.mean(0).tolist(),
-    )
-
-
-def reset_head(model: nn.Module, *seed_parts: object) -> None:
-    """Re-initialize ``model.head`` with its default init, seeded by ``seed_parts``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(*seed_parts))
-        model.head.reset_parameters()
 
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
@@ -426,144 +291,3 @@ def eval_loop(cfg: RunConfig) -> InnerLoop:
 def engine_options(cfg: RunConfig) -> dict[str, Any]:
     """:func:`evaluate`'s keyword arguments choosing the task engine, from a run's config."""
     return {"engine": cfg.engine, "compile": cfg.compile, "max_tasks_per_chunk": cfg.max_tasks_per_chunk}
-
-
-# ---------------------------------------------------------------------- a run on disk
-class RunStopped(Exception):
-    """Meta-training stopped early (signal or repeated failures); a checkpoint was written."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def fit(
-    trainer: MetaTrainer,
-    out: Path,
-    *,
-    resume: bool = False,
-    checkpoint_every: int = 0,
-    max_failed_steps: int = 10,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
-
-    Checkpoints are written every ``checkpoint_every`` meta-steps, on SIGINT/SIGTERM
-    (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
-    lost every task. With ``resume`` the newest readable checkpoint is loaded and
-    metrics.jsonl is cut back to its step, so the finished run is identical to an
-    uninterrupted one.
-
-    Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
-    state to the others) and writes files.
-    """
-    cfg = trainer.cfg
-    ckpt_dir = out / "checkpoints"
-    metrics_path = out / "metrics.jsonl"
-    main = distributed.is_main()
-    if distributed.active():
-        distributed.check_same(json.dumps(cfg.to_dict(), sort_keys=True), "run configuration")
-        share = distributed.shard(range(cfg.meta_batch))
-        tasks = f"tasks {share[0]}..{share[-1]}" if share else "no task"
-        log(f"trains {tasks} of each meta-batch of {cfg.meta_batch}"
-            + (f"; writes {out}" if main else "; writes nothing"))
-
-    history: list[dict[str, Any]] = []  # the metrics written so far, saved in every checkpoint
-
-    def checkpoint(step: int) -> Path:
-        # Every rank holds the same state: rank 0 alone writes it.
-        if not main:
-            return checkpoint_path(ckpt_dir, step)
-        return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history})
-
-    loaded = None
-    if resume:
-        # Rank 0 reads the newest checkpoint and sends it to the others, so all ranks
-        # continue from one state whether or not they share a file system.
-        found = load_latest_checkpoint(ckpt_dir) if main else None
-        loaded = distributed.broadcast_from_main(None if found is None else (found[0], str(found[1])))
-    if loaded is not None:
-        state, path = loaded
-        trainer.load_state_dict(state)
-        log(f"resuming from {path} (meta-step {trainer.step_count})")
-    elif not resume and main:
-        for _, old in list_checkpoints(ckpt_dir):
-            old.unlink()
-    if main:
-        if loaded is not None and "metrics" in loaded[0]:
-            # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
-            history.extend(loaded[0]["metrics"])
-            atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
-        else:
-            truncate_metrics(metrics_path, trainer.step_count)
-            if metrics_path.exists():
-                history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
-
-    stop = trainer.stop_requests
-    stop.clear()
-    handlers = {}
-    for sig in STOP_SIGNALS:
-        try:
-            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-    start = time.perf_counter()
-    try:
-        with metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
-            while trainer.trains and trainer.step_count < cfg.meta_steps:
-                record = trainer.step()
-                if cfg.val_every and record["step"] % cfg.val_every == 0:
-                    val = evaluate(trainer.benchmark, trainer.init_state(), eval_loop(cfg), cfg.seed, "val",
-                                   fresh_head(cfg.method), **engine_options(cfg))
-                    record.update(val_error=val.test_error, val_auc=val.auc)
-                history.append(record)
-                if metrics is not None:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                if record["dropped_tasks"] and main:
-                    log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
-                        f"{cfg.meta_batch} tasks (non-finite loss or gradient)")
-                if on_step is not None:
-                    on_step(record)
-                step = trainer.step_count
-                if trainer.consecutive_failures >= max_failed_steps:
-                    path = checkpoint(step)
-                    raise RunStopped(
-                        f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
-                        f"stopped at meta-step {step}, checkpoint {path}; lower the learning rates and resume", 1)
-                # Alone, any signal so far counts; under torchrun, the one the ranks agreed on
-                # in this step's all-reduce (so that all stop after the same meta-step).
-                stop_signal = trainer.stop_signal if distributed.active() else (stop[0] if stop else None)
-                if stop_signal is not None:
-                    path = checkpoint(step)
-                    raise RunStopped(f"interrupted at meta-step {step}; checkpoint {path}; continue with --resume",
-                                     128 + stop_signal)
-                if checkpoint_every and step % checkpoint_every == 0 and step < cfg.meta_steps:
-                    checkpoint(step)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    # No safetensors metadata: its key order is not stable across processes, and
-    # config.json beside the file already says what produced it.
-    if main:
-        save_init(out / "init.safetensors", trainer.init_state())
-    if trainer.trains:
-        checkpoint(trainer.step_count)
-    return {"train_seconds": time.perf_counter() - start}
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the records of meta-steps 1..step (drops what a killed run wrote after its
-    last checkpoint, and a partial last line)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if record.get("step", 0) <= step:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())

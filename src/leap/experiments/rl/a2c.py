@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap.experiments.rl.agent import ActorCritic
+from leap.experiments.rl.envs import VecEnv
 from leap.learners import MetaLearner
-from leap.rl.agent import ActorCritic
-from leap.rl.envs import VecEnv
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 

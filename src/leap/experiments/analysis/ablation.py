@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leap.checkpoint import atomic_write_json
-from leap.config import RunConfig
-from leap.report import moving_average
+from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args
+from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
+from leap.experiments.fewshot.report import moving_average
+from leap.util.errors import UsageError
+from leap.util.files import atomic_write_json
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -236,8 +238,6 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
 def add_options(p: argparse.ArgumentParser) -> None:
     """Options of ``leap ablation``: the run options of ``leap train`` (the Leap options
     among them are set per configuration) and the configurations to run."""
-    from leap.cli import add_run_options
-
     p.add_argument("--out", required=True, help="output directory (one run directory per configuration)")
     p.add_argument("--configs", default="all",
                    help=f"comma-separated subset of {', '.join(CONFIGS_BY_NAME)} (default: all)")
@@ -275,20 +275,18 @@ def collect_rows(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    from leap import cli
-
     if args.benchmark not in BENCHMARKS:
-        raise cli.UsageError(f"--benchmark {args.benchmark}: the ablation runs on {' or '.join(BENCHMARKS)}")
+        raise UsageError(f"--benchmark {args.benchmark}: the ablation runs on {' or '.join(BENCHMARKS)}")
     try:
         chosen = select_configs(args.configs)
-        configs = {c.name: c.run_config(cli.config_from_args(args, c.method)) for c in chosen}
+        configs = {c.name: c.run_config(config_from_args(args, c.method)) for c in chosen}
     except ValueError as err:
-        raise cli.UsageError(str(err)) from err
+        raise UsageError(str(err)) from err
     first = configs[chosen[0].name]
-    benchmark = cli.prepare(first)
+    benchmark = prepare(first)
     out = Path(args.out)
     for name, cfg in configs.items():
-        cli.check_out_dir(out / name, cfg, args.overwrite)
+        check_run_dir(out / name, cfg, args.overwrite)
     log = lambda msg: print(f"leap: {msg}", file=sys.stderr)  # noqa: E731
     # What every configuration shares; the meta learning rate is Table 3's per method.
     protocol = {k: v for k, v in first.to_dict().items() if k not in PER_CONFIG_FIELDS}
@@ -305,9 +303,9 @@ def cmd_ablation(args: argparse.Namespace) -> int:
             # Same configuration: continue from its newest checkpoint; otherwise start afresh.
             run_args = argparse.Namespace(**{**vars(args), "resume": same})
             log(f"{config.name}: meta-training ({config.label})")
-            cli.train_run(cfg, benchmark, run_dir, run_args)
+            train_run(cfg, benchmark, run_dir, run_args)
             start = time.perf_counter()
-            evaluation = cli.evaluate_run(cfg, benchmark, run_dir / "init.safetensors")
+            evaluation = evaluate_run(cfg, benchmark, run_dir / "init.safetensors")
             evaluation["eval_seconds"] = time.perf_counter() - start
             atomic_write_json(eval_path, evaluation)
         atomic_write_json(out / "ablation.json", {"protocol": protocol, "configs": collect_rows(out, protocol)})

@@ -1,4 +1,4 @@
-"""Files: the learned initialization (safetensors) and atomic writes.
+"""Files: the learned initialization (safetensors), checkpoints and atomic writes.
 
 Nothing here unpickles: inits are safetensors, JSON is JSON.
 """
@@ -16,9 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-
-class CorruptFileError(ValueError):
-    """A file exists but cannot be read as what it should be."""
+from leap.util.errors import CorruptFileError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -1,8 +1,7 @@
 """The RL side of the command line: ``leap train --benchmark atari|minatar`` and
 ``leap rl-eval RUN`` (also what ``leap evaluate`` runs on an RL run directory).
 
-``leap.cli`` dispatches here; helpers of ``leap.cli`` (checks, errors) are imported
-lazily because ``leap.cli`` imports this module.
+``leap.cli`` dispatches here.
 """
 
 from __future__ import annotations
@@ -17,20 +16,20 @@ from typing import Any
 
 import torch
 
-from leap.checkpoint import CorruptFileError, atomic_write_json, load_init
-from leap.config import RunConfig
-from leap.rl.a2c import AgentCurve
-from leap.rl.envs import check_games
-from leap.rl.options import RLSetup
+from leap.engine.loop import fit
+from leap.experiments.config import RunConfig, check_run_dir
+from leap.experiments.rl.a2c import AgentCurve
+from leap.experiments.rl.envs import check_games
+from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
+from leap.experiments.rl.options import RLSetup
+from leap.experiments.rl.report import summary_table, write_rl_report
+from leap.util import distributed
+from leap.util.devices import check_device
+from leap.util.errors import CorruptFileError, UsageError
+from leap.util.files import atomic_write_json, load_init
 
 RESULT_FILE = "rl-eval.json"
 BASELINE = "random"  # the label of the randomly initialized encoder
-
-
-def _usage_error(message: str) -> Exception:
-    from leap.cli import UsageError
-
-    return UsageError(message)
 
 
 def _single_threaded(device: str) -> None:
@@ -45,7 +44,7 @@ def check_rl_games(setup: RLSetup) -> None:
     try:
         check_games(setup.spec, list(setup.pool) + list(setup.eval_games))
     except (ImportError, ValueError) as err:
-        raise _usage_error(str(err)) from err
+        raise UsageError(str(err)) from err
 
 
 class RLProgress:
@@ -92,18 +91,13 @@ class RLProgress:
 def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     """``leap train`` for an RL benchmark: config.json, metrics.jsonl, checkpoints,
     init.safetensors (the encoder), with resume and signal handling from ``fit``."""
-    from leap import distributed
-    from leap.cli import check_device, check_out_dir
-    from leap.rl.meta import RLMetaTrainer
-    from leap.run import fit
-
     if distributed.launched():
-        raise _usage_error(f"--benchmark {cfg.benchmark} runs in a single process: run it without torchrun")
+        raise UsageError(f"--benchmark {cfg.benchmark} runs in a single process: run it without torchrun")
     check_device(cfg.device)
     setup = RLSetup.from_config(cfg)
     check_rl_games(setup)
     out = Path(args.out)
-    check_out_dir(out, cfg, args.overwrite)
+    check_run_dir(out, cfg, args.overwrite)
     _single_threaded(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", cfg.to_dict())
@@ -124,16 +118,16 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
 def load_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
     config_path = (run if run.is_dir() else run.parent) / "config.json"
     if not config_path.is_file():
-        raise _usage_error(f"{config_path}: no config.json beside the initialization")
+        raise UsageError(f"{config_path}: no config.json beside the initialization")
     try:
         values = json.loads(config_path.read_text())
         cfg = RunConfig.from_dict({**values, **overrides}).resolved()
     except (ValueError, TypeError) as err:
-        raise _usage_error(f"{config_path}: {err}") from err
-    from leap.rl.options import RL_BENCHMARKS
+        raise UsageError(f"{config_path}: {err}") from err
+    from leap.experiments.rl.options import RL_BENCHMARKS
 
     if cfg.benchmark not in RL_BENCHMARKS:
-        raise _usage_error(f"{run}: a {cfg.benchmark} run; leap rl-eval is for {' and '.join(RL_BENCHMARKS)} runs")
+        raise UsageError(f"{run}: a {cfg.benchmark} run; leap rl-eval is for {' and '.join(RL_BENCHMARKS)} runs")
     return cfg
 
 
@@ -145,10 +139,6 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
 
     Resumable: runs already in an existing result file with the same settings are kept.
     """
-    from leap.cli import check_device
-    from leap.rl.meta import evaluate_init
-    from leap.rl.report import summary_table, write_rl_report
-
     overrides: dict[str, Any] = {}
     if eval_steps is not None:
         overrides["eval_steps"] = eval_steps
@@ -162,14 +152,14 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     check_rl_games(setup)
     seeds = list(range(setup.eval_seeds)) if seeds is None else seeds
     if not seeds or len(set(seeds)) != len(seeds):
-        raise _usage_error(f"--seeds: need distinct seeds, got {seeds}")
+        raise UsageError(f"--seeds: need distinct seeds, got {seeds}")
     run_dir = run if run.is_dir() else run.parent
     inits: dict[str, dict[str, torch.Tensor] | None] = {}
     if cfg.method != "none":
         try:
             inits[cfg.method] = load_init(run, cfg.device)
         except (FileNotFoundError, CorruptFileError) as err:
-            raise _usage_error(str(err)) from err
+            raise UsageError(str(err)) from err
     if baseline or not inits:
         inits[BASELINE] = None
     out = out if out is not None else run_dir / RESULT_FILE
@@ -218,7 +208,7 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
     try:
         seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError as err:
-        raise _usage_error(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from err
+        raise UsageError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from err
     rl_evaluate(Path(args.run), games, seeds, args.eval_steps, args.device,
                 None if args.out is None else Path(args.out), baseline=not args.no_baseline,
                 progress=not args.no_progress)

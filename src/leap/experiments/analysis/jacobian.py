@@ -44,10 +44,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from leap.checkpoint import CorruptFileError, atomic_write_json
 from leap.models import ConvNet
-from leap.seeding import derive_seed, derived_generator
 from leap.tasks.base import Task
+from leap.util.devices import check_device
+from leap.util.errors import CorruptFileError, UsageError
+from leap.util.files import atomic_write_json
+from leap.util.seeding import derive_seed, derived_generator
 
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -472,7 +474,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_jacobian(args: argparse.Namespace) -> int:
-    from leap.cli import UsageError, check_device
     from leap.tasks import make_benchmark
 
     protocol = JacobianProtocol(

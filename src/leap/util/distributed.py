@@ -5,7 +5,7 @@ task's own training run, so tasks are the unit of work: every rank trains a cont
 share of each meta-batch, accumulates the sum of its tasks' contributions and the count of
 valid tasks, and one all-reduce (sum) over all ranks gives every rank the same total,
 which it divides by the global count before the same meta-step. Task data comes from
-generators derived from (seed, meta-step, task index) (:mod:`leap.seeding`), so which rank
+generators derived from (seed, meta-step, task index) (:mod:`leap.util.seeding`), so which rank
 trains a task does not change what it sees.
 
 When the process was not started by torchrun (no ``WORLD_SIZE`` > 1 in the environment)

@@ -1,6 +1,6 @@
 """Settings of the reinforcement-learning benchmarks ``atari`` and ``minatar``.
 
-The generic fields of :class:`leap.config.RunConfig` keep their meaning where it carries
+The generic fields of :class:`leap.experiments.config.RunConfig` keep their meaning where it carries
 over (``meta_steps``, ``meta_batch`` = games per meta-batch, ``meta_lr``, Leap's metric
 options, ``pretrain_tasks`` = how many games of the pool are used) and are read as
 follows where it does not:
@@ -24,8 +24,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from leap.rl.a2c import A2CSettings
-from leap.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
+from leap.experiments.rl.a2c import A2CSettings
+from leap.experiments.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
 
 RL_BENCHMARKS = ("atari", "minatar")
 RL_METHODS = ("leap", "reptile", "none")

@@ -4,7 +4,7 @@
 draws a batch of games from the pretraining pool, trains an agent on each from θ0 (the
 encoder; heads fresh per game) with A2C for a budget of environment steps while the
 hook accumulates the meta-gradient on the fly, and lets the meta-optimizer step on θ0.
-It exposes what :func:`leap.run.fit` drives (``step``, ``state_dict``, ``init_state``,
+It is a :class:`leap.engine.loop.Trainer` (``step``, ``validate``, ``state_dict``, ``init_state``,
 ...), so RL runs get the same metrics.jsonl, checkpoints, resume and signal handling
 as the supervised benchmarks. Checkpoints fall between meta-steps.
 
@@ -23,24 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from leap.config import RunConfig
+from leap.experiments.config import RunConfig
+from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
+from leap.experiments.rl.agent import ActorCritic, encoder_only, make_agent
+from leap.experiments.rl.envs import EnvSpec, make_vec_env, observation_channels
+from leap.experiments.rl.options import RLSetup
 from leap.learners import Leap, MetaLearner, Reptile
-from leap.rl.a2c import A2CSettings, AgentCurve, train_agent
-from leap.rl.agent import ActorCritic, encoder_only, make_agent
-from leap.rl.envs import EnvSpec, make_vec_env, observation_channels
-from leap.rl.options import RLSetup
-from leap.seeding import derive_seed, derived_generator
-
-
-class RLBenchmark:
-    """The game pool as a benchmark: ``num_sources("train")`` is the pool size."""
-
-    def __init__(self, name: str, setup: RLSetup) -> None:
-        self.name = name
-        self.setup = setup
-
-    def num_sources(self, split: str) -> int:
-        return len(self.setup.pool) if split == "train" else len(self.setup.eval_games)
+from leap.util.seeding import derive_seed, derived_generator, rng_state, set_rng_state
 
 
 def make_game_agent(spec: EnvSpec, in_channels: int, num_actions: int, *seed_parts: object) -> ActorCritic:
@@ -108,7 +97,7 @@ def make_rl_learner(cfg: RunConfig, template: ActorCritic) -> MetaLearner | None
 class RLMetaTrainer:
     """State of one RL meta-training run: θ0 (in the learner), meta-optimizer, counters.
 
-    Drop-in for :class:`leap.run.MetaTrainer` in :func:`leap.run.fit`. The games of
+    A :class:`leap.engine.loop.Trainer` for :func:`leap.engine.loop.fit`. The games of
     meta-step s, their agents' heads, environment seeds and action streams derive from
     (seed, s, position in the meta-batch), so a resumed run repeats exactly what an
     uninterrupted one would have done.
@@ -117,7 +106,7 @@ class RLMetaTrainer:
     def __init__(self, cfg: RunConfig, setup: RLSetup | None = None) -> None:
         self.cfg = cfg
         self.setup = setup or RLSetup.from_config(cfg)
-        self.benchmark = RLBenchmark(cfg.benchmark, self.setup)
+        self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
         spec = self.setup.spec
         # The template's heads are never used: every game gets its own.
         self.model = make_game_agent(spec, observation_channels(spec), 1, cfg.seed, "init").to(cfg.device)
@@ -137,6 +126,10 @@ class RLMetaTrainer:
     @property
     def trains(self) -> bool:
         return self.learner is not None
+
+    def validate(self) -> dict[str, float]:
+        """No validation during RL meta-training: held-out games are ``leap rl-eval``'s."""
+        return {}
 
     def draw_games(self, step: int) -> list[str]:
         """Meta-step ``step``'s games: drawn without replacement from the pool when the
@@ -194,8 +187,6 @@ class RLMetaTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        from leap.run import rng_state
-
         return {
             "step": self.step_count,
             "consecutive_failures": self.consecutive_failures,
@@ -206,8 +197,6 @@ class RLMetaTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from leap.run import set_rng_state
-
         self.step_count = int(state["step"])
         self.consecutive_failures = int(state.get("consecutive_failures", 0))
         self.model.load_state_dict(state["model"])

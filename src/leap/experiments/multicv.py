@@ -51,7 +51,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leap.baselines import HATNet, ProgressiveNet, annealed_scale
-from leap.checkpoint import (
+from leap.engine.loop import truncate_metrics
+from leap.learners import Leap
+from leap.models import ConvNet
+from leap.tasks.multicv import DatasetSplits, MultiCV, display_name
+from leap.util.files import (
     CorruptFileError,
     atomic_write_bytes,
     atomic_write_json,
@@ -59,11 +63,7 @@ from leap.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from leap.learners import Leap
-from leap.models import ConvNet
-from leap.run import truncate_metrics
-from leap.seeding import derive_seed, derived_generator
-from leap.tasks.multicv import DatasetSplits, MultiCV, display_name
+from leap.util.seeding import derive_seed, derived_generator
 
 METHODS = ("leap", "finetune", "none", "hat", "progressive")
 TABLE_METHODS = ("leap", "finetune", "progressive", "hat", "none")  # Table 1's row order

@@ -9,8 +9,8 @@ from pathlib import Path
 def write_analysis_report(directory: str | Path) -> list[Path]:
     """Redraw the tables and figures of an ablation (ablation.json) or Jacobian study
     (jacobian.json) directory; ``[]`` if ``directory`` holds neither (``leap report``)."""
-    from leap.analysis.ablation import write_ablation_report
-    from leap.analysis.jacobian import write_jacobian_report
+    from leap.experiments.analysis.ablation import write_ablation_report
+    from leap.experiments.analysis.jacobian import write_jacobian_report
 
     directory = Path(directory)
     paths: list[Path] = []

@@ -1,0 +1,109 @@
+"""Evaluation of an initialization: train every held-out task from it (Table 2's protocol).
+
+One helper for every few-shot method and for validation during meta-training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from leap.engine.batched import select_engine
+from leap.engine.inner import InnerLoop, train_task
+from leap.models import reset_head, reset_running_stats
+from leap.tasks import Benchmark
+from leap.util import distributed
+from leap.util.seeding import derived_generator
+
+
+@dataclass
+class EvalResult:
+    """Evaluation of an init on held-out tasks: per-task test errors and AUCs, and the
+    mean training-error curve (K,)."""
+
+    test_errors: list[float]
+    aucs: list[float]
+    curve: list[float]
+
+    @property
+    def test_error(self) -> float:
+        return sum(self.test_errors) / len(self.test_errors)
+
+    @property
+    def test_error_std(self) -> float:
+        m = self.test_error
+        return math.sqrt(sum((e - m) ** 2 for e in self.test_errors) / len(self.test_errors))
+
+    @property
+    def auc(self) -> float:
+        return sum(self.aucs) / len(self.aucs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_error": self.test_error, "test_error_std": self.test_error_std, "auc": self.auc,
+            "test_errors": self.test_errors, "aucs": self.aucs, "curve": self.curve,
+        }
+
+
+def evaluate(
+    benchmark: Benchmark,
+    init: dict[str, Tensor],
+    loop: InnerLoop,
+    seed: int,
+    split: str = "test",
+    fresh_heads: bool = False,
+    max_tasks: int | None = None,
+    engine: str = "auto",
+    compile: bool | None = None,
+    max_tasks_per_chunk: int | None = None,
+) -> EvalResult:
+    """Train every task of ``split`` for ``loop.steps`` steps from ``init``.
+
+    The tasks, minibatches and fresh heads depend on ``seed`` only, so two inits
+    evaluated with one seed see exactly the same data (a paired comparison). AUC is the
+    area under the training-error curve normalized by the number of steps (mean error).
+
+    Under torchrun every rank must call this: each trains a contiguous share of the
+    tasks and all ranks return the same, complete result.
+
+    ``engine``, ``compile`` and ``max_tasks_per_chunk`` choose how the tasks are trained
+    (:func:`leap.engine.batched.select_engine`); the result is the same up to rounding.
+    """
+    model = benchmark.make_model()
+    n = benchmark.num_sources(split)
+    if max_tasks is not None:
+        n = min(n, max_tasks)
+    # Row per task: test error, then the training-error curve (K,). Other ranks' rows stay
+    # zero here; summing over ranks (x + 0 is exact) gives every rank the whole table.
+    table = torch.zeros(n, 1 + loop.steps, device=next(model.parameters()).device)
+    batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
+    pending = []  # batched: (source, (task, generator), starting parameters), trained together below
+    for source in distributed.shard(range(n)):
+        generator = derived_generator(seed, "eval", split, source)
+        task = benchmark.task(split, source, generator, seed)
+        model.load_state_dict(init)
+        reset_running_stats(model)  # batch norm's statistics come from this task's training alone
+        if fresh_heads:
+            reset_head(model, seed, "eval-head", split, source)
+        if batched is not None:
+            pending.append((source, (task, generator), {k: v.detach().clone() for k, v in model.state_dict().items()}))
+            continue
+        curve = train_task(model, task, loop, generator)
+        table[source, 0] = curve.test_error
+        table[source, 1:] = curve.train_error
+    if batched is not None and pending:
+        curves = batched.train([draw for _, draw, _ in pending], starts=[start for _, _, start in pending])
+        for (source, _, _), curve in zip(pending, curves, strict=True):
+            table[source, 0] = curve.test_error
+            table[source, 1:] = curve.train_error
+    distributed.all_reduce_sum([table])
+    train_errors = table[:, 1:].contiguous()  # (tasks, K)
+    return EvalResult(
+        test_errors=table[:, 0].tolist(),
+        aucs=train_errors.mean(1).tolist(),
+        curve=train_errors.mean(0).tolist(),
+    )

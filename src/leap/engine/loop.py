@@ -1,0 +1,200 @@
+"""The one meta-training loop: ``fit`` drives any :class:`Trainer` into a run directory.
+
+``fit`` owns what every experiment needs and none should write twice: metrics.jsonl,
+periodic checkpoints, exact resume, SIGINT/SIGTERM (stop after the meta-step in flight,
+with a checkpoint), the stop after repeated failed meta-steps, and torchrun's rules (rank 0
+reads and writes files, the ranks stop after the same meta-step). An experiment supplies a
+trainer: one meta-step, validation, its state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from leap.util import distributed
+from leap.util.errors import RunStopped
+from leap.util.files import (
+    atomic_write_bytes,
+    checkpoint_path,
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_init,
+)
+
+#: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Trainer(Protocol):
+    """What :func:`fit` drives: one experiment's meta-training state.
+
+    ``step()`` runs one meta-step (Algorithm 1, lines 2-13) and returns its metrics,
+    which must include ``step``, ``train_loss``, ``valid_tasks`` and ``dropped_tasks``.
+    ``stop_requests`` collects the signals this process received (``fit`` installs the
+    handlers); ``stop_signal`` is the one all ranks agreed on in the latest step (None: go
+    on). ``state_dict()`` must make a resumed run continue bit for bit.
+    """
+
+    config: dict[str, Any]  # what the run is (JSON); every torchrun rank must hold the same
+    meta_steps: int  # meta-steps of the whole run
+    meta_batch: int  # tasks per meta-step (split over torchrun ranks)
+    step_count: int  # meta-steps done
+    consecutive_failures: int  # meta-steps in a row in which every task failed
+    stop_requests: list[int]
+    stop_signal: int | None
+
+    @property
+    def trains(self) -> bool:
+        """False for a method without meta-training (the init is written as built)."""
+        ...
+
+    def step(self) -> dict[str, Any]: ...
+
+    def validate(self) -> dict[str, float]:
+        """Metrics to add to the latest step's record ({} when no validation is due)."""
+        ...
+
+    def init_state(self) -> dict[str, Tensor]:
+        """The learned initialization, written to init.safetensors."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def fit(
+    trainer: Trainer,
+    out: Path,
+    *,
+    resume: bool = False,
+    checkpoint_every: int = 0,
+    max_failed_steps: int = 10,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
+
+    Checkpoints are written every ``checkpoint_every`` meta-steps, on SIGINT/SIGTERM
+    (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
+    lost every task. With ``resume`` the newest readable checkpoint is loaded and
+    metrics.jsonl is cut back to its step, so the finished run is identical to an
+    uninterrupted one.
+
+    Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
+    state to the others) and writes files.
+    """
+    ckpt_dir = out / "checkpoints"
+    metrics_path = out / "metrics.jsonl"
+    main = distributed.is_main()
+    if distributed.active():
+        distributed.check_same(json.dumps(trainer.config, sort_keys=True), "run configuration")
+        share = distributed.shard(range(trainer.meta_batch))
+        tasks = f"tasks {share[0]}..{share[-1]}" if share else "no task"
+        log(f"trains {tasks} of each meta-batch of {trainer.meta_batch}"
+            + (f"; writes {out}" if main else "; writes nothing"))
+
+    history: list[dict[str, Any]] = []  # the metrics written so far, saved in every checkpoint
+
+    def checkpoint(step: int) -> Path:
+        # Every rank holds the same state: rank 0 alone writes it.
+        if not main:
+            return checkpoint_path(ckpt_dir, step)
+        return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history})
+
+    loaded = None
+    if resume:
+        # Rank 0 reads the newest checkpoint and sends it to the others, so all ranks
+        # continue from one state whether or not they share a file system.
+        found = load_latest_checkpoint(ckpt_dir) if main else None
+        loaded = distributed.broadcast_from_main(None if found is None else (found[0], str(found[1])))
+    if loaded is not None:
+        state, path = loaded
+        trainer.load_state_dict(state)
+        log(f"resuming from {path} (meta-step {trainer.step_count})")
+    elif not resume and main:
+        for _, old in list_checkpoints(ckpt_dir):
+            old.unlink()
+    if main:
+        if loaded is not None and "metrics" in loaded[0]:
+            # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
+            history.extend(loaded[0]["metrics"])
+            atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        else:
+            truncate_metrics(metrics_path, trainer.step_count)
+            if metrics_path.exists():
+                history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
+
+    stop = trainer.stop_requests
+    stop.clear()
+    handlers = {}
+    for sig in STOP_SIGNALS:
+        try:
+            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    start = time.perf_counter()
+    try:
+        with metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
+            while trainer.trains and trainer.step_count < trainer.meta_steps:
+                record = trainer.step()
+                record.update(trainer.validate())
+                history.append(record)
+                if metrics is not None:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                if record["dropped_tasks"] and main:
+                    log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
+                        f"{trainer.meta_batch} tasks (non-finite loss or gradient)")
+                if on_step is not None:
+                    on_step(record)
+                step = trainer.step_count
+                if trainer.consecutive_failures >= max_failed_steps:
+                    path = checkpoint(step)
+                    raise RunStopped(
+                        f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
+                        f"stopped at meta-step {step}, checkpoint {path}; lower the learning rates and resume", 1)
+                # Alone, any signal so far counts; under torchrun, the one the ranks agreed on
+                # in this step's all-reduce (so that all stop after the same meta-step).
+                stop_signal = trainer.stop_signal if distributed.active() else (stop[0] if stop else None)
+                if stop_signal is not None:
+                    path = checkpoint(step)
+                    raise RunStopped(f"interrupted at meta-step {step}; checkpoint {path}; continue with --resume",
+                                     128 + stop_signal)
+                if checkpoint_every and step % checkpoint_every == 0 and step < trainer.meta_steps:
+                    checkpoint(step)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    # No safetensors metadata: its key order is not stable across processes, and
+    # config.json beside the file already says what produced it.
+    if main:
+        save_init(out / "init.safetensors", trainer.init_state())
+    if trainer.trains:
+        checkpoint(trainer.step_count)
+    return {"train_seconds": time.perf_counter() - start}
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records of meta-steps 1..step (drops what a killed run wrote after its
+    last checkpoint, and a partial last line)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())

@@ -1,0 +1,269 @@
+"""Run configuration: every hyperparameter of a meta-training run in one place, and its options.
+
+Defaults follow the paper's Table 3 (Omniglot) where a benchmark reproduces it; the
+built-in benchmark scales budgets down so that a comparison runs in minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from leap.engine.rundir import check_out_dir
+from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
+from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
+from leap.tasks.omniglot import BN_EVAL, PIPELINES
+from leap.util import distributed
+from leap.util.errors import UsageError
+
+METHODS = ("leap", "reptile", "fomaml", "maml", "finetune", "none")
+
+# Meta learning rates of Table 3 (the built-in benchmark uses the same ones).
+META_LR = {"leap": 0.1, "reptile": 0.1, "fomaml": 0.5, "maml": 0.5, "finetune": 0.0, "none": 0.0}
+
+BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "builtin": dict(
+        meta_steps=100, meta_batch=5, task_steps=50, task_batch=20, inner_lr=0.1,
+        maml_steps=5, pretrain_tasks=20, eval_steps=50, eval_batch=20, eval_lr=0.1, val_every=0,
+    ),
+    "omniglot": dict(
+        meta_steps=1000, meta_batch=20, task_steps=100, task_batch=20, inner_lr=0.1,
+        maml_steps=5, pretrain_tasks=25, eval_steps=100, eval_batch=20, eval_lr=0.1, val_every=100,
+    ),
+    # Reinforcement learning (section 4.3): see leap.experiments.rl.options for how the fields read there.
+    **RL_DEFAULTS,
+}
+
+
+#: Omniglot's protocol options, their choices and defaults (the authors' code).
+OMNIGLOT_PROTOCOL = {"pipeline": "released", "bn_eval": "running"}
+OMNIGLOT_CHOICES = {"pipeline": PIPELINES, "bn_eval": BN_EVAL}
+
+
+@dataclass
+class RunConfig:
+    """One meta-training run. ``None`` fields take the benchmark's defaults."""
+
+    method: str = "leap"
+    benchmark: str = "builtin"
+    seed: int = 0
+    meta_steps: int | None = None
+    meta_batch: int | None = None
+    task_steps: int | None = None
+    task_batch: int | None = None
+    inner_lr: float | None = None
+    inner_optimizer: str | None = None  # None: the benchmark's (RL: rmsprop), else sgd
+    meta_lr: float | None = None
+    meta_optimizer: str = "sgd"
+    maml_steps: int | None = None
+    pretrain_tasks: int | None = None
+    eval_steps: int | None = None
+    eval_batch: int | None = None
+    eval_lr: float | None = None
+    val_every: int | None = None
+    # Leap's options (section 2.3): length metric, loss in the manifold, stabilizer.
+    metric: str | None = None  # None: the benchmark's (RL: energy, section 4.3), else length
+    loss_in_manifold: bool = True
+    stabilizer: bool = True
+    # Omniglot's protocol details (leap.tasks.omniglot): the image pipeline, and whether
+    # test images are classified with running (default) or test-batch statistics.
+    pipeline: str | None = None
+    bn_eval: str | None = None
+    device: str = "cpu"
+    data_dir: str | None = None
+    # How tasks are trained (leap.engine.batched): "auto" is batched on CUDA, sequential
+    # on CPU; compile None = on for CUDA; chunk None = the whole meta-batch at once.
+    engine: str = "auto"
+    compile: bool | None = None
+    max_tasks_per_chunk: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> RunConfig:
+        """A copy with the benchmark's defaults filled in and every value checked."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
+        if self.benchmark not in BENCHMARK_DEFAULTS:
+            raise ValueError(f"unknown benchmark {self.benchmark!r}; choose from {sorted(BENCHMARK_DEFAULTS)}")
+        values = dataclasses.asdict(self)
+        if self.benchmark in RL_BENCHMARKS and values["pretrain_tasks"] is None:
+            values["pretrain_tasks"] = pretrain_default(self.benchmark, self.extra)
+        for key, default in BENCHMARK_DEFAULTS[self.benchmark].items():
+            if values[key] is None:
+                values[key] = default
+        for name, default in OMNIGLOT_PROTOCOL.items():
+            if self.benchmark == "omniglot":
+                values[name] = values[name] or default
+            elif values[name] is not None:
+                raise ValueError(f"{name} applies to the omniglot benchmark only, not {self.benchmark!r}")
+        values["inner_optimizer"] = values["inner_optimizer"] or "sgd"
+        values["metric"] = values["metric"] or "length"
+        if values["meta_lr"] is None:
+            values["meta_lr"] = META_LR[self.method]
+        cfg = RunConfig(**values)
+        cfg.validate()
+        if cfg.benchmark in RL_BENCHMARKS:
+            cfg.extra = resolve_extra(cfg.benchmark, cfg.method, cfg.extra, cfg.to_dict())
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("meta_steps", "meta_batch", "task_steps", "task_batch", "maml_steps", "pretrain_tasks",
+                     "eval_steps", "eval_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.val_every, int) or self.val_every < 0:
+            raise ValueError(f"val_every must be a non-negative integer, got {self.val_every!r}")
+        for name in ("inner_lr", "eval_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.method not in ("finetune", "none") and not self.meta_lr > 0:
+            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr!r}")
+        if self.metric not in ("length", "energy"):
+            raise ValueError(f"metric must be 'length' or 'energy', got {self.metric!r}")
+        if self.meta_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got {self.meta_optimizer!r}")
+        if self.inner_optimizer not in ("sgd", "adam", "rmsprop"):
+            raise ValueError(f"inner_optimizer must be 'sgd', 'adam' or 'rmsprop', got {self.inner_optimizer!r}")
+        if self.benchmark == "omniglot":
+            for name, choices in OMNIGLOT_CHOICES.items():
+                if getattr(self, name) not in choices:
+                    raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        if self.engine not in ("auto", "batched", "sequential"):
+            raise ValueError(f"engine must be 'auto', 'batched' or 'sequential', got {self.engine!r}")
+        if self.compile not in (None, True, False):
+            raise ValueError(f"compile must be true, false or unset, got {self.compile!r}")
+        chunk = self.max_tasks_per_chunk
+        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+            raise ValueError(f"max_tasks_per_chunk must be a positive integer, got {chunk!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}")
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------- command-line options
+CONFIG_FIELDS = (
+    "benchmark", "seed", "meta_steps", "meta_batch", "task_steps", "task_batch", "inner_lr", "inner_optimizer",
+    "meta_lr", "meta_optimizer", "maml_steps", "pretrain_tasks", "eval_steps", "eval_batch", "eval_lr",
+    "val_every", "metric", "loss_in_manifold", "stabilizer", "pipeline", "bn_eval", "device", "data_dir",
+    "engine", "compile", "max_tasks_per_chunk",
+)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
+    """Options shared by train, compare and sweep (None = the benchmark's default).
+    ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
+    p.add_argument("--benchmark", default="builtin", choices=sorted([*BENCHMARK_DEFAULTS, "multicv"]),
+                   help="task family (default: builtin, needs no download)")
+    if per_run:
+        p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--meta-steps", type=int, help="meta-training steps")
+    p.add_argument("--meta-batch", type=int, help="tasks per meta-step")
+    p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training")
+    p.add_argument("--task-batch", type=int, help="samples per inner step")
+    p.add_argument("--inner-lr", type=float, help="inner (task) learning rate")
+    p.add_argument("--inner-optimizer", choices=["sgd", "adam", "rmsprop"],
+                   help="default: sgd (atari, minatar: rmsprop as in appendix F)")
+    p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
+    p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training")
+    if per_run:
+        p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources")
+    p.add_argument("--eval-steps", type=int, help="training steps on each held-out task")
+    p.add_argument("--eval-batch", type=int)
+    p.add_argument("--eval-lr", type=float)
+    p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)")
+    p.add_argument("--metric", choices=["length", "energy"],
+                   help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
+    p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
+    p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
+    p.add_argument("--pipeline", choices=OMNIGLOT_CHOICES["pipeline"],
+                   help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
+                        "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
+                        "inverted, bilinear, scales 1")
+    p.add_argument("--bn-eval", choices=OMNIGLOT_CHOICES["bn_eval"],
+                   help="omniglot: classify test images with batch norm's running statistics of the task's "
+                        "training (default, non-transductive) or with the test batch's own (transductive)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
+    add_engine_options(p)
+    p.add_argument("--max-tasks-per-chunk", type=int,
+                   help="batched engine: most tasks trained at once (default: the whole meta-batch, halved on "
+                        "CUDA out-of-memory)")
+    p.add_argument("--download", action="store_true",
+                   help="omniglot: fetch the official archives into --data-dir if they are missing")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every M meta-steps (0: only at the end)")
+    p.add_argument("--max-failed-steps", type=int, default=10,
+                   help="stop after R consecutive meta-steps in which every task was non-finite")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_rl_options(p)
+
+
+def add_engine_options(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--engine and --compile (leap.engine.batched); ``default`` None keeps a run's own."""
+    p.add_argument("--engine", default=default, choices=["auto", "batched", "sequential"],
+                   help="train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
+                        "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially")
+    p.add_argument("--compile", type=_bool, default=None,
+                   help="batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)")
+
+
+def add_dist_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others at a collective before failing "
+                        f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
+
+
+def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if args.max_failed_steps < 1:
+        raise UsageError(f"--max-failed-steps must be >= 1, got {args.max_failed_steps}")
+    values = {name: getattr(args, name) for name in CONFIG_FIELDS}
+    try:
+        values["extra"] = extra_from_args(args)  # the RL benchmarks' own options
+        return RunConfig(method=method, **values).resolved()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def holds_run(out: Path, cfg: RunConfig) -> bool:
+    """Whether ``out/config.json`` describes the run ``cfg``. Keys a newer version added
+    (execution options such as the engine) take this run's values, so directories
+    written before a new option was introduced still match."""
+    try:
+        existing = json.loads((out / "config.json").read_text())
+        if existing.get("benchmark") == "omniglot":
+            # Written before the protocol options existed: the smooth pipeline, batch statistics.
+            existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
+        return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
+    """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg``."""
+    check_out_dir(out, partial(holds_run, cfg=cfg), overwrite)

@@ -1,0 +1,203 @@
+"""Commands of the few-shot experiments (builtin, Omniglot): train, evaluate, compare, sweep.
+
+Every option is checked before any work is done; bad input raises
+:class:`~leap.util.errors.UsageError` (one line, exit status 2, from ``leap.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from leap.engine.evaluation import evaluate
+from leap.engine.loop import fit
+from leap.experiments.config import METHODS, RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, holds_run
+from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
+from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop, fresh_head
+from leap.tasks import Benchmark
+from leap.util import distributed
+from leap.util.devices import check_device
+from leap.util.errors import CorruptFileError, UsageError
+from leap.util.files import atomic_write_json, load_init
+from leap.util.progress import Progress
+
+
+def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
+    """Check what depends on the machine and the data, before any output is written."""
+    if cfg.benchmark in RL_BENCHMARKS:
+        raise UsageError(f"--benchmark {cfg.benchmark}: use leap train, then leap rl-eval on the run")
+    check_device(cfg.device)
+    try:
+        if download:
+            if cfg.benchmark != "omniglot" or cfg.data_dir is None:
+                raise UsageError("--download needs --benchmark omniglot and --data-dir DIR")
+            from leap.tasks.omniglot import download_omniglot
+
+            download_omniglot(cfg.data_dir)
+        benchmark = build_benchmark(cfg)
+    except (FileNotFoundError, CorruptFileError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    available = benchmark.num_sources("train")
+    if cfg.pretrain_tasks > available:
+        raise UsageError(
+            f"--pretrain-tasks {cfg.pretrain_tasks}: benchmark {cfg.benchmark!r} has {available} pretraining tasks"
+        )
+    return benchmark
+
+
+def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """Under torchrun, join the other processes before any data lands on a device
+    (``--device cuda`` then means this process's GPU, cuda:LOCAL_RANK)."""
+    if not args.dist_timeout > 0:
+        raise UsageError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+    if not distributed.launched():
+        return
+    if cfg.method == "finetune":
+        raise UsageError("--method finetune carries one encoder from task to task and cannot be split over "
+                         "processes: run it without torchrun")
+    check_device(cfg.device)
+    try:
+        distributed.setup(cfg.device, args.dist_timeout)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
+    main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", cfg.to_dict())
+    trainer = MetaTrainer(cfg, benchmark)
+    bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
+    try:
+        return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   max_failed_steps=args.max_failed_steps, on_step=bar.update,
+                   log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
+    finally:
+        bar.close()
+
+
+def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test") -> dict[str, Any]:
+    try:
+        init = load_init(init_path, cfg.device)
+    except (FileNotFoundError, CorruptFileError) as err:
+        raise UsageError(str(err)) from err
+    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method), **engine_options(cfg))
+    # Which protocol produced the numbers travels with them.
+    protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
+    return {**result.to_dict(), **protocol}
+
+
+def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
+    """``leap train`` for a few-shot benchmark."""
+    join_workers(cfg, args)
+    benchmark = prepare(cfg, args.download)
+    out = Path(args.out)
+    check_run_dir(out, cfg, args.overwrite)
+    info = train_run(cfg, benchmark, out, args)
+    if distributed.is_main():
+        print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
+    """``leap evaluate`` of a few-shot run (``cfg``: its config with the command's overrides)."""
+    run = Path(args.run)
+    join_workers(cfg, args)
+    result = evaluate_run(cfg, prepare(cfg), run, args.split)  # under torchrun, tasks are split over ranks
+    if not distributed.is_main():
+        return 0
+    if run.is_dir():
+        atomic_write_json(run / f"eval-{args.split}.json", result)
+    print(f"{cfg.method}: test error {100 * result['test_error']:.1f}% ± {100 * result['test_error_std']:.1f}, "
+          f"AUC {100 * result['auc']:.1f}% over {len(result['test_errors'])} {args.split} tasks")
+    return 0
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    return methods
+
+
+def parse_ints(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from err
+    if not values:
+        raise UsageError(f"{option}: no value given")
+    return values
+
+
+def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and evaluate one run, or read its result if it already finished with this
+    config (so an interrupted compare or sweep continues where it stopped; a run cut off
+    mid-way resumes from its newest checkpoint)."""
+    result_path = run_dir / "eval-test.json"
+    config_path = run_dir / "config.json"
+    same = config_path.is_file() and holds_run(run_dir, cfg)
+    if same and result_path.is_file():
+        return json.loads(result_path.read_text())
+    resume_args = argparse.Namespace(**{**vars(args), "resume": same})
+    info = train_run(cfg, benchmark, run_dir, resume_args)
+    result = evaluate_run(cfg, benchmark, run_dir)
+    result.update(info)
+    atomic_write_json(result_path, result)
+    return result
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods)
+    configs = {m: config_from_args(args, m) for m in methods}
+    benchmark = prepare(configs[methods[0]], args.download)
+    out = Path(args.out)
+    for m, cfg in configs.items():
+        check_run_dir(out / m, cfg, args.overwrite)
+    results = {m: run_and_evaluate(cfg, benchmark, out / m, args) for m, cfg in configs.items()}
+    cfg0 = configs[methods[0]]
+    table = comparison_table(results)
+    header = (
+        f"# Comparison on the {cfg0.benchmark} benchmark\n\n"
+        f"Seed {cfg0.seed}; meta-training {cfg0.meta_steps} steps x {cfg0.meta_batch} tasks x "
+        f"{cfg0.task_steps} steps; evaluation: {cfg0.eval_steps} steps (lr {cfg0.eval_lr}, batch "
+        f"{cfg0.eval_batch}) on each held-out task, from each method's initialization.\n\n"
+    )
+    (out / "results.md").write_text(header + table)
+    atomic_write_json(out / "results.json", results)
+    plot_curves(results, out / "curves.png", f"{cfg0.benchmark}: held-out tasks")
+    print(table, end="")
+    print(f"wrote {out / 'results.md'} and {out / 'curves.png'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
+    methods = parse_methods(args.methods or "leap,reptile,fomaml,maml,finetune,none")
+    counts = parse_ints("--pretrain-tasks", args.pretrain_tasks)
+    seeds = parse_ints("--seeds", args.seeds or "0,1,2")
+    out = Path(args.out)
+    plan = []
+    for n in counts:
+        for seed in seeds:
+            for m in methods:
+                run_args = argparse.Namespace(**{**vars(args), "pretrain_tasks": n, "seed": seed})
+                cfg = config_from_args(run_args, m)
+                plan.append((cfg, out / m / f"tasks-{n}" / f"seed-{seed}", run_args))
+    benchmark = prepare(max((c for c, _, _ in plan), key=lambda c: c.pretrain_tasks), args.download)
+    for cfg, run_dir, _ in plan:
+        check_run_dir(run_dir, cfg, args.overwrite)
+    for i, (cfg, run_dir, run_args) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {cfg.method}, {cfg.pretrain_tasks} pretraining tasks, seed {cfg.seed}",
+              file=sys.stderr)
+        result = run_and_evaluate(cfg, benchmark, run_dir, run_args)
+        print(f"  test error {100 * result['test_error']:.1f}%, AUC {100 * result['auc']:.1f}%", file=sys.stderr)
+    paths = write_report(out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
