@@ -19,7 +19,7 @@ from leap.experiments.analysis.jacobian import (
     sgd_block_jacobians,
 )
 from leap.experiments.config import RunConfig
-from leap.experiments.fewshot.trainer import make_learner
+from leap.experiments.methods import METHODS
 from leap.learners import Leap, Reptile
 from leap.models import ConvNet
 
@@ -157,14 +157,14 @@ def test_ablation_configuration_sets_the_meta_gradient_options(name, label, meth
     assert (config.label, config.method, config.p) == (label, method, 1 if metric == "length" else 2)
     cfg = config.run_config(RunConfig(method="leap", meta_steps=1).resolved())
     assert (cfg.metric, cfg.stabilizer, cfg.loss_in_manifold) == (metric, stabilizer, loss)
-    learner = make_learner(cfg, ConvNet(filters=2))
+    learner = METHODS[cfg.method].learner(ConvNet(filters=2), cfg)
     assert isinstance(learner, Leap)
     assert (learner.metric, learner.stabilizer, learner.loss_in_manifold) == (metric, stabilizer, loss)
 
 
 def test_reptile_configuration_builds_the_reptile_hook():
     cfg = CONFIGS_BY_NAME["reptile"].run_config(RunConfig(method="reptile").resolved())
-    assert isinstance(make_learner(cfg, ConvNet(filters=2)), Reptile)
+    assert isinstance(METHODS[cfg.method].learner(ConvNet(filters=2), cfg), Reptile)
     with pytest.raises(ValueError, match="method"):
         CONFIGS_BY_NAME["reptile"].run_config(RunConfig(method="leap").resolved())
 

@@ -44,6 +44,7 @@ from leap.engine.evaluation import evaluate
 from leap.engine.inner import InnerLoop, TaskCurve, train_task
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer
+from leap.experiments.methods import METHODS
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
 from leap.models import ConvNet
 from leap.tasks.base import Task
@@ -393,10 +394,16 @@ def test_auto_is_batched_on_cuda_and_sequential_on_cpu():
     assert resolve_compile(None, "cuda") and not resolve_compile(None, "cpu")
 
 
-@pytest.mark.parametrize("method", ["maml", "finetune"])
-def test_maml_and_finetuning_meta_training_stays_sequential(method):
-    assert resolve_engine("batched", "cuda", method) == "sequential"
-    assert resolve_engine("auto", "cuda", method) == "sequential"
+@pytest.mark.parametrize("name", ["maml", "finetune", "none"])
+def test_maml_and_finetuning_meta_training_stays_sequential(name):
+    assert not METHODS[name].batched
+    assert resolve_engine("batched", "cuda", METHODS[name].batched) == "sequential"
+    assert resolve_engine("auto", "cuda", METHODS[name].batched) == "sequential"
+
+
+@pytest.mark.parametrize("name", ["leap", "reptile", "fomaml"])
+def test_the_first_order_methods_meta_train_batched_on_request(name):
+    assert resolve_engine("batched", "cpu", METHODS[name].batched) == "batched"
 
 
 def test_unknown_engine_is_an_error():

@@ -78,9 +78,47 @@ def test_invalid_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "command,args,option",
+    [
+        ("train", ["--benchmark", "builtin", "--held-out", "mnist"], "--held-out"),
+        ("train", ["--benchmark", "builtin", "--data-dir", "."], "--data-dir"),
+        ("train", ["--benchmark", "builtin", "--pipeline", "smooth"], "--pipeline"),
+        ("train", ["--benchmark", "builtin", "--games", "breakout"], "--games"),
+        ("train", ["--benchmark", "multicv", "--held-out", "mnist", "--task-steps", "5"], "--task-steps"),
+        ("train", ["--benchmark", "multicv", "--held-out", "mnist", "--engine", "batched"], "--engine"),
+        ("train", ["--benchmark", "multicv", "--held-out", "mnist", "--stabilizer=false"], "--stabilizer"),
+        ("train", ["--benchmark", "minatar", "--maml-steps", "3"], "--maml-steps"),
+        ("compare", ["--benchmark", "builtin", "--bn-eval", "batch"], "--bn-eval"),
+        ("sweep", ["--benchmark", "multicv", "--pretrain-tasks", "5"], "--pretrain-tasks"),
+    ],
+)
+def test_an_option_that_does_not_apply_to_the_benchmark_is_refused(tmp_path, capsys, command, args, option):
+    out = tmp_path / "run"
+    assert main([command, "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"leap: error: {option} does not apply to --benchmark"), err
+    assert not out.exists()
+
+
+def test_options_must_be_spelled_out_so_none_slips_past_the_check(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "leap", "train", "--out", str(tmp_path / "run"), "--held", "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unrecognized arguments: --held" in proc.stderr
+
+
 def test_output_directory_of_another_run_is_refused_without_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *TINY]) == 0
     assert main(["train", "--out", str(out), "--seed", "1", *TINY]) == 2
     assert "holds a different run" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--seed", "1", "--overwrite", *TINY]) == 0
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+    assert "seed of everything random in the run (default: 0)" in text
+    assert "(default: 10)" in text  # --max-failed-steps
+    assert "meta-training steps (default: the benchmark's)" in text

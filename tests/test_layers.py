@@ -152,3 +152,11 @@ def test_the_layer_check_catches_an_arrow_that_points_up_or_sideways(tmp_path, b
     path.write_text(f"def lazy():\n    from {bad} import something\n")
     graph = {"leap.learners.probe": imports_of(path, set(modules()))}
     assert arrows_against_the_layers(graph) == [f"leap.learners.probe -> {bad}"]
+
+
+def test_the_engine_knows_no_task_family():
+    # Tasks come in through leap.tasks.base (Task, Benchmark, SplitAugment) only; what a
+    # family needs (Omniglot's augmentation) travels with its tasks.
+    graph = import_graph()
+    engine_imports = {t for name, targets in graph.items() if part(name) == "engine" for t in targets}
+    assert {t for t in engine_imports if part(t) == "tasks"} == {"leap.tasks.base"}

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import struct
 import tarfile
 import warnings
@@ -39,7 +40,7 @@ from leap.experiments.multicv import (
     write_multicv_report,
 )
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
-from leap.util.errors import CorruptFileError
+from leap.util.errors import CorruptFileError, RunStopped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multicv"
 
@@ -586,6 +587,36 @@ def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir
     cfg = tiny("gtsrb", "finetune", pool_dir, meta_steps=50, meta_patience=1, task_lr=1e-9)
     result = run_multicv(cfg, tmp_path / "run", log=lambda m: None)
     assert result["meta_stopped_early"] and result["meta_steps"] < 50
+
+
+def test_sigterm_stops_pretraining_after_the_meta_step_and_resume_gives_the_same_result(pool_dir, tmp_path,
+                                                                                          monkeypatch):
+    # Multi-CV's pretraining runs in the one loop (leap.engine.loop.fit), so a signal stops it
+    # after the meta-step in flight with a checkpoint, and --resume finishes it exactly.
+    cfg = tiny("gtsrb", "leap", pool_dir, meta_steps=3)
+    whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)
+    original = mr.LeapMethod.pretrain_step
+
+    def terminated_during_the_second(self, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step)
+
+    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", terminated_during_the_second)
+    with pytest.raises(RunStopped, match="interrupted at meta-step 2") as stopped:
+        run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert not (tmp_path / "cut" / "result.json").exists()
+    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", original)
+    resumed = run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    for key in ("test_error", "train_error", "auc", "curve", "meta_steps", "best_val_error", "eval_steps"):
+        assert resumed[key] == whole[key], key
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert records("cut") == records("whole")
 
 
 def test_cli_train_and_report_run_multicv(pool_dir, tmp_path, capsys):

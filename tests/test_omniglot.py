@@ -573,7 +573,7 @@ def test_the_smooth_pipeline_and_transductive_evaluation_are_options_recorded_wi
 
 def test_omniglot_protocol_options_are_refused_on_other_benchmarks(tmp_path, capsys):
     assert main(["train", "--pipeline", "smooth", "--out", str(tmp_path / "run")]) == 2
-    assert "pipeline applies to the omniglot benchmark only" in capsys.readouterr().err
+    assert "--pipeline does not apply to --benchmark builtin (only to omniglot)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -162,7 +162,7 @@ def test_rl_benchmarks_default_to_appendix_f_and_the_energy_metric():
 @pytest.mark.parametrize("argv,message", [
     (["--benchmark", "minatar", "--method", "fomaml"], "not available"),
     (["--benchmark", "minatar", "--games", "pong"], "unknown MinAtar game"),
-    (["--benchmark", "minatar", "--val-every", "2"], "val_every"),
+    (["--benchmark", "minatar", "--val-every", "2"], "--val-every does not apply to --benchmark minatar"),
     (["--benchmark", "minatar", "--pretrain-tasks", "4"], "pool has 3"),
     (["--benchmark", "builtin", "--unroll", "5"], "--unroll"),
     (["--benchmark", "minatar", "--unroll", "0"], "unroll"),

@@ -12,13 +12,21 @@ import faulthandler
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
-from leap.experiments.config import METHODS, RunConfig, add_dist_options, add_engine_options, add_run_options
+from leap.experiments.config import (
+    RunConfig,
+    add_dist_options,
+    add_engine_options,
+    add_run_options,
+    check_options_apply,
+)
 from leap.experiments.config import config_from_args as run_config_from_args
 from leap.experiments.fewshot import commands as fewshot
 from leap.experiments.fewshot.report import write_report
+from leap.experiments.methods import METHODS
 from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_rl
 from leap.experiments.rl.options import RL_BENCHMARKS
 from leap.experiments.rl.report import RESULT_FILE, write_rl_report
@@ -86,16 +94,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """``--help`` shows each option's default (unless its help already says it, or the
+    default is unset: then the benchmark's or the run's own value applies)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if not action.option_strings or "default" in text or unset:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options must be spelled out in full (so that
+    ``check_options_apply`` sees each one), and ``--help`` shows defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    # Per command: its parser and the benchmarks each of its options applies to (checked in main).
+    scopes: dict[str, dict[str, tuple[str, ...]]] = {}
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
     p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *multicv.METHODS])),
                    help="hat and progressive: --benchmark multicv only")
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
-    multicv.add_multicv_options(p)
+    scopes["train"] = multicv.add_multicv_options(p)
     add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -114,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "multicv: leap,finetune,progressive,hat,none)")
     p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
     add_run_options(p, per_run=False)
-    multicv.add_multicv_options(p)
+    scopes["sweep"] = multicv.add_multicv_options(p)
     p.add_argument("--pretrain-tasks", default="1,3,5,10,15,20,25", help="comma-separated counts (Table 2's rows)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")
     p.set_defaults(func=cmd_sweep)
@@ -138,11 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jacobian", help=jacobian.HELP)
     jacobian.add_options(p)
     p.set_defaults(func=jacobian.cmd_jacobian)
+    parser.command_parsers = {name: (command, scopes.get(name, {}))  # type: ignore[attr-defined]
+                              for name, command in sub.choices.items()}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if distributed.launched():
         # A rank killed by a signal (e.g. SIGABRT from a native library) then leaves the
@@ -152,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
             raise UsageError(f"{args.command} runs in a single process; under torchrun use "
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
+        if getattr(args, "benchmark", None) is not None:
+            # An option that does not apply to the chosen benchmark is refused, not ignored.
+            command, scope = parser.command_parsers[args.command]  # type: ignore[attr-defined]
+            check_options_apply(command, argv[1:], args.benchmark, scope)
         code = args.func(args)
         # Leave together: a rank that tears its process group down while a peer is still
         # finishing its last collective makes gloo abort that peer (SIGABRT at exit).

@@ -14,17 +14,18 @@ are classified in eval mode with them.
 What stays exactly as in the sequential loop (:func:`leap.engine.inner.train_task`):
 
 - **Data.** Each task keeps its own generator and consumes it in the same order as
-  ``Task.sample``: per step the minibatch indices (``Task.draw_index``) and, for
-  Omniglot's augmentation, the (B, 4) affine uniforms (``draw_affine_uniforms``); then
+  ``Task.sample``: per step the minibatch indices (``Task.draw_index``) and, for an
+  augmentation that splits its randomness from its application
+  (:class:`leap.tasks.base.SplitAugment`, e.g. Omniglot's affine maps), its draw; then
   the final batch the learner asks for (Leap: a training batch). All draws of a chunk
   are made up front on the generators' device and moved to the model's device in one
   copy; gathering and the augmentation of every step of every task are then one gather
-  and one ``affine_grid``/``grid_sample`` call.
-  An augmentation the engine does not know is applied task by task through
-  ``Task.sample`` (same stream, just not batched).
+  and one ``augment.apply`` call. The engine knows no task family.
+  Any other augmentation is applied task by task through ``Task.sample`` (same stream,
+  just not batched).
 - **Meta-gradients.** Leap: eq. 8 per segment through the shared function, the last
-  segment closed with f(θ_K) on a fresh training batch; Reptile: θ0 - θ_K; FOMAML:
-  the last inner step's gradient ∇f(θ_{K-1}). Each task's contribution goes through
+  segment closed with f(θ_K) on a fresh training batch; Reptile (θ0 - θ_K) and FOMAML
+  (∇f(θ_{K-1})) by their own ``MetaLearner.endpoint_contributions``. Each task's contribution goes through
   ``MetaLearner.add_task_contributions`` (same finite check and count as ``end_task``).
 - **Curves.** The same ``TaskCurve`` list, including the test error in chunks of
   ``TEST_CHUNK`` (batch statistics make the chunking part of the result).
@@ -52,30 +53,28 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
-from leap.learners import FOMAML, Leap, MetaLearner, Reptile
+from leap.learners import Leap, MetaLearner
 from leap.learners.leap import accumulate_segment_
-from leap.tasks.base import Task
-from leap.tasks.omniglot import RandomAffine, affine_params_from_uniforms, apply_affine, draw_affine_uniforms
+from leap.tasks.base import SplitAugment, Task
+from leap.util.checks import positive_int
 
 ENGINES = ("auto", "batched", "sequential")
-#: Methods whose meta-training the batched engine runs (evaluation works for every method).
-BATCHED_METHODS = ("leap", "reptile", "fomaml")
 
 TaskDraw = tuple[Task, torch.Generator]
 
 
-def resolve_engine(engine: str, device: torch.device | str, method: str | None = None) -> str:
+def resolve_engine(engine: str, device: torch.device | str, batchable: bool = True) -> str:
     """``"batched"`` or ``"sequential"`` for a requested ``engine`` (one of ``ENGINES``).
 
     ``auto`` is batched on CUDA, where one launch for T tasks beats T launches, and
     sequential on CPU, where the work per kernel is already large enough (see
-    docs/benchmarks.md). ``method`` (meta-training) outside ``BATCHED_METHODS`` is
-    always sequential: MAML differentiates through the inner loop and finetuning
-    carries one model from task to task.
+    docs/benchmarks.md). ``batchable=False`` is always sequential: the method's
+    meta-training cannot be batched (MAML differentiates through the inner loop,
+    finetuning carries one model from task to task; ``Method.batched`` says which).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if method is not None and method not in BATCHED_METHODS:
+    if not batchable:
         return "sequential"
     if engine == "auto":
         return "batched" if torch.device(device).type == "cuda" else "sequential"
@@ -164,18 +163,19 @@ def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool,
     """Consume each task's generator as ``draws`` calls of ``Task.sample`` and then (if
     ``query``) one of ``Task.sample_test`` would, and build the batches on ``device``."""
     kinds = {t.augment for t, _ in tasks}
-    affine = len(kinds) == 1 and isinstance(next(iter(kinds)), RandomAffine)
-    if kinds != {None} and not affine:
+    augment = next(iter(kinds))
+    split = len(kinds) == 1 and isinstance(augment, SplitAugment)
+    if kinds != {None} and not split:
         return _draw_stream_per_task(tasks, draws, batch, query)
     index, uniforms, query_index = [], [], []
     for task, gen in tasks:
         idx, u = [], []
         for _ in range(draws):  # the order of Task.sample: indices, then the augmentation's draw
             idx.append(task.draw_index(batch, gen))
-            if affine:
-                u.append(draw_affine_uniforms(batch, gen))
+            if split:
+                u.append(augment.draw(batch, gen))
         index.append(torch.stack(idx))
-        if affine:
+        if split:
             uniforms.append(torch.stack(u))
         if query:
             query_index.append(task.draw_index(batch, gen, test=True))
@@ -183,10 +183,9 @@ def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool,
     gidx = _to_device(_shift(torch.stack(index, 1), [len(t.train_y) for t, _ in tasks], dim=1), device)  # (S, T, B)
     x = torch.cat([t.train_x for t, _ in tasks])[gidx]  # (S, T, B, *input)
     y = torch.cat([t.train_y for t, _ in tasks])[gidx]
-    if affine:  # every image of every step and task in one affine_grid / grid_sample call
-        u = _to_device(torch.stack(uniforms, 1), device).flatten(0, 2)  # (S*T*B, 4)
-        mode = next(iter(kinds)).mode
-        x = apply_affine(x.flatten(0, 2), affine_params_from_uniforms(u), mode).view_as(x)
+    if split:  # every image of every step and task in one call (Omniglot: one affine_grid / grid_sample)
+        u = _to_device(torch.stack(uniforms, 1), device).flatten(0, 2)  # (S*T*B, P)
+        x = augment.apply(x.flatten(0, 2), u).view_as(x)
     qx = qy = None
     if query:
         qidx = _to_device(_shift(torch.stack(query_index), [len(t.test_y) for t, _ in tasks], dim=0), device)
@@ -208,6 +207,10 @@ def _draw_stream_per_task(tasks: Sequence[TaskDraw], draws: int, batch: int, que
             qys.append(qy)
     return _Stream(torch.stack(xs, 1), torch.stack(ys, 1),
                    torch.stack(qxs) if query else None, torch.stack(qys) if query else None)
+
+
+def _has_endpoint_contributions(learner: MetaLearner) -> bool:
+    return type(learner).endpoint_contributions is not MetaLearner.endpoint_contributions
 
 
 def _shift(index: Tensor, sizes: list[int], dim: int) -> Tensor:
@@ -242,10 +245,7 @@ class BatchedEngine:
         self, model: nn.Module, loop: InnerLoop, *, compile: bool = False, max_tasks_per_chunk: int | None = None
     ) -> None:
         check_batchable(model)
-        if max_tasks_per_chunk is not None and (
-                not isinstance(max_tasks_per_chunk, int) or isinstance(max_tasks_per_chunk, bool)
-                or max_tasks_per_chunk < 1):
-            raise ValueError(f"max_tasks_per_chunk must be a positive integer or None, got {max_tasks_per_chunk!r}")
+        positive_int("max_tasks_per_chunk", max_tasks_per_chunk, optional=True)
         self.model = model
         self.loop = loop
         self.names = [n for n, _ in model.named_parameters()]
@@ -310,8 +310,9 @@ class BatchedEngine:
 
     # ------------------------------------------------------------------ internals
     def _check_learner(self, learner: MetaLearner) -> None:
-        if not isinstance(learner, (Leap, Reptile, FOMAML)):
-            raise TypeError(f"the batched engine runs Leap, Reptile and FOMAML, not {type(learner).__name__}")
+        if not (isinstance(learner, Leap) or _has_endpoint_contributions(learner)):
+            raise TypeError(f"the batched engine runs Leap and learners whose meta-gradient depends on the "
+                            f"endpoints (Reptile, FOMAML), not {type(learner).__name__}")
         if sorted(learner.param_names) != sorted(self.names):
             raise ValueError("the batched engine needs a learner that meta-learns every parameter of the model; "
                              "use the sequential engine for a subset")
@@ -408,25 +409,25 @@ class BatchedEngine:
             errors.append(error)
 
         contributions: list[Tensor] | None = None
-        if isinstance(learner, Leap):
-            assert prev is not None
-            # f(θ_K) on a fresh training batch, as Leap.end_task
-            final_loss = self._loss_value(self._as_dict(params), buffers, stream.x[steps], stream.y[steps])
-            self._segment_fn(acc, *prev, params, final_loss, **segment)
-            contributions = acc
-        elif isinstance(learner, Reptile):
-            init = dict(learner.named_parameters())
-            contributions = [init[n].detach().unsqueeze(0) - p for n, p in zip(self.names, params, strict=True)]
-        elif isinstance(learner, FOMAML):
-            contributions = grads  # the last inner step's gradient, as FOMAML.update keeps it
+        if learner is not None:
+            # In the learner's parameter order; its own formula (the engine holds none but eq. 8's call).
+            order = {n: j for j, n in enumerate(self.names)}
+            if is_leap:
+                assert prev is not None
+                # f(θ_K) on a fresh training batch, as Leap.end_task
+                final_loss = self._loss_value(self._as_dict(params), buffers, stream.x[steps], stream.y[steps])
+                self._segment_fn(acc, *prev, params, final_loss, **segment)
+                contributions = [acc[order[n]] for n in learner.param_names]
+            else:
+                contributions = learner.endpoint_contributions([params[order[n]] for n in learner.param_names],
+                                                               [grads[order[n]] for n in learner.param_names])
 
         test = self._test_errors(params, buffers, tasks)
         loss_table, error_table = torch.stack(losses, 1), torch.stack(errors, 1)  # (T, K)
         curves = [TaskCurve(loss_table[j], error_table[j], test[j]) for j in range(len(tasks))]
         if learner is not None and contributions is not None:
             # Last, so that a chunk that fails (e.g. out of memory) leaves the learner untouched.
-            order = {n: j for j, n in enumerate(self.names)}
-            learner.add_task_contributions([contributions[order[n]] for n in learner.param_names])
+            learner.add_task_contributions(contributions)
         return curves
 
     def _as_dict(self, params: list[Tensor]) -> dict[str, Tensor]:
@@ -499,7 +500,7 @@ def select_engine(
     engine: str = "auto",
     compile: bool | None = None,
     max_tasks_per_chunk: int | None = None,
-    method: str | None = None,
+    batchable: bool = True,
 ) -> BatchedEngine | None:
     """The (shared) batched engine to train ``model``'s tasks with, or None for the
     sequential loop, following :func:`resolve_engine` on the model's device.
@@ -508,7 +509,7 @@ def select_engine(
     ``"batched"`` raises ``ValueError`` for it instead.
     """
     device = next(model.parameters()).device
-    if resolve_engine(engine, device, method) == "sequential":
+    if resolve_engine(engine, device, batchable) == "sequential":
         return None
     if engine == "auto":
         try:
@@ -516,18 +517,3 @@ def select_engine(
         except ValueError:
             return None
     return get_engine(model, loop, compile=resolve_compile(compile, device), max_tasks_per_chunk=max_tasks_per_chunk)
-
-
-def train_tasks(
-    model: nn.Module,
-    tasks: Sequence[TaskDraw],
-    loop: InnerLoop,
-    learner: MetaLearner | None = None,
-    starts: Sequence[Mapping[str, Tensor]] | None = None,
-    *,
-    compile: bool = False,
-    max_tasks_per_chunk: int | None = None,
-) -> list[TaskCurve]:
-    """Functional entry point: :meth:`BatchedEngine.train` on a shared engine."""
-    engine = get_engine(model, loop, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
-    return engine.train(tasks, learner, starts)

@@ -15,7 +15,7 @@ from torch import Tensor
 from leap.engine.batched import select_engine
 from leap.engine.inner import InnerLoop, train_task
 from leap.models import reset_head, reset_running_stats
-from leap.tasks import Benchmark
+from leap.tasks.base import Benchmark
 from leap.util import distributed
 from leap.util.seeding import derived_generator
 

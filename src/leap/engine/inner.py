@@ -16,11 +16,20 @@ from torch import Tensor, nn
 
 from leap.learners import MAML, MetaLearner
 from leap.tasks.base import Task
+from leap.util import checks
 
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 #: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
 #: result and the batched engine evaluates in the same chunks.
 TEST_CHUNK = 1000
+
+
+def make_optimizer(name: str, params, lr: float, **options: float) -> torch.optim.Optimizer:
+    """``torch.optim``'s SGD, Adam or RMSprop by name: the one factory for inner loops (the
+    S_i of eq. 1), meta-optimizers (Algorithm 1, line 13) and the RL agents."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](params, lr=lr, **options)
 
 
 @dataclass(frozen=True)
@@ -33,21 +42,13 @@ class InnerLoop:
     optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        checks.positive_ints(self, ("steps", "batch_size"))
+        checks.positive_number("lr", self.lr)
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr)
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        return torch.optim.RMSprop(params, lr=self.lr)
+        return make_optimizer(self.optimizer, params, self.lr)
 
 
 @dataclass

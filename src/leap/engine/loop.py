@@ -17,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
+from leap.learners import MetaLearner
 from leap.util import distributed
 from leap.util.errors import RunStopped
 from leap.util.files import (
@@ -29,6 +31,7 @@ from leap.util.files import (
     save_checkpoint,
     save_init,
 )
+from leap.util.seeding import rng_state, set_rng_state
 
 #: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -57,19 +60,59 @@ class Trainer(Protocol):
         """False for a method without meta-training (the init is written as built)."""
         ...
 
+    @property
+    def finished(self) -> bool:
+        """Meta-training is over: ``meta_steps`` done, nothing to train, or the trainer's own
+        stopping rule (Multi-CV's meta-patience)."""
+        ...
+
     def step(self) -> dict[str, Any]: ...
 
     def validate(self) -> dict[str, float]:
         """Metrics to add to the latest step's record ({} when no validation is due)."""
         ...
 
-    def init_state(self) -> dict[str, Tensor]:
-        """The learned initialization, written to init.safetensors."""
+    def init_state(self) -> dict[str, Tensor] | None:
+        """The learned initialization, written to init.safetensors (None: the experiment
+        has no single initialization, e.g. Multi-CV's HAT and Progressive Nets)."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class HookTrainerState:
+    """``state_dict``/``load_state_dict`` of a trainer that holds ``model``, ``learner``
+    (a :class:`~leap.learners.MetaLearner` or None) and ``meta_opt`` (or None): the
+    meta-step, the failure count, the model, θ0 with its accumulators, the meta-optimizer
+    and the global RNG states (loadable with ``torch.load(weights_only=True)``)."""
+
+    model: nn.Module
+    learner: MetaLearner | None
+    meta_opt: torch.optim.Optimizer | None
+    step_count: int
+    consecutive_failures: int
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step_count,
+            "consecutive_failures": self.consecutive_failures,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "learner": self.learner.state_dict() if self.learner is not None else {},
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.model.load_state_dict(state["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])
+        if self.meta_opt is not None:
+            self.meta_opt.load_state_dict(state["meta_opt"])
+        set_rng_state(state["rng"])
 
 
 def fit(
@@ -145,7 +188,7 @@ def fit(
     start = time.perf_counter()
     try:
         with metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
-            while trainer.trains and trainer.step_count < trainer.meta_steps:
+            while not trainer.finished:
                 record = trainer.step()
                 record.update(trainer.validate())
                 history.append(record)
@@ -177,8 +220,9 @@ def fit(
             signal.signal(sig, handler)
     # No safetensors metadata: its key order is not stable across processes, and
     # config.json beside the file already says what produced it.
-    if main:
-        save_init(out / "init.safetensors", trainer.init_state())
+    init = trainer.init_state()
+    if main and init is not None:
+        save_init(out / "init.safetensors", init)
     if trainer.trains:
         checkpoint(trainer.step_count)
     return {"train_seconds": time.perf_counter() - start}

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from leap.engine.rundir import check_out_dir
+from leap.experiments.methods import METHODS
+from leap.experiments.rl.options import EXTRA_KEYS as RL_EXTRA_KEYS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
 from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
 from leap.tasks.omniglot import BN_EVAL, PIPELINES
-from leap.util import distributed
+from leap.util import checks, distributed
 from leap.util.errors import UsageError
-
-METHODS = ("leap", "reptile", "fomaml", "maml", "finetune", "none")
-
-# Meta learning rates of Table 3 (the built-in benchmark uses the same ones).
-META_LR = {"leap": 0.1, "reptile": 0.1, "fomaml": 0.5, "maml": 0.5, "finetune": 0.0, "none": 0.0}
 
 BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
     "builtin": dict(
@@ -103,7 +100,7 @@ class RunConfig:
         values["inner_optimizer"] = values["inner_optimizer"] or "sgd"
         values["metric"] = values["metric"] or "length"
         if values["meta_lr"] is None:
-            values["meta_lr"] = META_LR[self.method]
+            values["meta_lr"] = METHODS[self.method].meta_lr  # Table 3's
         cfg = RunConfig(**values)
         cfg.validate()
         if cfg.benchmark in RL_BENCHMARKS:
@@ -111,46 +108,28 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        for name in ("meta_steps", "meta_batch", "task_steps", "task_batch", "maml_steps", "pretrain_tasks",
-                     "eval_steps", "eval_batch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.val_every, int) or self.val_every < 0:
-            raise ValueError(f"val_every must be a non-negative integer, got {self.val_every!r}")
-        for name in ("inner_lr", "eval_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.method not in ("finetune", "none") and not self.meta_lr > 0:
-            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr!r}")
-        if self.metric not in ("length", "energy"):
-            raise ValueError(f"metric must be 'length' or 'energy', got {self.metric!r}")
-        if self.meta_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got {self.meta_optimizer!r}")
-        if self.inner_optimizer not in ("sgd", "adam", "rmsprop"):
-            raise ValueError(f"inner_optimizer must be 'sgd', 'adam' or 'rmsprop', got {self.inner_optimizer!r}")
+        checks.positive_ints(self, ("meta_steps", "meta_batch", "task_steps", "task_batch", "maml_steps",
+                                    "pretrain_tasks", "eval_steps", "eval_batch"))
+        checks.non_negative_int("val_every", self.val_every)
+        checks.positive_numbers(self, ("inner_lr", "eval_lr"))
+        if METHODS[self.method].has_learner:
+            checks.positive_number("meta_lr", self.meta_lr)
+        checks.one_of("metric", self.metric, ("length", "energy"))
+        checks.one_of("meta_optimizer", self.meta_optimizer, ("sgd", "adam"))
+        checks.one_of("inner_optimizer", self.inner_optimizer, ("sgd", "adam", "rmsprop"))
         if self.benchmark == "omniglot":
             for name, choices in OMNIGLOT_CHOICES.items():
-                if getattr(self, name) not in choices:
-                    raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
-        if self.engine not in ("auto", "batched", "sequential"):
-            raise ValueError(f"engine must be 'auto', 'batched' or 'sequential', got {self.engine!r}")
-        if self.compile not in (None, True, False):
-            raise ValueError(f"compile must be true, false or unset, got {self.compile!r}")
-        chunk = self.max_tasks_per_chunk
-        if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
-            raise ValueError(f"max_tasks_per_chunk must be a positive integer, got {chunk!r}")
+                checks.one_of(name, getattr(self, name), choices)
+        checks.one_of("engine", self.engine, ("auto", "batched", "sequential"))
+        checks.one_of("compile", self.compile, (None, True, False))
+        checks.positive_int("max_tasks_per_chunk", self.max_tasks_per_chunk, optional=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}")
-        return cls(**values)
+        return checks.dataclass_from_dict(cls, values)
 
 
 # ---------------------------------------------------------------------- command-line options
@@ -171,29 +150,33 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+B = " (default: the benchmark's)"
+
+
 def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     """Options shared by train, compare and sweep (None = the benchmark's default).
     ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
     p.add_argument("--benchmark", default="builtin", choices=sorted([*BENCHMARK_DEFAULTS, "multicv"]),
                    help="task family (default: builtin, needs no download)")
     if per_run:
-        p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--meta-steps", type=int, help="meta-training steps")
-    p.add_argument("--meta-batch", type=int, help="tasks per meta-step")
-    p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training")
-    p.add_argument("--task-batch", type=int, help="samples per inner step")
-    p.add_argument("--inner-lr", type=float, help="inner (task) learning rate")
+        p.add_argument("--seed", type=int, default=0, help="seed of everything random in the run")
+    p.add_argument("--meta-steps", type=int, help="meta-training steps" + B)
+    p.add_argument("--meta-batch", type=int, help="tasks per meta-step" + B)
+    p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training" + B)
+    p.add_argument("--task-batch", type=int, help="samples per inner step" + B)
+    p.add_argument("--inner-lr", type=float, help="inner (task) learning rate" + B)
     p.add_argument("--inner-optimizer", choices=["sgd", "adam", "rmsprop"],
                    help="default: sgd (atari, minatar: rmsprop as in appendix F)")
     p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
-    p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training")
+    p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)")
+    p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training" + B)
     if per_run:
-        p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources")
-    p.add_argument("--eval-steps", type=int, help="training steps on each held-out task")
-    p.add_argument("--eval-batch", type=int)
-    p.add_argument("--eval-lr", type=float)
-    p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)")
+        p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources" + B)
+    p.add_argument("--eval-steps", type=int, help="training steps on each held-out task" + B)
+    p.add_argument("--eval-batch", type=int, help="samples per step on held-out tasks" + B)
+    p.add_argument("--eval-lr", type=float, help="learning rate on held-out tasks" + B)
+    p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)" + B)
     p.add_argument("--metric", choices=["length", "energy"],
                    help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
     p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
@@ -235,6 +218,46 @@ def add_dist_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others at a collective before failing "
                         f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
+
+
+#: Which benchmarks an option applies to (options not listed apply to all). An option
+#: given for a benchmark it does not apply to is refused (:func:`check_options_apply`)
+#: instead of being silently ignored.
+FEWSHOT_BENCHMARKS = ("builtin", "omniglot")
+_TRAINED_BY_FIT = (*FEWSHOT_BENCHMARKS, *RL_BENCHMARKS)  # Multi-CV sets these itself (appendix E)
+OPTION_SCOPE: dict[str, tuple[str, ...]] = {
+    **{name: _TRAINED_BY_FIT for name in (
+        "task_steps", "inner_optimizer", "meta_optimizer", "pretrain_tasks", "eval_steps", "loss_in_manifold",
+        "stabilizer", "resume", "checkpoint_every", "max_failed_steps")},
+    **{name: FEWSHOT_BENCHMARKS for name in (
+        "maml_steps", "val_every", "engine", "compile", "max_tasks_per_chunk", "dist_timeout")},
+    "pipeline": ("omniglot",), "bn_eval": ("omniglot",), "download": ("omniglot",),
+    "data_dir": ("omniglot", "multicv"),
+    **{name: RL_BENCHMARKS for name in RL_EXTRA_KEYS},
+}
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The ``dest`` of every option that appears in ``argv`` (the parser must not accept
+    abbreviations, so each option is spelled out)."""
+    given = set()
+    for token in argv:
+        if token == "--":
+            break
+        action = parser._option_string_actions.get(token.split("=", 1)[0])
+        if action is not None:
+            given.add(action.dest)
+    return given
+
+
+def check_options_apply(parser: argparse.ArgumentParser, argv: list[str], benchmark: str,
+                        scope: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Refuse an option given for a benchmark it does not apply to, naming the option."""
+    scope = {**OPTION_SCOPE, **(scope or {})}
+    for dest in sorted(given_options(parser, argv)):
+        if dest in scope and benchmark not in scope[dest]:
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to --benchmark {benchmark} (only to {', '.join(scope[dest])})")
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:

@@ -141,6 +141,16 @@ class MetaLearner:
         self._close_task(model, loss)
 
     @torch.no_grad()
+    def endpoint_contributions(self, final: Sequence[Tensor], last_grads: Sequence[Tensor]) -> list[Tensor]:
+        """T tasks' meta-gradients from where their training ended, for a learner whose
+        contribution depends on that alone (Reptile, FOMAML): ``final[j]`` is θ_K and
+        ``last_grads[j]`` ∇f(θ_{K-1}), each (T, *shape of θ0's j-th tensor), in
+        ``param_names`` order. The batched engine adds the result with
+        :meth:`add_task_contributions`. A learner whose contribution is built along the
+        path (Leap, eq. 8 per segment) or through it (MAML) raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__}'s meta-gradient is not a function of the endpoints")
+
     def add_task_contributions(self, contributions: Sequence[Tensor]) -> Tensor:
         """Add T tasks' meta-gradients at once (what T init_task ... end_task rounds add).
 

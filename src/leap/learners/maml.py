@@ -11,6 +11,8 @@ the K-th training minibatch, and takes the mean over tasks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -31,6 +33,9 @@ class FOMAML(MetaLearner):
         self._updates = 0
 
     @torch.no_grad()
+    def endpoint_contributions(self, final: Sequence[Tensor], last_grads: Sequence[Tensor]) -> list[Tensor]:
+        return list(last_grads)  # the last inner step's gradient, as update keeps it
+
     def update(self, loss: Tensor, model: nn.Module) -> None:
         self._require_open("update")
         params = self.params_of(model)

@@ -8,6 +8,8 @@ Leap with the energy metric, no loss in the manifold and no stabilizer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,10 @@ class Reptile(MetaLearner):
     def update(self, loss: Tensor, model: nn.Module) -> None:
         self._require_open("update")
         self._task_model = model
+
+    def endpoint_contributions(self, final: Sequence[Tensor], last_grads: Sequence[Tensor]) -> list[Tensor]:
+        # θ0 - θ_K per task, as _finish_task
+        return [p0.detach().unsqueeze(0) - pk for p0, pk in zip(self._init, final, strict=True)]
 
     @torch.no_grad()
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:

@@ -23,11 +23,6 @@ def make_benchmark(name: str, **kwargs: Any) -> Benchmark:
     return _REGISTRY[name](**kwargs)
 
 
-def register_benchmark(name: str, factory: Callable[..., Benchmark]) -> None:
-    _REGISTRY[name] = factory
-
-
 __all__ = [
     "Benchmark", "BuiltinBenchmark", "OmniglotBenchmark", "Task", "benchmark_names", "make_benchmark",
-    "register_benchmark",
 ]

@@ -10,12 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@runtime_checkable
+class SplitAugment(Protocol):
+    """An augmentation whose randomness is drawn apart from its application, so that the
+    batched engine can draw every step's randomness first, in ``Task.sample``'s order, and
+    augment the images of all steps and tasks in one call. ``aug(x, g)`` must equal
+    ``aug.apply(x, aug.draw(len(x), g))``.
+    """
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor: ...
+
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """The randomness of ``n`` images, (n, P), on the generator's device."""
+        ...
+
+    def apply(self, x: Tensor, randomness: Tensor) -> Tensor:
+        """``x`` (n, *input) augmented with ``randomness`` (n, P)."""
+        ...
 
 
 @dataclass

@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from leap.models import ConvNet
 from leap.tasks.base import Task
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
+from leap.util.checks import positive_int
 from leap.util.errors import CorruptFileError
 from leap.util.files import atomic_write_bytes
 from leap.util.seeding import derived_generator
@@ -196,6 +197,13 @@ class RandomAffine:
         if len(x) == 0:
             return x
         return apply_affine(x, sample_affine_params(len(x), generator, x.device), self.mode)
+
+    # A tasks.base.SplitAugment: the batched engine draws every step's maps first.
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        return draw_affine_uniforms(n, generator)
+
+    def apply(self, x: Tensor, randomness: Tensor) -> Tensor:
+        return apply_affine(x, affine_params_from_uniforms(randomness), self.mode)
 
 
 #: The smooth pipeline's augmentation (bilinear); the released one samples nearest.
@@ -516,9 +524,8 @@ class OmniglotBenchmark:
         pipeline: str = "released",
         bn_eval: str = "running",
     ) -> None:
-        for label, value in (("num_pretrain", num_pretrain), ("num_test", num_test)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        positive_int("num_pretrain", num_pretrain)
+        positive_int("num_test", num_test)
         if bn_eval not in BN_EVAL:
             raise ValueError(f"bn_eval must be one of {BN_EVAL}, got {bn_eval!r}")
         self.device = torch.device(device)

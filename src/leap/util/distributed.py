@@ -70,11 +70,6 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def local_rank() -> int:
-    """This process's index on its machine (torchrun's ``LOCAL_RANK``), which picks its GPU."""
-    return _env_int("LOCAL_RANK", 0) if active() else 0
-
-
 def is_main() -> bool:
     """Rank 0: the only process that writes files and prints results."""
     return rank() == 0
@@ -91,7 +86,7 @@ def prefix() -> str:
 
 
 # ---------------------------------------------------------------------- set-up and shutdown
-def check_device(device: str) -> None:
+def check_rank_device(device: str) -> None:
     """Refuse device strings that cannot work with several processes.
 
     Every rank must resolve the same configured device to its own GPU, so an explicit
@@ -122,7 +117,7 @@ def setup(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         return False
     if not timeout_s > 0:
         raise ValueError(f"the distributed timeout must be > 0 seconds, got {timeout_s}")
-    check_device(device)
+    check_rank_device(device)
     if not dist.is_available():
         raise ValueError("torch was built without torch.distributed")
     timeout = datetime.timedelta(seconds=timeout_s)

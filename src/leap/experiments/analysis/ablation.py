@@ -31,6 +31,7 @@ from typing import Any
 from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args
 from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
 from leap.experiments.fewshot.report import moving_average
+from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
 from leap.util.files import atomic_write_json
 
@@ -270,7 +271,8 @@ def collect_rows(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if cfg.get("method") != config.method or any(cfg[k] != v for k, v in protocol.items() if k in cfg):
             continue
-        rows.append(summarize(config, run_dir, evaluation, cfg.get("meta_lr") if config.method != "none" else None))
+        meta_lr = cfg.get("meta_lr") if METHODS[config.method].has_learner else None
+        rows.append(summarize(config, run_dir, evaluation, meta_lr))
     return rows
 
 

@@ -46,6 +46,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from leap.models import ConvNet
 from leap.tasks.base import Task
+from leap.util.checks import positive_ints
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json
@@ -226,10 +227,7 @@ class JacobianProtocol:
     filters: int = 64
 
     def validate(self) -> None:
-        for name in ("steps", "every", "tasks", "batch", "filters"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_ints(self, ("steps", "every", "tasks", "batch", "filters"))
         if not self.lrs or any(not (lr >= 0 and math.isfinite(lr)) for lr in self.lrs):
             raise ValueError(f"lrs must be finite and >= 0, got {self.lrs}")
         if self.data not in ("omniglot", "synthetic"):

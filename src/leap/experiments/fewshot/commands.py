@@ -14,9 +14,10 @@ from typing import Any
 
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
-from leap.experiments.config import METHODS, RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, holds_run
+from leap.experiments.config import RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, holds_run
 from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
-from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop, fresh_head
+from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
+from leap.experiments.methods import METHODS
 from leap.tasks import Benchmark
 from leap.util import distributed
 from leap.util.devices import check_device
@@ -55,8 +56,8 @@ def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
         raise UsageError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
     if not distributed.launched():
         return
-    if cfg.method == "finetune":
-        raise UsageError("--method finetune carries one encoder from task to task and cannot be split over "
+    if METHODS[cfg.method].carries_model:
+        raise UsageError(f"--method {cfg.method} carries one encoder from task to task and cannot be split over "
                          "processes: run it without torchrun")
     check_device(cfg.device)
     try:
@@ -86,7 +87,8 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
         init = load_init(init_path, cfg.device)
     except (FileNotFoundError, CorruptFileError) as err:
         raise UsageError(str(err)) from err
-    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_head(cfg.method), **engine_options(cfg))
+    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, METHODS[cfg.method].fresh_head,
+                      **engine_options(cfg))
     # Which protocol produced the numbers travels with them.
     protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
     return {**result.to_dict(), **protocol}

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-METHOD_LABELS = {
-    "leap": "Leap", "reptile": "Reptile", "fomaml": "FOMAML", "maml": "MAML",
-    "finetune": "Finetuning (multi-headed)", "none": "No pretraining",
-}
+from leap.experiments.methods import METHODS
+
+METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:

@@ -19,31 +19,15 @@ from torch import Tensor, nn
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.engine.batched import select_engine
 from leap.engine.evaluation import evaluate
-from leap.engine.loop import STOP_SIGNALS
+from leap.engine.inner import make_optimizer
+from leap.engine.loop import STOP_SIGNALS, HookTrainerState
 from leap.experiments.config import RunConfig
-from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
+from leap.experiments.methods import METHODS
+from leap.learners import MAML
 from leap.models import reset_head
 from leap.tasks import Benchmark, Task, make_benchmark
 from leap.util import distributed
-from leap.util.seeding import derived_generator, rng_state, set_rng_state
-
-
-def make_learner(cfg: RunConfig, model: nn.Module) -> MetaLearner | None:
-    """The hook of ``cfg.method`` (None for finetuning and no pretraining)."""
-    if cfg.method == "leap":
-        return Leap(model, metric=cfg.metric, loss_in_manifold=cfg.loss_in_manifold, stabilizer=cfg.stabilizer)
-    if cfg.method == "reptile":
-        return Reptile(model)
-    if cfg.method == "fomaml":
-        return FOMAML(model)
-    if cfg.method == "maml":
-        return MAML(model, inner_lr=cfg.inner_lr)
-    return None
-
-
-def fresh_head(method: str) -> bool:
-    """Whether evaluating this method's init re-initializes the model's ``head``."""
-    return method == "finetune"
+from leap.util.seeding import derived_generator
 
 
 def build_benchmark(cfg: RunConfig) -> Benchmark:
@@ -64,7 +48,7 @@ def draw_sources(pool: int, count: int, generator: torch.Generator) -> list[int]
     return sources[:count]
 
 
-class MetaTrainer:
+class MetaTrainer(HookTrainerState):
     """State of one meta-training run: model, θ0 (in the learner), meta-optimizer, RNG.
 
     ``step()`` performs one meta-step and returns its metrics (floats, one host sync per
@@ -75,6 +59,7 @@ class MetaTrainer:
 
     def __init__(self, cfg: RunConfig, benchmark: Benchmark) -> None:
         self.cfg = cfg
+        self.method = METHODS[cfg.method]
         self.benchmark = benchmark
         self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
         available = benchmark.num_sources("train")
@@ -82,16 +67,15 @@ class MetaTrainer:
             raise ValueError(f"pretrain_tasks={cfg.pretrain_tasks} but benchmark {cfg.benchmark!r} has {available}")
         torch.manual_seed(cfg.seed)
         self.model = benchmark.make_model()
-        self.learner = make_learner(cfg, self.model)
+        self.learner = self.method.learner(self.model, cfg)
         self.meta_opt: torch.optim.Optimizer | None = None
         if self.learner is not None:
-            cls = torch.optim.Adam if cfg.meta_optimizer == "adam" else torch.optim.SGD
-            self.meta_opt = cls(self.learner.parameters(), lr=cfg.meta_lr)
-        steps = cfg.maml_steps if cfg.method == "maml" else cfg.task_steps
+            self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
+        steps = cfg.maml_steps if self.method.differentiates_inner_loop else cfg.task_steps
         self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer)
         # The batched engine (all of a meta-batch at once), or None: one task at a time.
         self.engine = select_engine(self.model, self.loop, engine=cfg.engine, compile=cfg.compile,
-                                    max_tasks_per_chunk=cfg.max_tasks_per_chunk, method=cfg.method)
+                                    max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched)
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
         self.consecutive_failures = 0  # meta-steps in a row in which every task failed
@@ -129,7 +113,7 @@ class MetaTrainer:
         draws = self.draw_tasks(self.step_count, mine)
         if self.engine is not None:
             curves = self.engine.train(draws, self.learner)
-        elif cfg.method == "finetune":
+        elif self.method.carries_model:
             curves = self._finetune(draws)
         else:
             curves = [self._train_one(task, generator) for task, generator in draws]
@@ -180,12 +164,12 @@ class MetaTrainer:
         cfg = self.cfg
         if not cfg.val_every or self.step_count % cfg.val_every:
             return {}
-        val = evaluate(self.benchmark, self.init_state(), eval_loop(cfg), cfg.seed, "val", fresh_head(cfg.method),
+        val = evaluate(self.benchmark, self.init_state(), eval_loop(cfg), cfg.seed, "val", self.method.fresh_head,
                        **engine_options(cfg))
         return {"val_error": val.test_error, "val_auc": val.auc}
 
     def _train_one(self, task: Task, generator: torch.Generator) -> TaskCurve:
-        if self.cfg.method == "maml":
+        if self.method.differentiates_inner_loop:
             assert isinstance(self.learner, MAML)
             return maml_task(self.model, task, self.loop, generator, self.learner)
         assert self.learner is not None
@@ -250,32 +234,20 @@ class MetaTrainer:
 
     @property
     def trains(self) -> bool:
-        return self.cfg.method != "none"
+        return self.method.meta_trains
+
+    @property
+    def finished(self) -> bool:
+        return not self.trains or self.step_count >= self.meta_steps
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue bit for bit (loadable with
-        ``torch.load(weights_only=True)``)."""
-        return {
-            "step": self.step_count,
-            "consecutive_failures": self.consecutive_failures,
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "learner": self.learner.state_dict() if self.learner is not None else {},
-            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
-            "heads": {int(k): v for k, v in self.heads.items()},
-            "rng": rng_state(),
-        }
+        """Everything a resumed run needs to continue bit for bit; finetuning adds its heads."""
+        return {**super().state_dict(), "heads": {int(k): v for k, v in self.heads.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
-        self.consecutive_failures = int(state.get("consecutive_failures", 0))
-        self.model.load_state_dict(state["model"])
-        if self.learner is not None:
-            self.learner.load_state_dict(state["learner"])
-        if self.meta_opt is not None:
-            self.meta_opt.load_state_dict(state["meta_opt"])
+        super().load_state_dict(state)
         self.heads = {int(k): v for k, v in state.get("heads", {}).items()}
-        set_rng_state(state["rng"])
 
 
 def _finite_mean(values: list[Tensor]) -> float:

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap.engine.inner import make_optimizer
 from leap.experiments.rl.agent import ActorCritic
 from leap.experiments.rl.envs import VecEnv
 from leap.learners import MetaLearner
+from leap.util import checks
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
@@ -52,12 +54,8 @@ class A2CSettings:
     max_grad_norm: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_envs", "unroll"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        checks.positive_ints(self, ("steps", "num_envs", "unroll"))
+        checks.positive_number("lr", self.lr)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not 0.0 <= self.discount <= 1.0:
@@ -65,8 +63,7 @@ class A2CSettings:
         for name in ("entropy_cost", "value_cost", "max_grad_norm"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.reward_clip > 0:
-            raise ValueError(f"reward_clip must be > 0, got {self.reward_clip!r}")
+        checks.positive_number("reward_clip", self.reward_clip)
 
     @property
     def steps_per_update(self) -> int:
@@ -77,11 +74,9 @@ class A2CSettings:
         return math.ceil(self.steps / self.steps_per_update)
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        if self.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=self.lr, alpha=0.99, eps=1e-4)
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        return torch.optim.SGD(params, lr=self.lr)
+        # RMSprop as in appendix F (decay 0.99, epsilon 1e-4).
+        options = {"alpha": 0.99, "eps": 1e-4} if self.optimizer == "rmsprop" else {}
+        return make_optimizer(self.optimizer, params, self.lr, **options)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 
 from leap.engine.loop import fit
 from leap.experiments.config import RunConfig, check_run_dir
+from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
 from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
@@ -155,7 +156,7 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
         raise UsageError(f"--seeds: need distinct seeds, got {seeds}")
     run_dir = run if run.is_dir() else run.parent
     inits: dict[str, dict[str, torch.Tensor] | None] = {}
-    if cfg.method != "none":
+    if METHODS[cfg.method].meta_trains:
         try:
             inits[cfg.method] = load_init(run, cfg.device)
         except (FileNotFoundError, CorruptFileError) as err:

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leap.util.checks import positive_int
+
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 MINATAR_CHANNELS = 10  # seaquest has the most channels; the others are zero-padded to it
 # Mirrors the paper: pretrain on the rest, hold out Breakout and SpaceInvaders.
@@ -74,8 +76,7 @@ class EnvSpec:
     def __post_init__(self) -> None:
         if self.suite not in ("atari", "minatar"):
             raise ValueError(f"suite must be 'atari' or 'minatar', got {self.suite!r}")
-        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
-            raise ValueError(f"frame_stack must be a positive integer, got {self.frame_stack!r}")
+        positive_int("frame_stack", self.frame_stack)
         if self.action_set not in ("minimal", "full"):
             raise ValueError(f"action_set must be 'minimal' or 'full', got {self.action_set!r}")
         if self.sticky_action_prob is not None and not 0.0 <= self.sticky_action_prob < 1.0:

@@ -23,13 +23,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from leap.engine.inner import make_optimizer
+from leap.engine.loop import HookTrainerState
 from leap.experiments.config import RunConfig
+from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
 from leap.experiments.rl.agent import ActorCritic, encoder_only, make_agent
 from leap.experiments.rl.envs import EnvSpec, make_vec_env, observation_channels
 from leap.experiments.rl.options import RLSetup
-from leap.learners import Leap, MetaLearner, Reptile
-from leap.util.seeding import derive_seed, derived_generator, rng_state, set_rng_state
+from leap.learners import MetaLearner
+from leap.util.seeding import derive_seed, derived_generator
 
 
 def make_game_agent(spec: EnvSpec, in_channels: int, num_actions: int, *seed_parts: object) -> ActorCritic:
@@ -86,15 +89,10 @@ def load_encoder(model: ActorCritic, init: dict[str, Tensor]) -> None:
 
 def make_rl_learner(cfg: RunConfig, template: ActorCritic) -> MetaLearner | None:
     """The hook of ``cfg.method`` on the encoder only (None for a random init)."""
-    if cfg.method == "leap":
-        return Leap(template, metric=cfg.metric, loss_in_manifold=cfg.loss_in_manifold, stabilizer=cfg.stabilizer,
-                    params=encoder_only)
-    if cfg.method == "reptile":
-        return Reptile(template, params=encoder_only)
-    return None
+    return METHODS[cfg.method].learner(template, cfg, params=encoder_only)
 
 
-class RLMetaTrainer:
+class RLMetaTrainer(HookTrainerState):
     """State of one RL meta-training run: θ0 (in the learner), meta-optimizer, counters.
 
     A :class:`leap.engine.loop.Trainer` for :func:`leap.engine.loop.fit`. The games of
@@ -113,8 +111,7 @@ class RLMetaTrainer:
         self.learner = make_rl_learner(cfg, self.model)
         self.meta_opt: torch.optim.Optimizer | None = None
         if self.learner is not None:
-            cls = torch.optim.Adam if cfg.meta_optimizer == "adam" else torch.optim.SGD
-            self.meta_opt = cls(self.learner.parameters(), lr=cfg.meta_lr)
+            self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
         self.step_count = 0
         self.consecutive_failures = 0
         # fit() appends the signals it receives here and stops after the meta-step
@@ -126,6 +123,10 @@ class RLMetaTrainer:
     @property
     def trains(self) -> bool:
         return self.learner is not None
+
+    @property
+    def finished(self) -> bool:
+        return not self.trains or self.step_count >= self.meta_steps
 
     def validate(self) -> dict[str, float]:
         """No validation during RL meta-training: held-out games are ``leap rl-eval``'s."""
@@ -184,27 +185,6 @@ class RLMetaTrainer:
         if self.learner is not None:
             self.learner.to(self.model)
         return {k: v.detach().clone() for k, v in self.model.state_dict().items() if k.startswith("encoder.")}
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step_count,
-            "consecutive_failures": self.consecutive_failures,
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "learner": self.learner.state_dict() if self.learner is not None else {},
-            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else {},
-            "rng": rng_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
-        self.consecutive_failures = int(state.get("consecutive_failures", 0))
-        self.model.load_state_dict(state["model"])
-        if self.learner is not None:
-            self.learner.load_state_dict(state["learner"])
-        if self.meta_opt is not None:
-            self.meta_opt.load_state_dict(state["meta_opt"])
-        set_rng_state(state["rng"])
 
 
 # ---------------------------------------------------------------------- evaluation

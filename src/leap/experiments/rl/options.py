@@ -26,6 +26,7 @@ from typing import Any
 
 from leap.experiments.rl.a2c import A2CSettings
 from leap.experiments.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
+from leap.util.checks import positive_int
 
 RL_BENCHMARKS = ("atari", "minatar")
 RL_METHODS = ("leap", "reptile", "none")
@@ -119,8 +120,7 @@ def resolve_extra(benchmark: str, method: str, extra: dict[str, Any], values: di
         if len(set(games)) != len(games):
             raise ValueError(f"{key}: a game is listed twice in {games}")
     for key in ("eval_seeds", "unroll", "frame_stack"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {out[key]!r}")
+        positive_int(key, out[key])
     if values["val_every"]:
         raise ValueError(f"val_every: validation during meta-training is not available for --benchmark {benchmark} "
                          "(use leap rl-eval on the run)")

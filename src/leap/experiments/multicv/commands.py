@@ -1,0 +1,94 @@
+"""``leap train|sweep --benchmark multicv``: options and commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from leap.experiments.multicv.config import TABLE_METHODS, MultiCVConfig
+from leap.experiments.multicv.run import multicv_sweep, run_multicv
+from leap.util import distributed
+from leap.util.errors import CorruptFileError, UsageError
+
+
+# ---------------------------------------------------------------------- command line
+def add_multicv_options(p: argparse.ArgumentParser) -> dict[str, tuple[str, ...]]:
+    """Options of ``leap train --benchmark multicv`` that the generic benchmarks lack.
+    Returns their scope (each applies to multicv only) for ``check_options_apply``."""
+    g = p.add_argument_group("Multi-CV (--benchmark multicv)")
+    g.add_argument("--held-out", help="the dataset to evaluate on, pretraining on the others (sweep: a "
+                   "comma-separated list, default all)")
+    g.add_argument("--datasets", help="comma-separated pool (default: every dataset in --data-dir)")
+    g.add_argument("--max-epochs", type=float, help="epochs per pretraining task (default 1)")
+    g.add_argument("--eval-epochs", type=float, help="epochs on the held-out dataset (default 100)")
+    g.add_argument("--sample-cap", type=int, help="cap on each dataset's training images")
+    g.add_argument("--test-cap", type=int, help="cap on each dataset's test images")
+    g.add_argument("--val-size", type=int, help="validation images per dataset (default 10%% of training)")
+    g.add_argument("--patience", type=int, help="validation checks without improvement that stop a task (10)")
+    g.add_argument("--meta-patience", type=int, help="meta-steps without improvement that stop pretraining (10)")
+    g.add_argument("--check-every", type=int, help="task steps between validation checks (1)")
+    g.add_argument("--cache-dir", help="where decoded datasets are cached")
+    return {action.dest: ("multicv",) for action in g._group_actions}
+
+
+def config_from_args(args: argparse.Namespace, held_out: str | None = None, method: str | None = None,
+                     seed: int | None = None) -> MultiCVConfig:
+    """A run's config from ``leap train``/``leap sweep`` arguments (None = Table 5's value)."""
+    mapping = {"meta_steps": "meta_steps", "meta_batch": "meta_batch", "task_batch": "task_batch",
+               "task_lr": "inner_lr", "meta_lr": "meta_lr", "eval_batch": "eval_batch", "eval_lr": "eval_lr",
+               "task_epochs": "max_epochs", "eval_epochs": "eval_epochs", "sample_cap": "sample_cap",
+               "test_cap": "test_cap", "val_size": "val_size", "patience": "patience",
+               "meta_patience": "meta_patience", "check_every": "check_every", "metric": "metric"}
+    values = {field: getattr(args, arg) for field, arg in mapping.items() if getattr(args, arg, None) is not None}
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    cfg = MultiCVConfig(held_out=held_out or args.held_out or "", method=method or args.method, datasets=datasets,
+                        data_dir=args.data_dir, seed=seed if seed is not None else getattr(args, "seed", 0),
+                        device=args.device, **values)
+    cfg.validate()
+    return cfg
+
+
+def _log_to_stderr(args: argparse.Namespace) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if not args.no_progress:
+            print(f"leap: {msg}", file=sys.stderr)
+    return log
+
+
+INPUT_ERRORS = (ValueError, FileNotFoundError, CorruptFileError, ImportError)
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    """``leap train --benchmark multicv``: one run into ``--out`` (resumed if it exists
+    with the same config). Errors in the input or the data exit with status 2."""
+    if distributed.launched():
+        raise UsageError("--benchmark multicv runs in a single process: run it without torchrun")
+    try:
+        if not args.held_out:
+            raise ValueError("--benchmark multicv needs --held-out NAME (a dataset of the pool)")
+        cfg = config_from_args(args)
+        result = run_multicv(cfg, args.out, resume=True, overwrite=args.overwrite, cache_dir=args.cache_dir,
+                             log=_log_to_stderr(args))
+    except INPUT_ERRORS as err:
+        raise UsageError(str(err)) from err
+    print(f"{cfg.held_out}/{cfg.method}: test error {100 * result['test_error']:.1f}%, "
+          f"train error {100 * result['train_error']:.1f}%, AUC {100 * result['auc']:.1f}")
+    return 0
+
+
+def sweep_from_args(args: argparse.Namespace) -> int:
+    """``leap sweep --benchmark multicv``: held-out datasets (``--held-out A,B``; default
+    all) x methods (``--methods``; default all five) x seeds (``--seeds``; default 0)."""
+    try:
+        methods = [m.strip() for m in (args.methods or ",".join(TABLE_METHODS)).split(",") if m.strip()]
+        seeds = [int(v) for v in (args.seeds or "0").split(",") if v.strip()]
+        held = [h.strip() for h in args.held_out.split(",") if h.strip()] if args.held_out else None
+        base = config_from_args(args, held_out=(held or ["-"])[0], method=methods[0] if methods else "leap",
+                                seed=seeds[0] if seeds else 0)
+        paths = multicv_sweep(args.out, base, held, methods, seeds, cache_dir=args.cache_dir,
+                              overwrite=args.overwrite, log=_log_to_stderr(args))
+    except INPUT_ERRORS as err:
+        raise UsageError(str(err)) from err
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

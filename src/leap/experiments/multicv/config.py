@@ -1,0 +1,83 @@
+"""Multi-CV's configuration (Table 5's budgets) and a task's training budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leap.tasks.multicv import MultiCV
+from leap.util import checks
+
+METHODS = ("leap", "finetune", "none", "hat", "progressive")
+TABLE_METHODS = ("leap", "finetune", "progressive", "hat", "none")  # Table 1's row order
+METHOD_LABELS = {"leap": "Leap", "finetune": "Finetuning", "progressive": "Progressive Nets", "hat": "HAT",
+                 "none": "No pretraining"}
+
+
+# ---------------------------------------------------------------------- configuration
+@dataclass
+class MultiCVConfig:
+    """One Multi-CV run (one held-out dataset, one method). Defaults: Table 5."""
+
+    held_out: str
+    method: str = "leap"
+    datasets: list[str] | None = None  # the pool; None = what the data directory holds
+    data_dir: str | None = None
+    seed: int = 0
+    meta_steps: int = 1000
+    meta_batch: int = 10
+    task_epochs: float = 1.0  # per pretraining task
+    task_batch: int = 32
+    task_lr: float = 0.1
+    meta_lr: float = 0.01  # Leap's Adam
+    eval_epochs: float = 100.0
+    eval_batch: int = 32
+    eval_lr: float = 0.1
+    patience: int = 10  # validation checks without improvement that stop a task
+    meta_patience: int = 10  # meta-steps without improvement that stop pretraining
+    check_every: int = 1  # task steps between validation checks
+    val_size: int | None = None  # None: 10% of each training split
+    sample_cap: int | None = None  # cap on each dataset's training images
+    test_cap: int | None = None
+    metric: str = "energy"
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown Multi-CV method {self.method!r}; choose from {list(METHODS)}")
+        checks.positive_ints(self, ("meta_steps", "meta_batch", "task_batch", "eval_batch", "patience",
+                                    "meta_patience", "check_every"))
+        checks.positive_ints(self, ("val_size", "sample_cap", "test_cap"), optional=True)
+        checks.positive_numbers(self, ("task_epochs", "eval_epochs", "task_lr", "meta_lr", "eval_lr"))
+        checks.one_of("metric", self.metric, ("length", "energy"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MultiCVConfig:
+        return checks.dataclass_from_dict(cls, values, "Multi-CV config")
+
+    def benchmark(self, cache_dir: str | Path | None = None) -> MultiCV:
+        return MultiCV(self.data_dir, self.datasets, cache_dir=cache_dir, val_size=self.val_size,
+                       sample_cap=self.sample_cap, test_cap=self.test_cap, device=self.device)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One task's training: at most ``epochs`` epochs of ``batch``-sized steps, SGD at
+    ``lr`` with cosine annealing to 0 over that budget, early stopping as configured."""
+
+    epochs: float
+    batch: int
+    lr: float
+    patience: int
+    check_every: int
+
+    def steps_per_epoch(self, n: int) -> int:
+        return max(1, n // self.batch)
+
+    def max_steps(self, n: int) -> int:
+        return max(1, round(self.epochs * self.steps_per_epoch(n)))

@@ -1,0 +1,204 @@
+"""One run on disk (pretraining in the one loop, then evaluation) and a sweep of runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from leap.engine.loop import fit
+from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
+from leap.experiments.multicv.methods import make_method
+from leap.experiments.multicv.report import write_multicv_report
+from leap.experiments.multicv.training import error_rate
+from leap.tasks.multicv import MultiCV
+from leap.util.files import atomic_write_json
+from leap.util.seeding import derived_generator, rng_state, set_rng_state
+
+
+# ---------------------------------------------------------------------- a run on disk
+class ConfigMismatch(ValueError):
+    """The output directory holds a run with another configuration."""
+
+
+class MultiCVTrainer:
+    """Multi-CV's pretraining as a :class:`leap.engine.loop.Trainer`, so :func:`fit`
+    gives it checkpoints, exact resume, signals and the failed-step stop.
+
+    A meta-step is ``method.pretrain_step``; pretraining also ends once the meta-batch's
+    mean validation error has not improved in ``meta_patience`` meta-steps.
+    """
+
+    def __init__(self, cfg: MultiCVConfig, bench: MultiCV) -> None:
+        self.cfg = cfg
+        self.method = make_method(cfg, bench)
+        self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
+        self.step_count = 0
+        self.consecutive_failures = 0
+        self.stop_requests: list[int] = []
+        self.stop_signal: int | None = None
+        self.best_val_error = math.inf  # the lowest mean validation error of a meta-batch so far
+        self.bad_steps = 0  # meta-steps since it last improved
+        self.stopped_early = False
+        self.pretrain_seconds = 0.0  # over every segment of a resumed run
+
+    @property
+    def trains(self) -> bool:
+        return self.method.trains
+
+    @property
+    def finished(self) -> bool:
+        return not self.trains or self.stopped_early or self.step_count >= self.meta_steps
+
+    def step(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        runs = self.method.pretrain_step(self.step_count)
+        self.step_count += 1
+        val = [r.best_val_error for _, r in runs]
+        valid = sum(math.isfinite(v) for v in val)
+        mean_val = sum(val) / len(val)
+        if mean_val < self.best_val_error:
+            self.best_val_error, self.bad_steps = mean_val, 0
+        else:
+            self.bad_steps += 1
+        self.stopped_early = self.bad_steps >= self.cfg.meta_patience
+        self.consecutive_failures = 0 if valid else self.consecutive_failures + 1
+        self.stop_signal = self.stop_requests[0] if self.stop_requests else None
+        seconds = time.perf_counter() - start
+        self.pretrain_seconds += seconds
+        return {"step": self.step_count, "mean_val_error": mean_val,
+                "mean_train_error": sum(float(r.train_errors.mean()) for _, r in runs) / len(runs),
+                "tasks": [name for name, _ in runs], "task_steps": [r.steps for _, r in runs],
+                "valid_tasks": valid, "dropped_tasks": len(runs) - valid, "seconds": seconds}
+
+    def validate(self) -> dict[str, float]:
+        return {}  # each task validates itself (early stopping); the meta-batch's mean is in step()'s record
+
+    def init_state(self) -> None:
+        return None  # no single initialization (HAT and Progressive Nets have none); result.json has the numbers
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step_count, "consecutive_failures": self.consecutive_failures,
+                "best": self.best_val_error, "bad": self.bad_steps, "stopped_early": self.stopped_early,
+                "pretrain_seconds": self.pretrain_seconds, "method": self.method.state_dict(), "rng": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step"])
+        self.consecutive_failures = int(state.get("consecutive_failures", 0))
+        self.best_val_error, self.bad_steps = float(state["best"]), int(state["bad"])
+        self.stopped_early, self.pretrain_seconds = bool(state["stopped_early"]), float(state["pretrain_seconds"])
+        self.method.load_state_dict(state["method"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+
+
+def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = None, resume: bool = True,
+                overwrite: bool = False, cache_dir: str | Path | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pretrain and evaluate one (held-out dataset, method) into ``out``.
+
+    Files: ``config.json``; ``metrics.jsonl`` (one record per meta-step);
+    ``checkpoints/`` (after every meta-step; the last one marks pretraining done);
+    ``result.json`` (the evaluation). With ``resume`` a finished run is returned as is
+    and an unfinished one continues from its newest checkpoint; without it, or with
+    ``overwrite``, earlier files are replaced. A directory holding a run with another
+    configuration is refused (:class:`ConfigMismatch`) unless ``overwrite``.
+    Pretraining runs in :func:`leap.engine.loop.fit` (SIGINT/SIGTERM stop it with a
+    checkpoint: :class:`~leap.util.errors.RunStopped`).
+    """
+    cfg.validate()
+    out = Path(out)
+    config_path, result_path = out / "config.json", out / "result.json"
+    if config_path.exists() and not overwrite:
+        try:
+            existing = json.loads(config_path.read_text())
+        except (OSError, ValueError):
+            existing = None
+        if existing != cfg.to_dict():
+            raise ConfigMismatch(f"{out} holds a different run (its config.json differs); use --overwrite")
+    if resume and not overwrite and result_path.is_file():
+        log(f"{out}: finished earlier, result.json kept")
+        return json.loads(result_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_path, cfg.to_dict())
+    result_path.unlink(missing_ok=True)
+
+    bench = bench if bench is not None else cfg.benchmark(cache_dir)
+    start = time.perf_counter()
+    trainer = MultiCVTrainer(cfg, bench)
+
+    def log_step(record: dict[str, Any]) -> None:
+        log(f"{cfg.held_out}/{cfg.method}: meta-step {record['step']}/{cfg.meta_steps} "
+            f"val error {100 * record['mean_val_error']:.1f}% ({record['seconds']:.0f} s)")
+
+    # A Multi-CV meta-step trains each task to convergence (minutes): checkpoint after every one.
+    fit(trainer, out, resume=resume and not overwrite, checkpoint_every=1, on_step=log_step,
+        log=lambda msg: log(f"{out}: {msg}"))
+
+    method = trainer.method
+    data = bench.get(cfg.held_out)
+    t0 = time.perf_counter()
+    run, view = method.evaluate(data, derived_generator(cfg.seed, "multicv-eval", cfg.held_out))
+    test_error = error_rate(view, data, data.test_x, data.test_y)
+    train_error = error_rate(view, data, data.train_x, data.train_y)
+    eval_seconds = time.perf_counter() - t0
+    curve = run.train_errors
+    notes = sorted({note for name in [cfg.held_out, *bench.pool(cfg.held_out)] for note in bench.get(name).notes})
+    result = {
+        "held_out": cfg.held_out, "method": cfg.method, "pool": bench.pool(cfg.held_out),
+        "test_error": test_error, "train_error": train_error, "auc": float(curve.mean()),
+        "best_val_error": run.best_val_error, "eval_steps": run.steps, "eval_max_steps": run.max_steps,
+        "eval_stopped_early": run.stopped_early, "meta_steps": trainer.step_count,
+        "meta_stopped_early": trainer.stopped_early, "pretrain_seconds": trainer.pretrain_seconds,
+        "eval_seconds": eval_seconds, "sizes": data.sizes(), "notes": notes,
+        "curve": _downsample(curve, 200), "total_seconds": time.perf_counter() - start,
+    }
+    atomic_write_json(result_path, result)
+    log(f"{cfg.held_out}/{cfg.method}: test error {100 * test_error:.1f}%, train error {100 * train_error:.1f}%, "
+        f"AUC {100 * result['auc']:.1f} ({run.steps} steps)")
+    return result
+
+
+def _downsample(curve: Tensor, points: int) -> list[float]:
+    """At most ``points`` means of consecutive blocks of the curve (for plots)."""
+    if len(curve) <= points:
+        return curve.tolist()
+    chunks = torch.tensor_split(curve, points)
+    return [float(c.mean()) for c in chunks]
+
+
+# ---------------------------------------------------------------------- sweep and report
+def multicv_sweep(out: str | Path, base: MultiCVConfig, held_outs: Iterable[str] | None = None,
+                  methods: Iterable[str] = TABLE_METHODS, seeds: Iterable[int] | None = None, *,
+                  cache_dir: str | Path | None = None, overwrite: bool = False,
+                  log: Callable[[str], None] = print) -> list[Path]:
+    """Every (held-out dataset, method, seed) into ``out/<held-out>/<method>/seed-<S>``,
+    one dataset at a time, skipping finished runs and resuming unfinished ones; the
+    report is rewritten after every run. ``held_outs`` defaults to the whole pool,
+    ``seeds`` to ``base.seed``. Returns the report's paths (:func:`write_multicv_report`)."""
+    out = Path(out)
+    bench = base.benchmark(cache_dir)
+    held_outs = list(held_outs) if held_outs is not None else list(bench.names)
+    methods, seeds = list(methods), list(seeds) if seeds is not None else [base.seed]
+    for name in held_outs:
+        bench.pool(name)  # checks every name before any run starts
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown Multi-CV method(s) {unknown}; choose from {list(METHODS)}")
+    for name in held_outs:
+        for m in methods:
+            for seed in seeds:
+                cfg = dataclasses.replace(base, held_out=name, method=m, seed=seed)
+                run_multicv(cfg, out / name / m / f"seed-{seed}", bench=bench, overwrite=overwrite, log=log)
+                write_multicv_report(out)
+    return write_multicv_report(out)
+
+
+# Table 4 of the paper: (test %, train %, AUC) per (held-out dataset, method).
