@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 
 import leap.tasks as tasks_module
 import leap.tasks.omniglot as om
+import leap.tasks.omniglot.data as om_data
 from leap.cli import main
 from leap.models import ConvNet
 from leap.tasks import make_benchmark
@@ -329,8 +330,8 @@ def test_model_is_the_convnet_for_28x28_20_way(bench):
 
 def test_drawing_a_task_reads_and_decodes_nothing(bench, monkeypatch):
     # Tasks are gathered from the in-memory tensor (about 1 ms on one CPU core).
-    monkeypatch.setattr(om, "_decode_png", lambda *a: pytest.fail("decoded while drawing a task"))
-    monkeypatch.setattr(om._Source, "read", lambda *a: pytest.fail("read a file while drawing a task"))
+    monkeypatch.setattr(om_data, "_decode_png", lambda *a: pytest.fail("decoded while drawing a task"))
+    monkeypatch.setattr(om_data._Source, "read", lambda *a: pytest.fail("read a file while drawing a task"))
     g = torch.Generator().manual_seed(0)
     for source in range(bench.num_sources("train")):
         bench.task("train", source, g)
@@ -415,7 +416,7 @@ TINY = dict(num_pretrain=1, num_test=1, pipeline="smooth")
 
 
 def test_second_construction_reads_the_cache_without_decoding(data, bench, monkeypatch):
-    monkeypatch.setattr(om, "_decode_png", lambda *a: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr(om_data, "_decode_png", lambda *a: pytest.fail("decoded again despite the cache"))
     again = OmniglotBenchmark(data.zips, cache_dir=data.cache, **SMALL)  # ``bench`` wrote the cache
     assert torch.equal(again.images, bench.images) and again.splits == bench.splits
 
@@ -442,8 +443,8 @@ def test_changed_source_invalidates_the_cache(tmp_path, monkeypatch):
     before = OmniglotBenchmark(root, cache_dir=tmp_path / "cache", **TINY)
     (root / "images_background" / "Alpha" / "character01" / "0001_01.png").write_bytes(PNGS[20])
     decoded = []
-    original = om._decode_png
-    monkeypatch.setattr(om, "_decode_png", lambda *a: decoded.append(1) or original(*a))
+    original = om_data._decode_png
+    monkeypatch.setattr(om_data, "_decode_png", lambda *a: decoded.append(1) or original(*a))
     after = OmniglotBenchmark(root, cache_dir=tmp_path / "cache", **TINY)
     assert len(decoded) == after.num_images
     assert bar_drawing(before.pixels(torch.tensor([0]))[0]) == 1
@@ -606,6 +607,6 @@ def test_real_data_keeps_46_alphabets_split_25_10_11(real):
 
 
 def test_real_data_second_construction_reads_the_cache(real, real_cache, monkeypatch):
-    monkeypatch.setattr(om, "_decode_png", lambda *a: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr(om_data, "_decode_png", lambda *a: pytest.fail("decoded again despite the cache"))
     again = OmniglotBenchmark(REAL_DIR, cache_dir=real_cache)
     assert again.splits == real.splits and torch.equal(again.images, real.images)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,24 +129,18 @@ def fit(
 
     Checkpoints are written every ``checkpoint_every`` meta-steps, on SIGINT/SIGTERM
     (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
-    lost every task. With ``resume`` the newest readable checkpoint is loaded and
-    metrics.jsonl is cut back to its step, so the finished run is identical to an
-    uninterrupted one.
+    lost every task (both raise :class:`RunStopped`). With ``resume`` the newest readable
+    checkpoint is loaded and metrics.jsonl is cut back to its step, so the finished run is
+    identical to an uninterrupted one.
 
     Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
     state to the others) and writes files.
     """
-    ckpt_dir = out / "checkpoints"
-    metrics_path = out / "metrics.jsonl"
+    ckpt_dir, metrics_path = out / "checkpoints", out / "metrics.jsonl"
     main = distributed.is_main()
     if distributed.active():
-        distributed.check_same(json.dumps(trainer.config, sort_keys=True), "run configuration")
-        share = distributed.shard(range(trainer.meta_batch))
-        tasks = f"tasks {share[0]}..{share[-1]}" if share else "no task"
-        log(f"trains {tasks} of each meta-batch of {trainer.meta_batch}"
-            + (f"; writes {out}" if main else "; writes nothing"))
-
-    history: list[dict[str, Any]] = []  # the metrics written so far, saved in every checkpoint
+        _agree_on_the_run(trainer, out, log)
+    history = _restore(trainer, ckpt_dir, metrics_path, resume, log)  # the metrics so far, in every checkpoint
 
     def checkpoint(step: int) -> Path:
         # Every rank holds the same state: rank 0 alone writes it.
@@ -154,6 +148,52 @@ def fit(
             return checkpoint_path(ckpt_dir, step)
         return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history})
 
+    start = time.perf_counter()
+    with _stop_signals(trainer.stop_requests), \
+            metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
+        while not trainer.finished:
+            record = trainer.step()
+            record.update(trainer.validate())
+            history.append(record)
+            if metrics is not None:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if record["dropped_tasks"] and main:
+                log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
+                    f"{trainer.meta_batch} tasks (non-finite loss or gradient)")
+            if on_step is not None:
+                on_step(record)
+            step = trainer.step_count
+            stop = _why_stop(trainer, max_failed_steps)
+            if stop is not None:
+                message, code = stop
+                raise RunStopped(message.format(step=step, checkpoint=checkpoint(step)), code)
+            if checkpoint_every and step % checkpoint_every == 0 and step < trainer.meta_steps:
+                checkpoint(step)
+    # No safetensors metadata: its key order is not stable across processes, and
+    # config.json beside the file already says what produced it.
+    init = trainer.init_state()
+    if main and init is not None:
+        save_init(out / "init.safetensors", init)
+    if trainer.trains:
+        checkpoint(trainer.step_count)
+    return {"train_seconds": time.perf_counter() - start}
+
+
+def _agree_on_the_run(trainer: Trainer, out: Path, log: Callable[[str], None]) -> None:
+    """Under torchrun: every rank must run the same configuration; each says its share."""
+    distributed.check_same(json.dumps(trainer.config, sort_keys=True), "run configuration")
+    share = distributed.shard(range(trainer.meta_batch))
+    tasks = f"tasks {share[0]}..{share[-1]}" if share else "no task"
+    log(f"trains {tasks} of each meta-batch of {trainer.meta_batch}"
+        + (f"; writes {out}" if distributed.is_main() else "; writes nothing"))
+
+
+def _restore(trainer: Trainer, ckpt_dir: Path, metrics_path: Path, resume: bool,
+             log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Load the newest checkpoint (``resume``) or clear old ones, and return the metrics
+    records of the meta-steps done, metrics.jsonl rewritten to match them."""
+    main = distributed.is_main()
     loaded = None
     if resume:
         # Rank 0 reads the newest checkpoint and sends it to the others, so all ranks
@@ -167,65 +207,50 @@ def fit(
     elif not resume and main:
         for _, old in list_checkpoints(ckpt_dir):
             old.unlink()
-    if main:
-        if loaded is not None and "metrics" in loaded[0]:
-            # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
-            history.extend(loaded[0]["metrics"])
-            atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
-        else:
-            truncate_metrics(metrics_path, trainer.step_count)
-            if metrics_path.exists():
-                history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
+    history: list[dict[str, Any]] = []
+    if not main:
+        return history
+    if loaded is not None and "metrics" in loaded[0]:
+        # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
+        history.extend(loaded[0]["metrics"])
+        atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+    else:
+        truncate_metrics(metrics_path, trainer.step_count)
+        if metrics_path.exists():
+            history.extend(json.loads(line) for line in metrics_path.read_text().splitlines())
+    return history
 
-    stop = trainer.stop_requests
-    stop.clear()
+
+@contextlib.contextmanager
+def _stop_signals(requests: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM append to ``requests`` instead of killing the process (the loop
+    stops after the meta-step in flight); the previous handlers come back afterwards."""
+    requests.clear()
     handlers = {}
     for sig in STOP_SIGNALS:
         try:
-            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+            handlers[sig] = signal.signal(sig, lambda signum, frame: requests.append(signum))
         except ValueError:  # not the main thread: leave signals alone
             pass
-    start = time.perf_counter()
     try:
-        with metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
-            while not trainer.finished:
-                record = trainer.step()
-                record.update(trainer.validate())
-                history.append(record)
-                if metrics is not None:
-                    metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                if record["dropped_tasks"] and main:
-                    log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
-                        f"{trainer.meta_batch} tasks (non-finite loss or gradient)")
-                if on_step is not None:
-                    on_step(record)
-                step = trainer.step_count
-                if trainer.consecutive_failures >= max_failed_steps:
-                    path = checkpoint(step)
-                    raise RunStopped(
-                        f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
-                        f"stopped at meta-step {step}, checkpoint {path}; lower the learning rates and resume", 1)
-                # Alone, any signal so far counts; under torchrun, the one the ranks agreed on
-                # in this step's all-reduce (so that all stop after the same meta-step).
-                stop_signal = trainer.stop_signal if distributed.active() else (stop[0] if stop else None)
-                if stop_signal is not None:
-                    path = checkpoint(step)
-                    raise RunStopped(f"interrupted at meta-step {step}; checkpoint {path}; continue with --resume",
-                                     128 + stop_signal)
-                if checkpoint_every and step % checkpoint_every == 0 and step < trainer.meta_steps:
-                    checkpoint(step)
+        yield
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    # No safetensors metadata: its key order is not stable across processes, and
-    # config.json beside the file already says what produced it.
-    init = trainer.init_state()
-    if main and init is not None:
-        save_init(out / "init.safetensors", init)
-    if trainer.trains:
-        checkpoint(trainer.step_count)
-    return {"train_seconds": time.perf_counter() - start}
+
+
+def _why_stop(trainer: Trainer, max_failed_steps: int) -> tuple[str, int] | None:
+    """(message with {step} and {checkpoint}, exit status) if meta-training must stop now."""
+    if trainer.consecutive_failures >= max_failed_steps:
+        return (f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
+                "stopped at meta-step {step}, checkpoint {checkpoint}; lower the learning rates and resume", 1)
+    # Alone, any signal so far counts; under torchrun, the one the ranks agreed on in this
+    # step's all-reduce (so that all stop after the same meta-step).
+    requests = trainer.stop_requests
+    stop_signal = trainer.stop_signal if distributed.active() else (requests[0] if requests else None)
+    if stop_signal is not None:
+        return "interrupted at meta-step {step}; checkpoint {checkpoint}; continue with --resume", 128 + stop_signal
+    return None
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args
+from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, holds_run
 from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
 from leap.experiments.fewshot.report import moving_average
 from leap.experiments.methods import METHODS
@@ -248,13 +248,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(meta_steps=PAPER_META_STEPS, pretrain_tasks=PAPER_PRETRAIN_TASKS, checkpoint_every=25)
 
 
-def _same_config(run_dir: Path, cfg: RunConfig) -> bool:
-    try:
-        return json.loads((run_dir / "config.json").read_text()) == cfg.to_dict()
-    except (OSError, ValueError):
-        return False
-
-
 def collect_rows(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
     """A row per configuration whose run directory in ``out`` is finished (config.json and
     eval-test.json) and was run under ``protocol``, in Figure 6's order. Built from the
@@ -296,7 +289,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         cfg = configs[config.name]
         run_dir = out / config.name
         eval_path = run_dir / "eval-test.json"
-        same = _same_config(run_dir, cfg)
+        same = holds_run(run_dir, cfg)
         if same and (run_dir / "init.safetensors").exists() and eval_path.exists():
             log(f"{config.name}: finished earlier, skipped")
         else:
