@@ -16,11 +16,21 @@ leap() { "$py" -m leap "$@" >/dev/null 2>"$work/err" || { echo "FAILED: leap $*"
 digest() {  # NAME DIR RESULT_FILE KEYS...: hash of init.safetensors and of the listed result keys
   local name=$1 dir=$2 file=$3; shift 3
   local init=$(sha256sum "$dir/init.safetensors" 2>/dev/null | cut -c1-16)
-  local res=$("$py" -c 'import json,sys,hashlib; r=json.load(open(sys.argv[1])); print(hashlib.sha256(json.dumps([r.get(k) for k in sys.argv[2:]]).encode()).hexdigest()[:16])' "$dir/$file" "$@")
+  # Wall-clock fields ("seconds") are left out: they differ from run to run.
+  local res=$("$py" -c '
+import json, sys, hashlib
+def strip(v):
+    if isinstance(v, dict):
+        return {k: strip(x) for k, x in v.items() if k != "seconds"}
+    return [strip(x) for x in v] if isinstance(v, list) else v
+r = json.load(open(sys.argv[1]))
+print(hashlib.sha256(json.dumps([strip(r.get(k)) for k in sys.argv[2:]]).encode()).hexdigest()[:16])' "$dir/$file" "$@")
   echo "$name init=${init:-none} result=$res"
 }
 
-for m in leap reptile fomaml maml finetune none; do
+only=${ONLY:-builtin omniglot multicv minatar}  # which parts to run
+
+[[ " $only " == *" builtin "* ]] && for m in leap reptile fomaml maml finetune none; do
   for engine in sequential batched; do
     [ "$engine" = batched ] && { [ "$m" = maml ] || [ "$m" = finetune ] || [ "$m" = none ]; } && continue
     d=$work/builtin-$m-$engine
@@ -30,7 +40,7 @@ for m in leap reptile fomaml maml finetune none; do
   done
 done
 
-if [ -d "$data/omniglot" ]; then
+if [[ " $only " == *" omniglot "* ]] && [ -d "$data/omniglot" ]; then
   for m in leap reptile fomaml maml finetune none; do
     d=$work/omniglot-$m
     leap train --benchmark omniglot --data-dir "$data/omniglot" --method "$m" --pretrain-tasks 3 --meta-steps 2 \
@@ -39,7 +49,7 @@ if [ -d "$data/omniglot" ]; then
   done
 fi
 
-if [ -d "$data/multicv" ]; then
+if [[ " $only " == *" multicv "* ]] && [ -d "$data/multicv" ]; then
   for m in leap finetune progressive hat none; do
     d=$work/multicv-$m
     leap train --benchmark multicv --data-dir "$data/multicv" --held-out mnist --method "$m" --meta-steps 2 \
@@ -49,7 +59,7 @@ if [ -d "$data/multicv" ]; then
   done
 fi
 
-if "$py" -c "import minatar" 2>/dev/null; then
+if [[ " $only " == *" minatar "* ]] && "$py" -c "import minatar" 2>/dev/null; then
   for m in leap reptile none; do
     d=$work/minatar-$m
     leap train --benchmark minatar --method "$m" --meta-steps 2 --eval-seeds 1 --eval-games breakout \
