@@ -46,7 +46,7 @@ from leap.util.errors import CorruptFileError
 # tested once, explicitly.
 pytestmark = pytest.mark.filterwarnings("ignore::leap.tasks.omniglot.OmniglotSizeWarning")
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
 
 # alphabet -> number of characters; "Delta" and "Theta" (< 20) must be dropped.
 BACKGROUND = {"Alpha": 20, "Beta": 22, "Gamma": 20, "Delta": 5}

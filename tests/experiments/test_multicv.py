@@ -42,7 +42,7 @@ from leap.experiments.multicv import (
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
 from leap.util.errors import CorruptFileError, RunStopped
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multicv"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "multicv"
 
 
 # ---------------------------------------------------------------------- fixtures in official layouts

@@ -254,7 +254,7 @@ def test_with_running_statistics_evaluation_gives_the_same_errors_with_either_en
 
 
 def _omniglot_dir() -> Path | None:
-    shared = Path(__file__).resolve().parents[2] / "shared/data/omniglot"
+    shared = Path(__file__).resolve().parents[3] / "shared/data/omniglot"
     for candidate in (os.environ.get("LEAP_OMNIGLOT_DIR"), shared):
         if candidate and (Path(candidate) / "images_background.zip").exists():
             return Path(candidate)
