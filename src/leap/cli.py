@@ -17,11 +17,13 @@ from typing import Any
 from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
+    FEWSHOT_BENCHMARKS,
     RunConfig,
     add_dist_options,
     add_engine_options,
     add_run_options,
     check_options_apply,
+    option,
 )
 from leap.experiments.config import config_from_args as run_config_from_args
 from leap.experiments.fewshot import commands as fewshot
@@ -119,15 +121,13 @@ class CommandParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
-    # Per command: its parser and the benchmarks each of its options applies to (checked in main).
-    scopes: dict[str, dict[str, tuple[str, ...]]] = {}
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
     p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *multicv.METHODS])),
                    help="hat and progressive: --benchmark multicv only")
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
-    scopes["train"] = multicv.add_multicv_options(p)
+    multicv.add_multicv_options(p)
     add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "multicv: leap,finetune,progressive,hat,none)")
     p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
     add_run_options(p, per_run=False)
-    scopes["sweep"] = multicv.add_multicv_options(p)
-    p.add_argument("--pretrain-tasks", default="1,3,5,10,15,20,25", help="comma-separated counts (Table 2's rows)")
+    multicv.add_multicv_options(p)
+    option(p, "--pretrain-tasks", applies_to=FEWSHOT_BENCHMARKS, default="1,3,5,10,15,20,25",
+           help="comma-separated counts (Table 2's rows)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")
     p.set_defaults(func=cmd_sweep)
 
@@ -170,8 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jacobian", help=jacobian.HELP)
     jacobian.add_options(p)
     p.set_defaults(func=jacobian.cmd_jacobian)
-    parser.command_parsers = {name: (command, scopes.get(name, {}))  # type: ignore[attr-defined]
-                              for name, command in sub.choices.items()}
+    parser.command_parsers = dict(sub.choices)  # type: ignore[attr-defined]  (main checks options per command)
     return parser
 
 
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.
-            command, scope = parser.command_parsers[args.command]  # type: ignore[attr-defined]
-            check_options_apply(command, argv[1:], args.benchmark, scope)
+            command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
+            check_options_apply(command, argv[1:], args.benchmark)
         code = args.func(args)
         # Leave together: a rank that tears its process group down while a peer is still
         # finishing its last collective makes gloo abort that peer (SIGABRT at exit).

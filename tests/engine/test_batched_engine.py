@@ -35,13 +35,13 @@ from leap.cli import main as cli_main
 from leap.engine.batched import (
     BatchedEngine,
     StackedOptimizer,
-    _draw_stream,
     check_batchable,
     resolve_compile,
     resolve_engine,
 )
 from leap.engine.evaluation import evaluate
 from leap.engine.inner import InnerLoop, TaskCurve, train_task
+from leap.engine.streams import draw_stream
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.experiments.methods import METHODS
@@ -149,21 +149,18 @@ def bench() -> BuiltinBenchmark:
 def test_each_generator_is_consumed_exactly_as_task_sample_consumes_it():
     tasks = image_tasks()
     steps, batch = 3, 4
-    stream = _draw_stream(image_draws(tasks, 0), steps + 1, batch, query=True, device=torch.device("cpu"))
+    stream = draw_stream(image_draws(tasks, 0), steps + 1, batch, device=torch.device("cpu"))
     for j, (task, generator) in enumerate(image_draws(tasks, 0)):
         for i in range(steps + 1):
             x, y = task.sample(batch, generator)
             torch.testing.assert_close(stream.x[i, j], x, rtol=0, atol=1e-6)
             assert torch.equal(stream.y[i, j], y)
-        qx, qy = task.sample_test(batch, generator)
-        assert torch.equal(stream.query_x[j], qx) and torch.equal(stream.query_y[j], qy)
     # And the generators end where the sequential loop leaves them.
     drawn = image_draws(tasks, 0)
-    _draw_stream(drawn, steps + 1, batch, query=True, device=torch.device("cpu"))
+    draw_stream(drawn, steps + 1, batch, device=torch.device("cpu"))
     for (task, gen_batched), (_, gen_seq) in zip(drawn, image_draws(tasks, 0)):
         for _ in range(steps + 1):
             task.sample(batch, gen_seq)
-        task.sample_test(batch, gen_seq)
         assert torch.equal(gen_batched.get_state(), gen_seq.get_state())
 
 
@@ -172,7 +169,7 @@ def test_an_augmentation_the_engine_does_not_know_is_applied_through_task_sample
         return x + 0.1 * torch.randn(x.shape, generator=generator)
 
     tasks = [Task(t.name, t.train_x, t.train_y, t.test_x, t.test_y, 5, augment=jitter) for t in image_tasks()]
-    stream = _draw_stream(image_draws(tasks, 0), 2, 4, query=False, device=torch.device("cpu"))
+    stream = draw_stream(image_draws(tasks, 0), 2, 4, device=torch.device("cpu"))
     for j, (task, generator) in enumerate(image_draws(tasks, 0)):
         for i in range(2):
             x, _ = task.sample(4, generator)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,14 +52,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
+from leap.engine.stacked_optim import StackedOptimizer
+from leap.engine.streams import TaskDraw, draw_stream
 from leap.learners import Leap, MetaLearner
 from leap.learners.leap import accumulate_segment_
-from leap.tasks.base import SplitAugment, Task
 from leap.util.checks import positive_int
 
 ENGINES = ("auto", "batched", "sequential")
 
-TaskDraw = tuple[Task, torch.Generator]
 
 
 def resolve_engine(engine: str, device: torch.device | str, batchable: bool = True) -> str:
@@ -93,140 +92,8 @@ def check_batchable(model: nn.Module) -> None:
         raise ValueError("the batched engine needs a model with parameters")
 
 
-# ---------------------------------------------------------------------- stacked optimizers
-class StackedOptimizer:
-    """The inner optimizer of :class:`InnerLoop` applied to parameters with a leading
-    task dimension, elementwise, so each task follows exactly its own update rule
-    (eq. 1's u_τ). Same defaults as ``torch.optim`` (Adam: betas (0.9, 0.999), eps 1e-8;
-    RMSprop: alpha 0.99, eps 1e-8; no momentum, no weight decay).
-
-    ``update`` is functional in the parameters (returns new tensors: Leap still needs
-    θ_i after the step) and updates the optimizer state in place. Adam's step count is a
-    0-dim float64 tensor on the device, so that neither its bias correction reads the host
-    nor a compiled step is specialized on the step number.
-    """
-
-    def __init__(self, name: str, lr: float) -> None:
-        if name not in ("sgd", "adam", "rmsprop"):
-            raise ValueError(f"unsupported inner optimizer {name!r}")
-        self.name = name
-        self.lr = lr
-
-    def init(self, params: list[Tensor]) -> dict[str, Any]:
-        if self.name == "adam":
-            return {"step": torch.zeros((), dtype=torch.float64, device=params[0].device),
-                    "exp_avg": [torch.zeros_like(p) for p in params],
-                    "exp_avg_sq": [torch.zeros_like(p) for p in params]}
-        if self.name == "rmsprop":
-            return {"square_avg": [torch.zeros_like(p) for p in params]}
-        return {}
-
-    def update(self, params: list[Tensor], grads: list[Tensor], state: dict[str, Any]) -> list[Tensor]:
-        """θ_{i+1} for every task: (T, *shape) tensors in, new (T, *shape) tensors out."""
-        if self.name == "sgd":
-            return torch._foreach_add(params, grads, alpha=-self.lr)  # θ - α ∇f, as torch.optim.SGD
-        if self.name == "rmsprop":
-            alpha, eps = 0.99, 1e-8
-            sq = state["square_avg"]
-            torch._foreach_mul_(sq, alpha)
-            torch._foreach_addcmul_(sq, grads, grads, value=1 - alpha)
-            avg = torch._foreach_add(torch._foreach_sqrt(sq), eps)
-            return torch._foreach_addcdiv(params, grads, avg, value=-self.lr)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        # Out of place: under torch.compile (2.13, CPU) an in-place add_ on this 0-dim
-        # float64 tensor is silently dropped; a new tensor in the dict is kept.
-        step = state["step"] = state["step"] + 1
-        step_size = self.lr / (1 - beta1**step)
-        bias2_sqrt = (1 - beta2**step).sqrt()
-        new = []
-        for p, g, m, v in zip(params, grads, state["exp_avg"], state["exp_avg_sq"], strict=True):
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            new.append(p - step_size * m / (v.sqrt() / bias2_sqrt + eps))
-        return new
-
-
-# ---------------------------------------------------------------------- data
-@dataclass
-class _Stream:
-    """Every minibatch of a chunk of T tasks: ``x`` (S, T, B, *input), ``y`` (S, T, B) for
-    the S = K (+1 with Leap's final training batch) training draws; ``query_x``/``query_y``
-    (T, B, ...) FOMAML's held-out batch or None."""
-
-    x: Tensor
-    y: Tensor
-    query_x: Tensor | None
-    query_y: Tensor | None
-
-
-def _draw_stream(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool, device: torch.device) -> _Stream:
-    """Consume each task's generator as ``draws`` calls of ``Task.sample`` and then (if
-    ``query``) one of ``Task.sample_test`` would, and build the batches on ``device``."""
-    kinds = {t.augment for t, _ in tasks}
-    augment = next(iter(kinds))
-    split = len(kinds) == 1 and isinstance(augment, SplitAugment)
-    if kinds != {None} and not split:
-        return _draw_stream_per_task(tasks, draws, batch, query)
-    index, uniforms, query_index = [], [], []
-    for task, gen in tasks:
-        idx, u = [], []
-        for _ in range(draws):  # the order of Task.sample: indices, then the augmentation's draw
-            idx.append(task.draw_index(batch, gen))
-            if split:
-                u.append(augment.draw(batch, gen))
-        index.append(torch.stack(idx))
-        if split:
-            uniforms.append(torch.stack(u))
-        if query:
-            query_index.append(task.draw_index(batch, gen, test=True))
-    # Tasks may differ in size: one pool per chunk, each task's indices shifted to its rows.
-    gidx = _to_device(_shift(torch.stack(index, 1), [len(t.train_y) for t, _ in tasks], dim=1), device)  # (S, T, B)
-    x = torch.cat([t.train_x for t, _ in tasks])[gidx]  # (S, T, B, *input)
-    y = torch.cat([t.train_y for t, _ in tasks])[gidx]
-    if split:  # every image of every step and task in one call (Omniglot: one affine_grid / grid_sample)
-        u = _to_device(torch.stack(uniforms, 1), device).flatten(0, 2)  # (S*T*B, P)
-        x = augment.apply(x.flatten(0, 2), u).view_as(x)
-    qx = qy = None
-    if query:
-        qidx = _to_device(_shift(torch.stack(query_index), [len(t.test_y) for t, _ in tasks], dim=0), device)
-        qx = torch.cat([t.test_x for t, _ in tasks])[qidx]
-        qy = torch.cat([t.test_y for t, _ in tasks])[qidx]
-    return _Stream(x, y, qx, qy)
-
-
-def _draw_stream_per_task(tasks: Sequence[TaskDraw], draws: int, batch: int, query: bool) -> _Stream:
-    """Fallback for an augmentation the engine cannot batch: ``Task.sample`` itself."""
-    xs, ys, qxs, qys = [], [], [], []
-    for task, gen in tasks:
-        samples = [task.sample(batch, gen) for _ in range(draws)]
-        xs.append(torch.stack([s[0] for s in samples]))
-        ys.append(torch.stack([s[1] for s in samples]))
-        if query:
-            qx, qy = task.sample_test(batch, gen)
-            qxs.append(qx)
-            qys.append(qy)
-    return _Stream(torch.stack(xs, 1), torch.stack(ys, 1),
-                   torch.stack(qxs) if query else None, torch.stack(qys) if query else None)
-
-
 def _has_endpoint_contributions(learner: MetaLearner) -> bool:
     return type(learner).endpoint_contributions is not MetaLearner.endpoint_contributions
-
-
-def _shift(index: Tensor, sizes: list[int], dim: int) -> Tensor:
-    """Task j's indices (along ``dim``) plus the rows of tasks 0..j-1: indices into the
-    concatenation of the tasks' sets."""
-    starts = torch.tensor([0, *sizes[:-1]], device=index.device).cumsum(0)
-    return index + starts.view(-1, *([1] * (index.dim() - dim - 1)))
-
-
-def _to_device(t: Tensor, device: torch.device) -> Tensor:
-    """One host-to-device copy that does not wait for the device (pinned source)."""
-    if t.device == device:
-        return t
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 # ---------------------------------------------------------------------- the engine
@@ -383,7 +250,7 @@ class BatchedEngine:
         buffers = self._stack_buffers(tasks, learner, starts)
         device = params[0].device
         final = learner.final_loss if learner is not None else None
-        stream = _draw_stream(tasks, steps + (final == "train"), batch, final == "query", device)
+        stream = draw_stream(tasks, steps + (final == "train"), batch, device)
         state = self.optimizer.init(params)
         is_leap = isinstance(learner, Leap)
         acc = [torch.zeros_like(p) for p in params] if is_leap else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any
 
 from leap.engine.rundir import check_out_dir
 from leap.experiments.methods import METHODS
-from leap.experiments.rl.options import EXTRA_KEYS as RL_EXTRA_KEYS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
 from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
 from leap.tasks.omniglot import BN_EVAL, PIPELINES
@@ -151,6 +151,17 @@ def _bool(text: str) -> bool:
 
 
 B = " (default: the benchmark's)"
+FEWSHOT_BENCHMARKS = ("builtin", "omniglot")
+TRAINED_BY_FIT = (*FEWSHOT_BENCHMARKS, *RL_BENCHMARKS)  # Multi-CV sets these itself (appendix E)
+
+
+def option(p: Any, *flags: str, applies_to: Sequence[str] | None = None, **kwargs: Any) -> argparse.Action:
+    """``p.add_argument(*flags, **kwargs)`` with the benchmarks the option applies to
+    (None: all). An option is declared once, here: its type, default, help and scope;
+    ``check_options_apply`` refuses it for any other benchmark."""
+    action = p.add_argument(*flags, **kwargs)
+    action.applies_to = None if applies_to is None else tuple(applies_to)  # type: ignore[attr-defined]
+    return action
 
 
 def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
@@ -162,102 +173,90 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
         p.add_argument("--seed", type=int, default=0, help="seed of everything random in the run")
     p.add_argument("--meta-steps", type=int, help="meta-training steps" + B)
     p.add_argument("--meta-batch", type=int, help="tasks per meta-step" + B)
-    p.add_argument("--task-steps", type=int, help="inner steps per task in meta-training" + B)
+    option(p, "--task-steps", applies_to=TRAINED_BY_FIT, type=int, help="inner steps per task in meta-training" + B)
     p.add_argument("--task-batch", type=int, help="samples per inner step" + B)
     p.add_argument("--inner-lr", type=float, help="inner (task) learning rate" + B)
-    p.add_argument("--inner-optimizer", choices=["sgd", "adam", "rmsprop"],
-                   help="default: sgd (atari, minatar: rmsprop as in appendix F)")
+    option(p, "--inner-optimizer", applies_to=TRAINED_BY_FIT, choices=["sgd", "adam", "rmsprop"],
+           help="default: sgd (atari, minatar: rmsprop as in appendix F)")
     p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
-    p.add_argument("--meta-optimizer", default="sgd", choices=["sgd", "adam"],
-                   help="the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)")
-    p.add_argument("--maml-steps", type=int, help="MAML's differentiated inner steps in meta-training" + B)
+    option(p, "--meta-optimizer", applies_to=TRAINED_BY_FIT, default="sgd", choices=["sgd", "adam"],
+           help="the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)")
+    option(p, "--maml-steps", applies_to=FEWSHOT_BENCHMARKS, type=int,
+           help="MAML's differentiated inner steps in meta-training" + B)
     if per_run:
-        p.add_argument("--pretrain-tasks", type=int, help="number of pretraining task sources" + B)
-    p.add_argument("--eval-steps", type=int, help="training steps on each held-out task" + B)
+        option(p, "--pretrain-tasks", applies_to=TRAINED_BY_FIT, type=int,
+               help="number of pretraining task sources" + B)
+    option(p, "--eval-steps", applies_to=TRAINED_BY_FIT, type=int, help="training steps on each held-out task" + B)
     p.add_argument("--eval-batch", type=int, help="samples per step on held-out tasks" + B)
     p.add_argument("--eval-lr", type=float, help="learning rate on held-out tasks" + B)
-    p.add_argument("--val-every", type=int, help="validate every M meta-steps (0: never)" + B)
+    option(p, "--val-every", applies_to=FEWSHOT_BENCHMARKS, type=int, help="validate every M meta-steps (0: never)" + B)
     p.add_argument("--metric", choices=["length", "energy"],
                    help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
-    p.add_argument("--loss-in-manifold", type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
-    p.add_argument("--stabilizer", type=_bool, default=True, help="Leap: use the stabilizer μ")
-    p.add_argument("--pipeline", choices=OMNIGLOT_CHOICES["pipeline"],
-                   help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
-                        "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
-                        "inverted, bilinear, scales 1")
-    p.add_argument("--bn-eval", choices=OMNIGLOT_CHOICES["bn_eval"],
-                   help="omniglot: classify test images with batch norm's running statistics of the task's "
-                        "training (default, non-transductive) or with the test batch's own (transductive)")
+    option(p, "--loss-in-manifold", applies_to=TRAINED_BY_FIT, type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
+    option(p, "--stabilizer", applies_to=TRAINED_BY_FIT, type=_bool, default=True, help="Leap: use the stabilizer μ")
+    option(p, "--pipeline", applies_to=("omniglot",), choices=OMNIGLOT_CHOICES["pipeline"],
+           help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
+                "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
+                "inverted, bilinear, scales 1")
+    option(p, "--bn-eval", applies_to=("omniglot",), choices=OMNIGLOT_CHOICES["bn_eval"],
+           help="omniglot: classify test images with batch norm's running statistics of the task's "
+                "training (default, non-transductive) or with the test batch's own (transductive)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--data-dir", help="dataset directory (benchmarks that read data)")
+    option(p, "--data-dir", applies_to=("omniglot", "multicv"), help="dataset directory (benchmarks that read data)")
     add_engine_options(p)
-    p.add_argument("--max-tasks-per-chunk", type=int,
-                   help="batched engine: most tasks trained at once (default: the whole meta-batch, halved on "
-                        "CUDA out-of-memory)")
-    p.add_argument("--download", action="store_true",
-                   help="omniglot: fetch the official archives into --data-dir if they are missing")
+    option(p, "--max-tasks-per-chunk", applies_to=FEWSHOT_BENCHMARKS, type=int,
+           help="batched engine: most tasks trained at once (default: the whole meta-batch, halved on "
+                "CUDA out-of-memory)")
+    option(p, "--download", applies_to=("omniglot",), action="store_true",
+           help="omniglot: fetch the official archives into --data-dir if they are missing")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every M meta-steps (0: only at the end)")
-    p.add_argument("--max-failed-steps", type=int, default=10,
-                   help="stop after R consecutive meta-steps in which every task was non-finite")
+    option(p, "--resume", applies_to=TRAINED_BY_FIT, action="store_true",
+           help="continue from the newest complete checkpoint in --out")
+    option(p, "--checkpoint-every", applies_to=TRAINED_BY_FIT, type=int, default=0,
+           help="checkpoint every M meta-steps (0: only at the end)")
+    option(p, "--max-failed-steps", applies_to=TRAINED_BY_FIT, type=int, default=10,
+           help="stop after R consecutive meta-steps in which every task was non-finite")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_rl_options(p)
 
 
 def add_engine_options(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """--engine and --compile (leap.engine.batched); ``default`` None keeps a run's own."""
-    p.add_argument("--engine", default=default, choices=["auto", "batched", "sequential"],
-                   help="train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
-                        "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially")
-    p.add_argument("--compile", type=_bool, default=None,
-                   help="batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)")
+    option(p, "--engine", applies_to=FEWSHOT_BENCHMARKS, default=default, choices=["auto", "batched", "sequential"],
+           help="train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
+                "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially")
+    option(p, "--compile", applies_to=FEWSHOT_BENCHMARKS, type=_bool, default=None,
+           help="batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)")
 
 
 def add_dist_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                   help="under torchrun: how long a rank waits for the others at a collective before failing "
-                        f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
+    option(p, "--dist-timeout", applies_to=FEWSHOT_BENCHMARKS, type=float, default=distributed.DEFAULT_TIMEOUT_S,
+           metavar="SECONDS",
+           help="under torchrun: how long a rank waits for the others at a collective before failing "
+                f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
 
 
-#: Which benchmarks an option applies to (options not listed apply to all). An option
-#: given for a benchmark it does not apply to is refused (:func:`check_options_apply`)
-#: instead of being silently ignored.
-FEWSHOT_BENCHMARKS = ("builtin", "omniglot")
-_TRAINED_BY_FIT = (*FEWSHOT_BENCHMARKS, *RL_BENCHMARKS)  # Multi-CV sets these itself (appendix E)
-OPTION_SCOPE: dict[str, tuple[str, ...]] = {
-    **{name: _TRAINED_BY_FIT for name in (
-        "task_steps", "inner_optimizer", "meta_optimizer", "pretrain_tasks", "eval_steps", "loss_in_manifold",
-        "stabilizer", "resume", "checkpoint_every", "max_failed_steps")},
-    **{name: FEWSHOT_BENCHMARKS for name in (
-        "maml_steps", "val_every", "engine", "compile", "max_tasks_per_chunk", "dist_timeout")},
-    "pipeline": ("omniglot",), "bn_eval": ("omniglot",), "download": ("omniglot",),
-    "data_dir": ("omniglot", "multicv"),
-    **{name: RL_BENCHMARKS for name in RL_EXTRA_KEYS},
-}
-
-
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The ``dest`` of every option that appears in ``argv`` (the parser must not accept
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[tuple[str, argparse.Action]]:
+    """(flag, action) of every option that appears in ``argv`` (the parser must not accept
     abbreviations, so each option is spelled out)."""
-    given = set()
+    given = []
     for token in argv:
         if token == "--":
             break
-        action = parser._option_string_actions.get(token.split("=", 1)[0])
+        flag = token.split("=", 1)[0]
+        action = parser._option_string_actions.get(flag)
         if action is not None:
-            given.add(action.dest)
+            given.append((flag, action))
     return given
 
 
-def check_options_apply(parser: argparse.ArgumentParser, argv: list[str], benchmark: str,
-                        scope: dict[str, tuple[str, ...]] | None = None) -> None:
-    """Refuse an option given for a benchmark it does not apply to, naming the option."""
-    scope = {**OPTION_SCOPE, **(scope or {})}
-    for dest in sorted(given_options(parser, argv)):
-        if dest in scope and benchmark not in scope[dest]:
-            flag = "--" + dest.replace("_", "-")
-            raise UsageError(f"{flag} does not apply to --benchmark {benchmark} (only to {', '.join(scope[dest])})")
+def check_options_apply(parser: argparse.ArgumentParser, argv: list[str], benchmark: str) -> None:
+    """Refuse an option given for a benchmark it does not apply to (its ``applies_to``,
+    declared with the option by :func:`option`), naming the option."""
+    for flag, action in given_options(parser, argv):
+        scope = getattr(action, "applies_to", None)
+        if scope is not None and benchmark not in scope:
+            raise UsageError(f"{flag} does not apply to --benchmark {benchmark} (only to {', '.join(scope)})")
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:

@@ -13,9 +13,9 @@ from leap.util.errors import CorruptFileError, UsageError
 
 
 # ---------------------------------------------------------------------- command line
-def add_multicv_options(p: argparse.ArgumentParser) -> dict[str, tuple[str, ...]]:
-    """Options of ``leap train --benchmark multicv`` that the generic benchmarks lack.
-    Returns their scope (each applies to multicv only) for ``check_options_apply``."""
+def add_multicv_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``leap train --benchmark multicv`` that the generic benchmarks lack (each
+    applies to multicv only: ``check_options_apply``)."""
     g = p.add_argument_group("Multi-CV (--benchmark multicv)")
     g.add_argument("--held-out", help="the dataset to evaluate on, pretraining on the others (sweep: a "
                    "comma-separated list, default all)")
@@ -29,7 +29,8 @@ def add_multicv_options(p: argparse.ArgumentParser) -> dict[str, tuple[str, ...]
     g.add_argument("--meta-patience", type=int, help="meta-steps without improvement that stop pretraining (10)")
     g.add_argument("--check-every", type=int, help="task steps between validation checks (1)")
     g.add_argument("--cache-dir", help="where decoded datasets are cached")
-    return {action.dest: ("multicv",) for action in g._group_actions}
+    for action in g._group_actions:
+        action.applies_to = ("multicv",)  # type: ignore[attr-defined]
 
 
 def config_from_args(args: argparse.Namespace, held_out: str | None = None, method: str | None = None,

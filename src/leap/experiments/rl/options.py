@@ -77,6 +77,8 @@ def add_rl_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--action-set", choices=["minimal", "full"], help="game action sets (default: minimal)")
     g.add_argument("--sticky-action-prob", type=float,
                    help="sticky actions (default: the suite's own, ALE v5 0.25, MinAtar 0.1)")
+    for action in g._group_actions:  # each applies to the RL benchmarks only (check_options_apply)
+        action.applies_to = RL_BENCHMARKS  # type: ignore[attr-defined]
 
 
 def extra_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""leap jacobian: options and the command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
+from leap.experiments.analysis.jacobian.study import (
+    ProtocolMismatch,
+    SyntheticImages,
+    load_runs,
+    run_study,
+)
+from leap.util.devices import check_device
+from leap.util.errors import CorruptFileError, UsageError
+
+
+# ---------------------------------------------------------------------- command line
+def _lrs(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``leap jacobian``."""
+    p.add_argument("--out", required=True, help="output directory (jacobian.json, jacobian.md, jacobian.png)")
+    p.add_argument("--data-dir", help="Omniglot directory (default: $LEAP_OMNIGLOT_DIR)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random pixels and labels instead of Omniglot (smoke tests; labelled as such)")
+    p.add_argument("--steps", type=int, default=20, help="SGD steps K")
+    p.add_argument("--every", type=int, default=5, help="report ρ at step 1 and every M steps")
+    p.add_argument("--lrs", type=_lrs, default=[0.01, 0.1, 0.5], help="comma-separated learning rates")
+    p.add_argument("--tasks", type=int, default=5, help="tasks (first N alphabets of --split)")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--batch", type=int, default=20, help="minibatch size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--filters", type=int, default=64, help="ConvNet filters (64 is the paper's model)")
+    p.add_argument("--chunk", type=int, default=32, help="Jacobian columns per vmapped product (memory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="discard a study with another protocol in --out")
+
+
+def cmd_jacobian(args: argparse.Namespace) -> int:
+    from leap.tasks import make_benchmark
+
+    protocol = JacobianProtocol(
+        data="synthetic" if args.synthetic else "omniglot", steps=args.steps, every=args.every, lrs=args.lrs,
+        tasks=args.tasks, split=args.split, batch=args.batch, seed=args.seed, filters=args.filters,
+    )
+    try:
+        protocol.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    if args.chunk < 1:
+        raise UsageError(f"--chunk must be >= 1, got {args.chunk}")
+    if args.synthetic and args.data_dir:
+        raise UsageError("--synthetic and --data-dir exclude each other")
+    check_device(args.device)
+    out = Path(args.out)
+    if args.overwrite and (out / "jacobian.json").exists():
+        (out / "jacobian.json").unlink()
+    try:
+        load_runs(out, protocol)
+    except ProtocolMismatch as err:
+        raise UsageError(f"{err}; use --overwrite to replace it") from err
+    if args.synthetic:
+        benchmark: Any = SyntheticImages()
+    else:
+        try:
+            # The study's figures (docs/analysis.md) were measured on the smooth pipeline's images.
+            benchmark = make_benchmark("omniglot", data_dir=args.data_dir, device="cpu", pipeline="smooth")
+        except (FileNotFoundError, CorruptFileError, ValueError) as err:
+            raise UsageError(str(err)) from err
+    if protocol.tasks > benchmark.num_sources(protocol.split):
+        raise UsageError(f"--tasks {protocol.tasks}: split {protocol.split!r} has "
+                         f"{benchmark.num_sources(protocol.split)} tasks")
+    result = run_study(benchmark, protocol, out, args.device, args.chunk,
+                       log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
+    print((out / "jacobian.md").read_text(), end="")
+    print(f"wrote {out / 'jacobian.json'}, {out / 'jacobian.md'} and {out / 'jacobian.png'} "
+          f"({sum(r['seconds'] for r in result['runs']):.0f} s of compute)")
+    return 0
