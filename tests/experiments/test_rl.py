@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -227,6 +229,37 @@ def test_resumed_rl_run_equals_an_uninterrupted_one(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
+
+
+@needs_minatar
+def test_sigterm_stops_rl_meta_training_after_the_step_and_resume_gives_the_same_init(tmp_path, monkeypatch):
+    # RL runs in the one loop: a real SIGTERM during meta-step 2 stops after that step with a
+    # checkpoint (exit status 128 + 15), and --resume finishes the run bit for bit.
+    from leap.engine.loop import fit
+    from leap.experiments.rl.meta import RLMetaTrainer
+    from leap.util.errors import RunStopped
+
+    cfg = RunConfig(benchmark="minatar", meta_steps=3, meta_batch=1, task_steps=80, task_batch=8).resolved()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fit(RLMetaTrainer(cfg), tmp_path / "a", log=lambda _: None)
+    original = RLMetaTrainer.step
+
+    def terminated_during_the_second(self):
+        if self.step_count == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+
+    monkeypatch.setattr(RLMetaTrainer, "step", terminated_during_the_second)
+    with pytest.raises(RunStopped, match="interrupted at meta-step 2") as stopped:
+        fit(RLMetaTrainer(cfg), tmp_path / "b", log=lambda _: None)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    monkeypatch.setattr(RLMetaTrainer, "step", original)
+    fit(RLMetaTrainer(cfg), tmp_path / "b", resume=True, log=lambda _: None)
+    a, b = load_file(tmp_path / "a" / "init.safetensors"), load_file(tmp_path / "b" / "init.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
 
 
 @needs_minatar
