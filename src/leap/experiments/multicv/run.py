@@ -142,7 +142,17 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     fit(trainer, out, resume=resume and not overwrite, checkpoint_every=1, on_step=log_step,
         log=lambda msg: log(f"{out}: {msg}"))
 
-    method = trainer.method
+    result = {**evaluate_held_out(trainer, bench), "total_seconds": time.perf_counter() - start}
+    atomic_write_json(result_path, result)
+    log(f"{cfg.held_out}/{cfg.method}: test error {100 * result['test_error']:.1f}%, "
+        f"train error {100 * result['train_error']:.1f}%, AUC {100 * result['auc']:.1f} ({result['eval_steps']} steps)")
+    return result
+
+
+def evaluate_held_out(trainer: MultiCVTrainer, bench: MultiCV) -> dict[str, Any]:
+    """Table 1's columns for the held-out dataset, trained from what pretraining produced:
+    test and training error, the AUC and the training curve, and how the run went."""
+    cfg, method = trainer.cfg, trainer.method
     data = bench.get(cfg.held_out)
     t0 = time.perf_counter()
     run, view = method.evaluate(data, derived_generator(cfg.seed, "multicv-eval", cfg.held_out))
@@ -151,19 +161,14 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     eval_seconds = time.perf_counter() - t0
     curve = run.train_errors
     notes = sorted({note for name in [cfg.held_out, *bench.pool(cfg.held_out)] for note in bench.get(name).notes})
-    result = {
+    return {
         "held_out": cfg.held_out, "method": cfg.method, "pool": bench.pool(cfg.held_out),
         "test_error": test_error, "train_error": train_error, "auc": float(curve.mean()),
         "best_val_error": run.best_val_error, "eval_steps": run.steps, "eval_max_steps": run.max_steps,
         "eval_stopped_early": run.stopped_early, "meta_steps": trainer.step_count,
         "meta_stopped_early": trainer.stopped_early, "pretrain_seconds": trainer.pretrain_seconds,
-        "eval_seconds": eval_seconds, "sizes": data.sizes(), "notes": notes,
-        "curve": _downsample(curve, 200), "total_seconds": time.perf_counter() - start,
+        "eval_seconds": eval_seconds, "sizes": data.sizes(), "notes": notes, "curve": _downsample(curve, 200),
     }
-    atomic_write_json(result_path, result)
-    log(f"{cfg.held_out}/{cfg.method}: test error {100 * test_error:.1f}%, train error {100 * train_error:.1f}%, "
-        f"AUC {100 * result['auc']:.1f} ({run.steps} steps)")
-    return result
 
 
 def _downsample(curve: Tensor, points: int) -> list[float]:
