@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     FEWSHOT_BENCHMARKS,
-    RunConfig,
     add_dist_options,
     add_engine_options,
     add_run_options,
     check_options_apply,
     option,
+    read_run_config,
 )
 from leap.experiments.config import config_from_args as run_config_from_args
 from leap.experiments.fewshot import commands as fewshot
@@ -50,17 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
-    config_path = (run if run.is_dir() else run.parent) / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path}: no config.json beside the initialization")
-    try:
-        cfg = RunConfig.from_dict(json.loads(config_path.read_text()))
-        overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed),
-                                       ("device", args.device), ("engine", args.engine),
-                                       ("compile", args.compile)) if v is not None}
-        cfg = RunConfig.from_dict({**cfg.to_dict(), **overrides}).resolved()
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"{config_path}: {err}") from err
+    overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed), ("device", args.device),
+                                   ("engine", args.engine), ("compile", args.compile)) if v is not None}
+    cfg = read_run_config(run, overrides)
     if cfg.benchmark in RL_BENCHMARKS:  # learned vs random encoder, curves of returns
         rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
                     seeds=None if args.seed is None else [args.seed])

@@ -43,8 +43,9 @@ class Trainer(Protocol):
     ``step()`` runs one meta-step (Algorithm 1, lines 2-13) and returns its metrics,
     which must include ``step``, ``train_loss``, ``valid_tasks`` and ``dropped_tasks``.
     ``stop_requests`` collects the signals this process received (``fit`` installs the
-    handlers); ``stop_signal`` is the one all ranks agreed on in the latest step (None: go
-    on). ``state_dict()`` must make a resumed run continue bit for bit.
+    handlers and, in a single process, stops on them); under torchrun ``stop_signal`` is
+    the one all ranks agreed on in the latest step (None: go on). ``state_dict()`` must
+    make a resumed run continue bit for bit.
     """
 
     config: dict[str, Any]  # what the run is (JSON); every torchrun rank must hold the same
@@ -86,13 +87,20 @@ class HookTrainerState:
     """``state_dict``/``load_state_dict`` of a trainer that holds ``model``, ``learner``
     (a :class:`~leap.learners.MetaLearner` or None) and ``meta_opt`` (or None): the
     meta-step, the failure count, the model, θ0 with its accumulators, the meta-optimizer
-    and the global RNG states (loadable with ``torch.load(weights_only=True)``)."""
+    and the global RNG states (loadable with ``torch.load(weights_only=True)``); and
+    ``finished`` once ``meta_steps`` are done (or when it does not train)."""
 
     model: nn.Module
     learner: MetaLearner | None
     meta_opt: torch.optim.Optimizer | None
+    meta_steps: int
     step_count: int
     consecutive_failures: int
+    trains: bool
+
+    @property
+    def finished(self) -> bool:
+        return not self.trains or self.step_count >= self.meta_steps
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -286,6 +286,19 @@ def holds_run(out: Path, cfg: RunConfig) -> bool:
         return False
 
 
+def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The config of the run in ``run`` (a run directory or a file in it), from its
+    config.json with ``overrides`` applied and resolved; a missing or unreadable file is a
+    :class:`~leap.util.errors.UsageError` naming it."""
+    config_path = (run if run.is_dir() else run.parent) / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{config_path}: no config.json beside the initialization")
+    try:
+        return RunConfig.from_dict({**json.loads(config_path.read_text()), **overrides}).resolved()
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{config_path}: {err}") from err
+
+
 def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg``."""
     check_out_dir(out, partial(holds_run, cfg=cfg), overwrite)

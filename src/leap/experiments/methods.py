@@ -75,11 +75,3 @@ METHODS: dict[str, Method] = {
         Method("none", "No pretraining", 0.0, meta_trains=False, batched=False),
     )
 }
-
-
-def method(name: str) -> Method:
-    """The method called ``name``; ``ValueError`` naming the choices otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose from {list(METHODS)}") from None

@@ -79,7 +79,7 @@ class MetaTrainer(HookTrainerState):
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
         self.consecutive_failures = 0  # meta-steps in a row in which every task failed
-        if distributed.world_size() > 1 and self.learner is None and self.trains:
+        if distributed.world_size() > 1 and self.method.carries_model:
             raise ValueError(f"method {cfg.method!r} carries one model from task to task and cannot be split "
                              "over processes; run it in a single process")
         # Signals this process received (fit's handlers append), and the one the ranks agreed
@@ -146,8 +146,6 @@ class MetaTrainer(HookTrainerState):
         if distributed.active():
             agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
             self.stop_signal = agreed[0] if agreed else None
-        else:
-            self.stop_signal = self.stop_requests[0] if self.stop_requests else None
         loss = _finite_mean(list(table[:, 0]))
         error = _finite_mean(list(table[:, 1]))
         return {
@@ -235,10 +233,6 @@ class MetaTrainer(HookTrainerState):
     @property
     def trains(self) -> bool:
         return self.method.meta_trains
-
-    @property
-    def finished(self) -> bool:
-        return not self.trains or self.step_count >= self.meta_steps
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -42,8 +42,8 @@ class MultiCVTrainer:
         self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
         self.step_count = 0
         self.consecutive_failures = 0
-        self.stop_requests: list[int] = []
-        self.stop_signal: int | None = None
+        self.stop_requests: list[int] = []  # fit's signal handlers append here
+        self.stop_signal: int | None = None  # for torchrun only; Multi-CV runs in one process
         self.best_val_error = math.inf  # the lowest mean validation error of a meta-batch so far
         self.bad_steps = 0  # meta-steps since it last improved
         self.stopped_early = False
@@ -70,7 +70,6 @@ class MultiCVTrainer:
             self.bad_steps += 1
         self.stopped_early = self.bad_steps >= self.cfg.meta_patience
         self.consecutive_failures = 0 if valid else self.consecutive_failures + 1
-        self.stop_signal = self.stop_requests[0] if self.stop_requests else None
         seconds = time.perf_counter() - start
         self.pretrain_seconds += seconds
         return {"step": self.step_count, "mean_val_error": mean_val,

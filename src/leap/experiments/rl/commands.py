@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from leap.engine.loop import fit
-from leap.experiments.config import RunConfig, check_run_dir
+from leap.experiments.config import RunConfig, check_run_dir, read_run_config
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
 from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
-from leap.experiments.rl.options import RLSetup
+from leap.experiments.rl.options import RL_BENCHMARKS, RLSetup
 from leap.experiments.rl.report import summary_table, write_rl_report
 from leap.util import distributed
 from leap.util.devices import check_device
@@ -117,16 +117,8 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- evaluation
 def load_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
-    config_path = (run if run.is_dir() else run.parent) / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path}: no config.json beside the initialization")
-    try:
-        values = json.loads(config_path.read_text())
-        cfg = RunConfig.from_dict({**values, **overrides}).resolved()
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"{config_path}: {err}") from err
-    from leap.experiments.rl.options import RL_BENCHMARKS
-
+    """An RL run's config (:func:`read_run_config`); another benchmark's run is refused."""
+    cfg = read_run_config(run, overrides)
     if cfg.benchmark not in RL_BENCHMARKS:
         raise UsageError(f"{run}: a {cfg.benchmark} run; leap rl-eval is for {' and '.join(RL_BENCHMARKS)} runs")
     return cfg

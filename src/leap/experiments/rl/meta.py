@@ -114,8 +114,8 @@ class RLMetaTrainer(HookTrainerState):
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
         self.step_count = 0
         self.consecutive_failures = 0
-        # fit() appends the signals it receives here and stops after the meta-step
-        # whose ``stop_signal`` is set (the RL trainer runs in one process).
+        # fit() appends the signals it receives here and stops after the meta-step in
+        # flight; ``stop_signal`` stays None (it is for torchrun, and RL runs in one process).
         self.stop_requests: list[int] = []
         self.stop_signal: int | None = None
         self.on_game: Callable[[int, str, AgentCurve], None] | None = None
@@ -123,10 +123,6 @@ class RLMetaTrainer(HookTrainerState):
     @property
     def trains(self) -> bool:
         return self.learner is not None
-
-    @property
-    def finished(self) -> bool:
-        return not self.trains or self.step_count >= self.meta_steps
 
     def validate(self) -> dict[str, float]:
         """No validation during RL meta-training: held-out games are ``leap rl-eval``'s."""
@@ -160,7 +156,6 @@ class RLMetaTrainer(HookTrainerState):
         self.meta_opt.zero_grad()
         self.step_count += 1
         self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
-        self.stop_signal = self.stop_requests[0] if self.stop_requests else None
         losses = torch.stack([c.losses.mean() for c in curves]).float()
         finite = losses[torch.isfinite(losses)]
         # The agents' returns late in training: mean over games of each game's last 10% of episodes.
