@@ -36,7 +36,7 @@ whole training split.
 
 from __future__ import annotations
 
-from leap.tasks.multicv.containers import Container
+from leap.tasks.containers import Container
 from leap.tasks.multicv.datasets import discover_datasets, load_dataset, resolve_data_dir
 from leap.tasks.multicv.formats import DECODERS, DatasetSource, decode_image, fit_gray, read_idx, recognize
 from leap.tasks.multicv.images import (

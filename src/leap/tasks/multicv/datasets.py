@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
-from leap.tasks.multicv.containers import Container, _hidden
+from leap.tasks.containers import Container, hidden
 from leap.tasks.multicv.formats import DatasetSource, _entry_stem, recognize
 from leap.tasks.multicv.images import CACHE_FORMAT, ENV_VAR, ImageSet
 
@@ -37,7 +37,7 @@ def discover_datasets(data_dir: str | os.PathLike | None,
     root = resolve_data_dir(data_dir)
     found: dict[str, DatasetSource] = {}
     for entry in sorted(root.iterdir()):
-        if _hidden(entry.name):
+        if hidden(entry.name):
             continue
         container = Container(entry)
         if container.kind == "file":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leap.tasks.multicv.containers import Container
+from leap.tasks.containers import Container
 from leap.tasks.multicv.images import IDX_IMAGES, IDX_LABELS, IMAGE_EXTENSIONS, IMAGE_SIZE, ImageSet
 from leap.util.errors import CorruptFileError
 

@@ -6,14 +6,13 @@ import hashlib
 import io
 import os
 import re
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from leap.tasks.cache import default_cache_dir, read_cache, write_cache
+from leap.tasks.containers import Container
 from leap.tasks.omniglot.constants import (
     CACHE_FORMAT,
     DRAWINGS,
@@ -50,23 +49,20 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
 # Listing of one part: alphabet -> character -> [(file name, member key)].
 Tree = dict[str, dict[str, list[tuple[str, str]]]]
 
 
 class _Source:
-    """One part (images_background or images_evaluation) as a zip or a folder."""
+    """One part (images_background or images_evaluation): a zip holding ``<part>/`` or
+    the extracted folder, read through :class:`leap.tasks.containers.Container`."""
 
     def __init__(self, part: str, path: Path) -> None:
         self.part = part
         self.path = path
-        self.is_zip = path.is_file()
-        self._zip: zipfile.ZipFile | None = None
-        self._stats: list[str] = []  # fingerprint lines of a folder's files
+        self.container = Container(path)
+        self.is_zip = self.container.kind == "zip"
+        self.prefix = f"{part}/" if self.is_zip else ""  # where the part's alphabets are
 
     @property
     def where(self) -> str:
@@ -74,73 +70,37 @@ class _Source:
         return f"{self.path} ({self.part}/ inside the archive)" if self.is_zip else str(self.path)
 
     def list(self) -> Tree:
-        tree = self._list_zip() if self.is_zip else self._list_dir()
+        """alphabet -> character -> drawings. Folders count even when empty (listed, or
+        implied by a deeper path), so :func:`_check_tree` can report them."""
+        tree: Tree = {}
+        for name in self.container.names(dirs=True):
+            inside = name[len(self.prefix):].rstrip("/")
+            if not name.startswith(self.prefix) or not inside:  # another part, or the part's own folder
+                continue
+            parts = inside.split("/")
+            is_dir = name.endswith("/")
+            folders = parts if is_dir else parts[:-1]
+            if folders:
+                chars = tree.setdefault(folders[0], {})
+                if len(folders) >= 2:
+                    files = chars.setdefault(folders[1], [])
+                    if not is_dir and len(parts) == 3 and parts[2].lower().endswith(".png"):
+                        files.append((parts[2], name))
         _check_tree(tree, self)
-        return tree
-
-    def _open_zip(self) -> zipfile.ZipFile:
-        if self._zip is None:
-            try:
-                self._zip = zipfile.ZipFile(self.path)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-                raise CorruptFileError(f"{self.path}: not a readable zip archive, truncated or corrupt ({err}); "
-                                       f"download {self.path.name} again") from err
-        return self._zip
-
-    def _list_zip(self) -> Tree:
-        tree: Tree = {}
-        for name in self._open_zip().namelist():
-            parts = name.rstrip("/").split("/")
-            if parts[0] != self.part or any(_hidden(p) for p in parts):
-                continue
-            # Directory entries register alphabets and characters, so empty ones are reported.
-            if len(parts) >= 2:
-                chars = tree.setdefault(parts[1], {})
-                if len(parts) >= 3:
-                    files = chars.setdefault(parts[2], [])
-                    if len(parts) == 4 and not name.endswith("/") and parts[3].lower().endswith(".png"):
-                        files.append((parts[3], name))
-        return tree
-
-    def _list_dir(self) -> Tree:
-        tree: Tree = {}
-        for alphabet in os.scandir(self.path):
-            if _hidden(alphabet.name) or not alphabet.is_dir():
-                continue
-            chars = tree.setdefault(alphabet.name, {})
-            for char in os.scandir(alphabet.path):
-                if _hidden(char.name) or not char.is_dir():
-                    continue
-                files = chars.setdefault(char.name, [])
-                for f in os.scandir(char.path):
-                    if _hidden(f.name) or not f.name.lower().endswith(".png") or not f.is_file():
-                        continue
-                    st = f.stat()
-                    files.append((f.name, f.path))
-                    rel = f"{alphabet.name}/{char.name}/{f.name}"
-                    self._stats.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}")
         return tree
 
     def fingerprint(self) -> list[str]:
         """Names, sizes and mtimes of what was read (call after :meth:`list`)."""
-        if self.is_zip:
-            st = self.path.stat()
-            return [f"{self.part}\tzip\t{self.path.name}\t{st.st_size}\t{st.st_mtime_ns}"]
-        return [f"{self.part}\tdir", *sorted(f"{self.part}/{line}" for line in self._stats)]
+        return [self.part, *self.container.fingerprint()]
 
     def read(self, key: str) -> bytes:
-        try:
-            if self.is_zip:
-                return self._open_zip().read(key)
-            return Path(key).read_bytes()
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
-            where = f"{self.path}:{key}" if self.is_zip else key
-            raise CorruptFileError(f"{where}: cannot be read ({err})") from err
+        return self.container.read(key)
+
+    def label(self, key: str) -> str:
+        return self.container.where(key)
 
     def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-            self._zip = None
+        self.container.close()
 
 
 def _check_tree(tree: Tree, source: _Source) -> None:
@@ -268,8 +228,7 @@ def decode_sources(sources: list[_Source], trees: list[Tree], pipeline: str = "r
                 character_names.append(f"{source.part}/{alphabet}/{char}")
                 character_alphabet.append(a)
                 for _name, key in sorted(tree[alphabet][char], key=lambda item: _natural_key(item[0])):
-                    label = f"{source.path}:{key}" if source.is_zip else key
-                    images.append(_decode_png(source.read(key), label, pipeline))
+                    images.append(_decode_png(source.read(key), source.label(key), pipeline))
                     image_character.append(c)
     data = OmniglotData(
         images=np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),

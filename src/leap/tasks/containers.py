@@ -1,4 +1,9 @@
-"""Files of a dataset: a folder, a zip or a tar archive, read alike (Container)."""
+"""Files of a dataset: a folder, a zip or a tar archive, read alike (:class:`Container`).
+
+The one reader of dataset files for every task family (Omniglot's two parts, Multi-CV's
+datasets): listing without hidden entries, reading with one error for anything damaged,
+and a fingerprint of what was read for the decode caches.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class Container:
         self._zip: zipfile.ZipFile | None = None
         self._tar: dict[str, bytes] | None = None
         self._names: list[str] | None = None
+        self._dirs: list[str] = []
         self._stats: list[str] = []
 
     @property
@@ -33,16 +39,19 @@ class Container:
             return "tar"
         return "file"
 
-    def names(self) -> list[str]:
-        """Every file in the container (sorted), hidden entries and ``__MACOSX`` excluded."""
+    def names(self, dirs: bool = False) -> list[str]:
+        """Every file in the container (sorted), hidden entries and ``__MACOSX`` excluded;
+        with ``dirs`` also its folders, as ``"a/b/"`` (a zip lists those it records), so
+        that a caller can report an empty one."""
         if self._names is None:
             kind = self.kind
             if kind == "dir":
                 names = []
-                for root, dirs, files in os.walk(self.path):
-                    dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                for root, subdirs, files in os.walk(self.path):
+                    subdirs[:] = sorted(d for d in subdirs if not hidden(d))
+                    self._dirs.extend((Path(root) / d).relative_to(self.path).as_posix() + "/" for d in subdirs)
                     for f in files:
-                        if _hidden(f):
+                        if hidden(f):
                             continue
                         full = Path(root) / f
                         rel = full.relative_to(self.path).as_posix()
@@ -50,14 +59,15 @@ class Container:
                         names.append(rel)
                         self._stats.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}")
             elif kind == "zip":
-                names = [n for n in self._open_zip().namelist()
-                         if not n.endswith("/") and not any(_hidden(p) for p in n.split("/"))]
+                visible = [n for n in self._open_zip().namelist() if not any(hidden(p) for p in n.split("/"))]
+                names = [n for n in visible if not n.endswith("/")]
+                self._dirs = [n for n in visible if n.endswith("/")]
             elif kind == "tar":
-                names = sorted(n for n in self._read_tar() if not any(_hidden(p) for p in n.split("/")))
+                names = sorted(n for n in self._read_tar() if not any(hidden(p) for p in n.split("/")))
             else:
                 names = []
             self._names = sorted(names)
-        return self._names
+        return sorted([*self._names, *self._dirs]) if dirs else self._names
 
     def fingerprint(self) -> list[str]:
         """Names, sizes and mtimes of what is read (an archive counts as one file)."""
@@ -116,5 +126,6 @@ class Container:
         self._tar = None
 
 
-def _hidden(name: str) -> bool:
+def hidden(name: str) -> bool:
+    """Entries every listing skips: dot files and macOS's ``__MACOSX`` folders."""
     return name.startswith(".") or name == "__MACOSX"
