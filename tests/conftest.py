@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -6,3 +8,16 @@ import torch
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _decode_cache_in_a_temporary_directory(tmp_path_factory):
+    """Decoded datasets are cached under the session's temporary directory, never in the
+    user's cache (each synthetic data directory would leave a file there), unless
+    LEAP_CACHE_DIR names a cache to use."""
+    if os.environ.get("LEAP_CACHE_DIR"):
+        yield
+        return
+    os.environ["LEAP_CACHE_DIR"] = str(tmp_path_factory.mktemp("leap-cache"))
+    yield
+    del os.environ["LEAP_CACHE_DIR"]

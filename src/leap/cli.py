@@ -8,6 +8,7 @@ of :mod:`leap.util.errors` into exit codes: bad input exits 2 with one line on s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import sys
 from pathlib import Path
@@ -17,11 +18,10 @@ from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     FEWSHOT_BENCHMARKS,
+    RUN_FIELDS,
     add_dist_options,
     add_engine_options,
     add_run_options,
-    check_options_apply,
-    option,
     read_run_config,
 )
 from leap.experiments.config import config_from_args as run_config_from_args
@@ -32,7 +32,8 @@ from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_
 from leap.experiments.rl.options import RL_BENCHMARKS
 from leap.experiments.rl.report import RESULT_FILE, write_rl_report
 from leap.util import distributed
-from leap.util.errors import RunStopped, UsageError
+from leap.util.errors import RunStopped, UsageError, debugging, environment_error
+from leap.util.options import Option, check_options_apply, check_parsed
 
 #: Commands that run under torchrun (every rank runs them; the others are single-process).
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -125,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="train held-out tasks from a learned initialization")
     p.add_argument("run", help="run directory (or its init.safetensors)")
     p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--eval-steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device")
-    add_engine_options(p, default=None)
+    for name in ("eval_steps", "seed", "device"):  # default None: the run's own
+        dataclasses.replace(RUN_FIELDS[name], default=None, applies_to=None, help=RUN_FIELDS[name].help
+                            .replace(" (default: the benchmark's)", "") + " (default: the run's)").add_to(p)
+    add_engine_options(p)
     add_dist_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -138,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
     add_run_options(p, per_run=False)
     multicv.add_multicv_options(p)
-    option(p, "--pretrain-tasks", applies_to=FEWSHOT_BENCHMARKS, default="1,3,5,10,15,20,25",
-           help="comma-separated counts (Table 2's rows)")
+    Option("pretrain_tasks", "comma-separated counts (Table 2's rows)", default="1,3,5,10,15,20,25",
+           applies_to=FEWSHOT_BENCHMARKS).add_to(p)
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")
     p.set_defaults(func=cmd_sweep)
 
@@ -178,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
             raise UsageError(f"{args.command} runs in a single process; under torchrun use "
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
+        command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
+        check_parsed(command, argv[1:], args)  # each value within its declared range
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.
-            command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
             check_options_apply(command, argv[1:], args.benchmark)
         code = args.func(args)
         # Leave together: a rank that tears its process group down while a peer is still
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         distributed.barrier()
         return code
     except UsageError as err:
+        if debugging():
+            raise
         print(f"{distributed.prefix()}leap: error: {err}", file=sys.stderr)
         return 2
     except RunStopped as err:
@@ -199,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("leap: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError, RuntimeError) as err:
+        known = environment_error(err)  # a full disk, a read-only file system, memory, a wrong path
+        if known is None or debugging():
+            raise
+        print(f"{distributed.prefix()}leap: error: {known[1]}", file=sys.stderr)
+        return known[0]
     finally:
         distributed.shutdown()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +13,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from leap.cli import main
+from leap.engine import rundir
 from leap.engine.loop import fit
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.tasks.builtin import BuiltinBenchmark
 from leap.util.errors import CorruptFileError, RunStopped
-from leap.util.files import list_checkpoints, load_checkpoint, load_latest_checkpoint
+from leap.util.files import (
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_figure,
+    save_init,
+)
 
 RUN = ["train", "--method", "leap", "--meta-steps", "12", "--meta-batch", "3", "--task-steps", "20",
        "--checkpoint-every", "2", "--no-progress"]
@@ -189,3 +200,170 @@ def test_checkpoint_carries_the_metrics_so_a_lost_metrics_file_is_restored(tmp_p
     (out / "metrics.jsonl").unlink()
     subprocess.run(leap_cmd(*RUN, "--out", str(out), "--resume"), check=True, timeout=300)
     assert_same_run(out, reference)
+
+
+def test_a_figure_whose_rendering_fails_leaves_the_previous_file_and_no_temporary_one(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"the previous figure")
+    fig = plt.figure()
+
+    def killed_midway(target, **kwargs):
+        target.write(b"\x89PNG half an image")
+        raise KeyboardInterrupt  # as a ^C during rendering
+
+    fig.savefig = killed_midway
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, path)
+    plt.close(fig)
+    assert path.read_bytes() == b"the previous figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+    save_figure(plt.figure(), path)  # and a figure that renders replaces it whole
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _DivergingTrainer:
+    """A Trainer whose θ0 is NaN after its one meta-step (a meta learning rate far too high)."""
+
+    meta_steps, meta_batch, trains = 1, 1, True
+
+    def __init__(self) -> None:
+        self.step_count, self.consecutive_failures, self.stop_requests, self.stop_signal = 0, 0, [], None
+        self.config = {"what": "diverging"}
+
+    @property
+    def finished(self) -> bool:
+        return self.step_count >= self.meta_steps
+
+    def step(self) -> dict:
+        self.step_count += 1
+        return {"step": self.step_count, "valid_tasks": 1, "dropped_tasks": 0}
+
+    def validate(self) -> dict:
+        return {}
+
+    def init_state(self) -> dict:
+        return {"weight": torch.tensor([1.0, float("nan")])}
+
+    def state_dict(self) -> dict:
+        return {"step": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = state["step"]
+
+
+def test_a_non_finite_theta0_is_never_saved(tmp_path):
+    with pytest.raises(RunStopped, match="θ0 is not finite after meta-step 1") as stopped:
+        fit(_DivergingTrainer(), tmp_path, log=lambda m: None)
+    assert stopped.value.exit_code == 1
+    assert not (tmp_path / "init.safetensors").exists()
+    with pytest.raises(ValueError, match="non-finite initialization"):
+        save_init(tmp_path / "init.safetensors", {"w": torch.tensor([float("inf")])})
+    assert not (tmp_path / "init.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda s: s.pop(next(iter(s))), "does not fit the model: missing"),
+        (lambda s: s.update(extra=torch.zeros(1)), "unexpected ['extra']"),
+        (lambda s: s.update({k: torch.zeros(3, 3) for k in [next(iter(s))]}), "the model's is torch.float32"),
+        (lambda s: s.update({k: s[k].double() for k in [next(iter(s))]}), "is torch.float64"),
+        (lambda s: s[next(iter(s))].view(-1).__setitem__(0, float("nan")), "non-finite values in"),
+    ],
+    ids=["missing key", "unexpected key", "wrong shape", "wrong dtype", "NaN"],
+)
+def test_evaluate_refuses_an_init_that_does_not_fit_the_model_with_one_line(tmp_path, reference, capsys, damage,
+                                                                             message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes((reference / "config.json").read_bytes())
+    state = load_file(str(reference / "init.safetensors"))
+    damage(state)
+    save_file(state, str(run / "init.safetensors"))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"leap: error: {run / 'init.safetensors'}: ") and message in err and "\n" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "init.safetensors"]  # nothing written
+
+
+def copy_run(reference: Path, out: Path) -> Path:
+    shutil.copytree(reference, out)
+    return out
+
+
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def rewrite_newest(path: Path, change) -> None:
+    state = load_checkpoint(path)
+    change(state)
+    save_checkpoint(path.parent, int(path.stem.split("-")[1]), state, keep=99)
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (flip_a_bit, "checksum mismatch"),
+        (lambda p: rewrite_newest(p, lambda s: s["model"].update({k: torch.zeros(3) for k in list(s["model"])[:1]})),
+         "this run's is torch.float32"),
+        (lambda p: rewrite_newest(p, lambda s: s.update(step=12, metrics=s["metrics"][:5])), "do not cover"),
+        (lambda p: rewrite_newest(p, lambda s: s.pop("learner")), "missing learner"),
+    ],
+    ids=["flipped bit", "wrong shape", "metrics cut", "learner state gone"],
+)
+def test_a_damaged_or_foreign_checkpoint_is_skipped_and_the_previous_one_resumes_the_same_run(
+    tmp_path, reference, damage, reason
+):
+    out = copy_run(reference, tmp_path / "run")
+    (out / "init.safetensors").unlink()
+    newest = list_checkpoints(out / "checkpoints")[-1][1]
+    damage(newest)
+    proc = subprocess.run(leap_cmd(*RUN, "--out", str(out), "--resume"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "falling back" in proc.stderr and reason in proc.stderr, proc.stderr
+    assert "resuming from" in proc.stderr and "(meta-step 10)" in proc.stderr
+    assert_same_run(out, reference)
+
+
+def test_a_checkpoint_of_another_configuration_is_refused_not_resumed(tmp_path, reference, capsys):
+    out = copy_run(reference, tmp_path / "run")
+    for _, path in list_checkpoints(out / "checkpoints"):
+        rewrite_newest(path, lambda s: s["config"].update(seed=5))
+    assert main([*RUN, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was written by another configuration (it differs in seed)" in err
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    rundir.lock(out)  # as a run in progress in this process would
+    try:
+        proc = subprocess.run(leap_cmd(*RUN, "--out", str(out)), capture_output=True, text=True, timeout=120)
+    finally:
+        rundir.release(out)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"leap: error: {out} is being written by another leap process (pid {os.getpid()}); "
+                                   "wait for it to finish or use another --out")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_overwrite_removes_the_old_runs_outputs_and_resume_overwrite_starts_afresh(tmp_path, reference, capsys):
+    out = copy_run(reference, tmp_path / "run")
+    (out / "eval-test.json").write_text("{}")  # the old run's evaluation
+    (out / "checkpoints" / ".checkpoint-00000014.pt.x1.tmp").write_bytes(b"a killed write")
+    short = ["train", "--method", "reptile", "--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3",
+             "--no-progress", "--out", str(out)]
+    assert main([*short, "--resume", "--overwrite"]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert not (out / "eval-test.json").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000002.pt"]
+    assert steps_in(out) == [1, 2] and json.loads((out / "config.json").read_text())["method"] == "reptile"

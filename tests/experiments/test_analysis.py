@@ -130,7 +130,7 @@ def test_jacobian_command_on_synthetic_data_resumes_and_reports(tmp_path, capsys
     capsys.readouterr()
     # Another batch size measures something else: refused, nothing overwritten.
     assert main(jacobian_args(out, tasks=3, batch=8)) == 2
-    assert "another protocol" in capsys.readouterr().err
+    assert "holds a different run (its jacobian.json differs)" in capsys.readouterr().err
     assert json.loads((out / "jacobian.json").read_text()) == extended
 
 

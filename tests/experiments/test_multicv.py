@@ -40,7 +40,7 @@ from leap.experiments.multicv import (
     write_multicv_report,
 )
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
-from leap.util.errors import CorruptFileError, RunStopped
+from leap.util.errors import CorruptFileError, RunStopped, UsageError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "multicv"
 
@@ -579,7 +579,7 @@ def test_finished_run_is_not_run_again_and_another_config_is_refused(pool_dir, t
     first = run_multicv(cfg, tmp_path / "run", log=lambda m: None)
     monkeypatch.setattr(mr, "make_method", lambda *a: pytest.fail("ran again"))
     assert run_multicv(cfg, tmp_path / "run", log=lambda m: None) == first
-    with pytest.raises(mr.ConfigMismatch, match="different run"):
+    with pytest.raises(UsageError, match="different run"):
         run_multicv(tiny("gtsrb", "none", pool_dir, seed=1), tmp_path / "run", log=lambda m: None)
 
 

@@ -22,12 +22,13 @@ from torch import Tensor, nn
 
 from leap.learners import MetaLearner
 from leap.util import distributed
-from leap.util.errors import RunStopped
+from leap.util.errors import CorruptFileError, RunStopped, UsageError
 from leap.util.files import (
     atomic_write_bytes,
     checkpoint_path,
     list_checkpoints,
     load_latest_checkpoint,
+    non_finite,
     save_checkpoint,
     save_init,
 )
@@ -123,6 +124,18 @@ class HookTrainerState:
         set_rng_state(state["rng"])
 
 
+def _write_record(record: dict[str, Any], metrics: Any, meta_batch: int, log: Callable[[str], None]) -> None:
+    """Append a meta-step's record to metrics.jsonl (rank 0: ``metrics`` is None elsewhere),
+    warning about tasks the step dropped."""
+    if metrics is None:
+        return
+    metrics.write(json.dumps(record) + "\n")
+    metrics.flush()
+    if record["dropped_tasks"]:
+        log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
+            f"{meta_batch} tasks (non-finite loss or gradient)")
+
+
 def fit(
     trainer: Trainer,
     out: Path,
@@ -154,7 +167,8 @@ def fit(
         # Every rank holds the same state: rank 0 alone writes it.
         if not main:
             return checkpoint_path(ckpt_dir, step)
-        return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history})
+        return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history,
+                                                "config": trainer.config})
 
     start = time.perf_counter()
     with _stop_signals(trainer.stop_requests), \
@@ -163,12 +177,7 @@ def fit(
             record = trainer.step()
             record.update(trainer.validate())
             history.append(record)
-            if metrics is not None:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            if record["dropped_tasks"] and main:
-                log(f"warning: meta-step {record['step']}: dropped {record['dropped_tasks']} of "
-                    f"{trainer.meta_batch} tasks (non-finite loss or gradient)")
+            _write_record(record, metrics, trainer.meta_batch, log)
             if on_step is not None:
                 on_step(record)
             step = trainer.step_count
@@ -181,6 +190,9 @@ def fit(
     # No safetensors metadata: its key order is not stable across processes, and
     # config.json beside the file already says what produced it.
     init = trainer.init_state()
+    if init is not None and non_finite(init):
+        raise RunStopped(f"θ0 is not finite after meta-step {trainer.step_count} (the meta learning rate is "
+                         f"likely too high): init.safetensors not written", 1)
     if main and init is not None:
         save_init(out / "init.safetensors", init)
     if trainer.trains:
@@ -197,6 +209,51 @@ def _agree_on_the_run(trainer: Trainer, out: Path, log: Callable[[str], None]) -
         + (f"; writes {out}" if distributed.is_main() else "; writes nothing"))
 
 
+def _checkpoint_check(trainer: Trainer) -> Callable[[dict[str, Any], Path], None]:
+    """A check that a checkpoint fits this run, before anything of it is loaded: the
+    configuration it carries is this run's (else a :class:`UsageError`: resuming it would
+    continue another run), its step lies in 0..meta_steps with one metrics record per
+    step, and every tensor state (model, θ0, accumulators) has this run's keys, shapes and
+    dtypes (else a :class:`CorruptFileError`: the loop falls back to an older one)."""
+    reference = trainer.state_dict()
+
+    def check(state: dict[str, Any], path: Path) -> None:
+        written_by = state.get("config")
+        if written_by is not None and {**trainer.config, **written_by} != trainer.config:
+            differ = sorted(k for k in {*written_by, *trainer.config}
+                            if written_by.get(k) != trainer.config.get(k))
+            raise UsageError(f"{path} was written by another configuration (it differs in {', '.join(differ)}): "
+                             "resume with the run's own options, or start afresh without --resume")
+        step = state["step"]
+        if not isinstance(step, int) or not 0 <= step <= trainer.meta_steps:
+            raise CorruptFileError(f"{path}: step {step!r} is not in 0..{trainer.meta_steps}")
+        if "metrics" in state and (not isinstance(state["metrics"], list) or len(state["metrics"]) != step):
+            raise CorruptFileError(f"{path}: its metrics do not cover its {step} meta-steps")
+        missing = sorted(set(reference) - set(state))
+        if missing:
+            raise CorruptFileError(f"{path}: missing {', '.join(missing)}")
+        for key, ref in reference.items():
+            _same_structure(state[key], ref, f"{path}: {key}")
+
+    return check
+
+
+def _same_structure(value: Any, reference: Any, where: str) -> None:
+    """Tensors match in shape and dtype; a non-empty dict of tensors (a state dict) has the
+    same keys; other dicts are compared on their common keys; anything else is not checked."""
+    if isinstance(reference, Tensor):
+        if not isinstance(value, Tensor) or value.shape != reference.shape or value.dtype != reference.dtype:
+            got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise CorruptFileError(f"{where} is {got}, this run's is {reference.dtype} {tuple(reference.shape)}")
+    elif isinstance(reference, dict):
+        if not isinstance(value, dict):
+            raise CorruptFileError(f"{where} is {type(value).__name__}, not a dict")
+        if reference and all(isinstance(v, Tensor) for v in reference.values()) and set(value) != set(reference):
+            raise CorruptFileError(f"{where} has other entries than this run's")
+        for key in set(value) & set(reference):
+            _same_structure(value[key], reference[key], f"{where}.{key}")
+
+
 def _restore(trainer: Trainer, ckpt_dir: Path, metrics_path: Path, resume: bool,
              log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Load the newest checkpoint (``resume``) or clear old ones, and return the metrics
@@ -206,7 +263,7 @@ def _restore(trainer: Trainer, ckpt_dir: Path, metrics_path: Path, resume: bool,
     if resume:
         # Rank 0 reads the newest checkpoint and sends it to the others, so all ranks
         # continue from one state whether or not they share a file system.
-        found = load_latest_checkpoint(ckpt_dir) if main else None
+        found = load_latest_checkpoint(ckpt_dir, _checkpoint_check(trainer)) if main else None
         loaded = distributed.broadcast_from_main(None if found is None else (found[0], str(found[1])))
     if loaded is not None:
         state, path = loaded

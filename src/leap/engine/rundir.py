@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from leap.util.errors import UsageError
+from leap.util.files import atomic_write_json
+
+RunMatcher = Callable[[dict[str, Any]], bool]
 
 
-def check_out_dir(out: Path, holds_this_run: Callable[[Path], bool], overwrite: bool) -> None:
-    """Refuse ``out`` when its config.json describes another run (``holds_this_run(out)``
-    is False) unless ``overwrite``, when it is not a directory, or when it is unwritable."""
-    config_path = out / "config.json"
-    if config_path.exists() and not overwrite:
-        if not holds_this_run(out):
-            raise UsageError(f"{out} holds a different run (its config.json differs); use --overwrite to replace it")
+def holds_run(out: Path, matches: RunMatcher, record: str = "config.json") -> bool:
+    """Whether ``out`` holds this run: its ``record`` (the JSON identity a run writes
+    first, config.json for every run) exists and ``matches(parsed record)``. An unreadable
+    record holds no run. The one answer to "does this directory hold this run?"."""
+    try:
+        existing = json.loads((Path(out) / record).read_text())
+        return isinstance(existing, dict) and bool(matches(existing))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def check_out_dir(out: Path, matches: RunMatcher, overwrite: bool, record: str = "config.json") -> None:
+    """Refuse ``out`` when its ``record`` describes another run (:func:`holds_run` is
+    False) unless ``overwrite``, when it is not a directory, or when it is unwritable."""
+    out = Path(out)
+    if (out / record).exists() and not overwrite:
+        if not holds_run(out, matches, record):
+            raise UsageError(f"{out} holds a different run (its {record} differs); use --overwrite to replace it")
     elif out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
     probe = out
@@ -28,3 +48,68 @@ def check_out_dir(out: Path, holds_this_run: Callable[[Path], bool], overwrite: 
             pass
     except OSError as err:
         raise UsageError(f"{out}: not writable ({err.strerror})") from err
+
+
+# ---------------------------------------------------------------------- one writer per run
+#: What a run writes into its directory (removed by --overwrite before the new run writes).
+RUN_OUTPUTS = ("config.json", "metrics.jsonl", "init.safetensors", "checkpoints", "eval-*.json", "result.json",
+               "rl-eval.json", "rl-eval.md", "rl-eval.png")
+LOCK_FILE = ".lock"
+_held: dict[Path, int] = {}  # run directories this process holds the lock of -> the lock's descriptor
+
+
+def lock(out: Path) -> None:
+    """Hold ``out``'s lock until this process ends (the OS releases it even after kill -9):
+    a second process writing the same directory is refused with one line instead of
+    mixing its files with this run's. Taking a lock this process holds is a no-op."""
+    key = Path(out).resolve()
+    if key in _held:
+        return
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise UsageError(f"{out} is being written by another leap process (pid {holder}); wait for it to "
+                             "finish or use another --out") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+
+
+def release(out: Path) -> None:
+    """Give ``out``'s lock back before the process ends (tests, long-lived callers)."""
+    fd = _held.pop(Path(out).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_outputs(out: Path, outputs: tuple[str, ...] = RUN_OUTPUTS) -> None:
+    """Delete what an earlier run wrote into ``out`` (hold the lock first)."""
+    for pattern in outputs:
+        for path in Path(out).glob(pattern):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def remove_orphan_temps(out: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed process left in ``out``
+    and its checkpoints (hold the lock first: then no writer of this run is alive)."""
+    for directory in (Path(out), Path(out) / "checkpoints"):
+        for path in directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def begin_run(out: Path, config: dict[str, Any], matches: RunMatcher, *, overwrite: bool, resume: bool) -> None:
+    """Claim ``out`` for this run before it writes anything else: create it, take its lock,
+    remove the old run's outputs when overwriting (unless resuming the run it holds),
+    clean temporary files a killed writer left, and write config.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock(out)
+    if overwrite and not (resume and holds_run(out, matches)):
+        remove_outputs(out)
+    remove_orphan_temps(out)
+    atomic_write_json(out / "config.json", config)

@@ -9,19 +9,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from leap.engine.rundir import check_out_dir
+from leap.engine.rundir import RunMatcher, check_out_dir
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
 from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
 from leap.tasks.omniglot import BN_EVAL, PIPELINES
 from leap.util import checks, distributed
 from leap.util.errors import UsageError
+from leap.util.options import Option, add_options, boolean, by_name, check_fields
 
 BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
     "builtin": dict(
@@ -108,21 +107,11 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        checks.positive_ints(self, ("meta_steps", "meta_batch", "task_steps", "task_batch", "maml_steps",
-                                    "pretrain_tasks", "eval_steps", "eval_batch"))
-        checks.non_negative_int("val_every", self.val_every)
-        checks.positive_numbers(self, ("inner_lr", "eval_lr"))
-        if METHODS[self.method].has_learner:
-            checks.positive_number("meta_lr", self.meta_lr)
-        checks.one_of("metric", self.metric, ("length", "energy"))
-        checks.one_of("meta_optimizer", self.meta_optimizer, ("sgd", "adam"))
-        checks.one_of("inner_optimizer", self.inner_optimizer, ("sgd", "adam", "rmsprop"))
-        if self.benchmark == "omniglot":
-            for name, choices in OMNIGLOT_CHOICES.items():
-                checks.one_of(name, getattr(self, name), choices)
-        checks.one_of("engine", self.engine, ("auto", "batched", "sequential"))
-        checks.one_of("compile", self.compile, (None, True, False))
-        checks.positive_int("max_tasks_per_chunk", self.max_tasks_per_chunk, optional=True)
+        """Every field against its declared option (:data:`RUN_OPTIONS`); options that do
+        not apply to the benchmark, and the meta learning rate of a method without one,
+        are not checked."""
+        fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
+        check_fields(self, RUN_FIELDS, fields, benchmark=self.benchmark)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,138 +121,100 @@ class RunConfig:
         return checks.dataclass_from_dict(cls, values)
 
 
-# ---------------------------------------------------------------------- command-line options
-CONFIG_FIELDS = (
-    "benchmark", "seed", "meta_steps", "meta_batch", "task_steps", "task_batch", "inner_lr", "inner_optimizer",
-    "meta_lr", "meta_optimizer", "maml_steps", "pretrain_tasks", "eval_steps", "eval_batch", "eval_lr",
-    "val_every", "metric", "loss_in_manifold", "stabilizer", "pipeline", "bn_eval", "device", "data_dir",
-    "engine", "compile", "max_tasks_per_chunk",
-)
-
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
+# ---------------------------------------------------------------------- the options
 B = " (default: the benchmark's)"
 FEWSHOT_BENCHMARKS = ("builtin", "omniglot")
 TRAINED_BY_FIT = (*FEWSHOT_BENCHMARKS, *RL_BENCHMARKS)  # Multi-CV sets these itself (appendix E)
+SEED_MAX = 2**63 - 1  # torch's generators take 64-bit seeds
+LR_MAX = 3.4028234663852886e38  # the largest float32: parameters are float32, so is a step's scale
 
+#: Every option of ``leap train`` but Multi-CV's and RL's own groups, declared once: the
+#: command line is built from these, and :meth:`RunConfig.validate` checks a run's fields
+#: (from the CLI, a config.json or Python) against the same ranges. Default None: the
+#: benchmark's (BENCHMARK_DEFAULTS).
+RUN_OPTIONS = (
+    Option("benchmark", "task family (default: builtin, needs no download)", default="builtin",
+           choices=sorted([*BENCHMARK_DEFAULTS, "multicv"])),
+    Option("seed", "seed of everything random in the run", int, default=0, low=0, high=SEED_MAX),
+    Option("meta_steps", "meta-training steps" + B, int, low=1),
+    Option("meta_batch", "tasks per meta-step" + B, int, low=1),
+    Option("task_steps", "inner steps per task in meta-training" + B, int, low=1, applies_to=TRAINED_BY_FIT),
+    Option("task_batch", "samples per inner step" + B, int, low=1),
+    Option("inner_lr", "inner (task) learning rate" + B, float, above=0, high=LR_MAX),
+    Option("inner_optimizer", "default: sgd (atari, minatar: rmsprop as in appendix F)",
+           choices=("sgd", "adam", "rmsprop"), applies_to=TRAINED_BY_FIT),
+    Option("meta_lr", "meta learning rate (default: Table 3's per method)", float, above=0, high=LR_MAX),
+    Option("meta_optimizer", "the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)", default="sgd",
+           choices=("sgd", "adam"), applies_to=TRAINED_BY_FIT),
+    Option("maml_steps", "MAML's differentiated inner steps in meta-training" + B, int, low=1,
+           applies_to=FEWSHOT_BENCHMARKS),
+    Option("pretrain_tasks", "number of pretraining task sources" + B, int, low=1, applies_to=TRAINED_BY_FIT),
+    Option("eval_steps", "training steps on each held-out task" + B, int, low=1, applies_to=TRAINED_BY_FIT),
+    Option("eval_batch", "samples per step on held-out tasks" + B, int, low=1),
+    Option("eval_lr", "learning rate on held-out tasks" + B, float, above=0, high=LR_MAX),
+    Option("val_every", "validate every M meta-steps (0: never)" + B, int, low=0, applies_to=FEWSHOT_BENCHMARKS),
+    Option("metric", "Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)",
+           choices=("length", "energy")),
+    Option("loss_in_manifold", "Leap: γ = (θ, f(θ))", boolean, default=True, applies_to=TRAINED_BY_FIT),
+    Option("stabilizer", "Leap: use the stabilizer μ", boolean, default=True, applies_to=TRAINED_BY_FIT),
+    Option("pipeline", "omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
+           "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
+           "inverted, bilinear, scales 1", choices=OMNIGLOT_CHOICES["pipeline"], applies_to=("omniglot",)),
+    Option("bn_eval", "omniglot: classify test images with batch norm's running statistics of the task's "
+           "training (default, non-transductive) or with the test batch's own (transductive)",
+           choices=OMNIGLOT_CHOICES["bn_eval"], applies_to=("omniglot",)),
+    Option("device", "cpu, cuda or cuda:N", default="cpu"),
+    Option("data_dir", "dataset directory (benchmarks that read data)", optional=True,
+           applies_to=("omniglot", "multicv")),
+    Option("engine", "train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
+           "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially", default="auto",
+           choices=("auto", "batched", "sequential"), applies_to=FEWSHOT_BENCHMARKS),
+    Option("compile", "batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)", boolean,
+           optional=True, applies_to=FEWSHOT_BENCHMARKS),
+    Option("max_tasks_per_chunk", "batched engine: most tasks trained at once (default: the whole meta-batch, "
+           "halved on CUDA out-of-memory)", int, low=1, optional=True, applies_to=FEWSHOT_BENCHMARKS),
+)
+RUN_FIELDS = by_name(RUN_OPTIONS)
 
-def option(p: Any, *flags: str, applies_to: Sequence[str] | None = None, **kwargs: Any) -> argparse.Action:
-    """``p.add_argument(*flags, **kwargs)`` with the benchmarks the option applies to
-    (None: all). An option is declared once, here: its type, default, help and scope;
-    ``check_options_apply`` refuses it for any other benchmark."""
-    action = p.add_argument(*flags, **kwargs)
-    action.applies_to = None if applies_to is None else tuple(applies_to)  # type: ignore[attr-defined]
-    return action
+#: Options of a run's execution, not of its result (not in config.json).
+EXECUTION_OPTIONS = (
+    Option("download", "omniglot: fetch the official archives into --data-dir if they are missing",
+           action="store_true", applies_to=("omniglot",)),
+    Option("overwrite", "replace an output directory holding another run", action="store_true"),
+    Option("resume", "continue from the newest complete checkpoint in --out", action="store_true",
+           applies_to=TRAINED_BY_FIT),
+    Option("checkpoint_every", "checkpoint every M meta-steps (0: only at the end)", int, default=0, low=0,
+           applies_to=TRAINED_BY_FIT),
+    Option("max_failed_steps", "stop after R consecutive meta-steps in which every task was non-finite", int,
+           default=10, low=1, applies_to=TRAINED_BY_FIT),
+    Option("no_progress", "no progress bar", action="store_true"),
+)
+DIST_TIMEOUT = Option(
+    "dist_timeout", "under torchrun: how long a rank waits for the others at a collective before failing "
+    f"(default {distributed.DEFAULT_TIMEOUT_S:g})", float, default=distributed.DEFAULT_TIMEOUT_S, above=0,
+    applies_to=FEWSHOT_BENCHMARKS, metavar="SECONDS")
+CONFIG_FIELDS = tuple(RUN_FIELDS)
 
 
 def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     """Options shared by train, compare and sweep (None = the benchmark's default).
     ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
-    p.add_argument("--benchmark", default="builtin", choices=sorted([*BENCHMARK_DEFAULTS, "multicv"]),
-                   help="task family (default: builtin, needs no download)")
-    if per_run:
-        p.add_argument("--seed", type=int, default=0, help="seed of everything random in the run")
-    p.add_argument("--meta-steps", type=int, help="meta-training steps" + B)
-    p.add_argument("--meta-batch", type=int, help="tasks per meta-step" + B)
-    option(p, "--task-steps", applies_to=TRAINED_BY_FIT, type=int, help="inner steps per task in meta-training" + B)
-    p.add_argument("--task-batch", type=int, help="samples per inner step" + B)
-    p.add_argument("--inner-lr", type=float, help="inner (task) learning rate" + B)
-    option(p, "--inner-optimizer", applies_to=TRAINED_BY_FIT, choices=["sgd", "adam", "rmsprop"],
-           help="default: sgd (atari, minatar: rmsprop as in appendix F)")
-    p.add_argument("--meta-lr", type=float, help="meta learning rate (default: Table 3's per method)")
-    option(p, "--meta-optimizer", applies_to=TRAINED_BY_FIT, default="sgd", choices=["sgd", "adam"],
-           help="the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)")
-    option(p, "--maml-steps", applies_to=FEWSHOT_BENCHMARKS, type=int,
-           help="MAML's differentiated inner steps in meta-training" + B)
-    if per_run:
-        option(p, "--pretrain-tasks", applies_to=TRAINED_BY_FIT, type=int,
-               help="number of pretraining task sources" + B)
-    option(p, "--eval-steps", applies_to=TRAINED_BY_FIT, type=int, help="training steps on each held-out task" + B)
-    p.add_argument("--eval-batch", type=int, help="samples per step on held-out tasks" + B)
-    p.add_argument("--eval-lr", type=float, help="learning rate on held-out tasks" + B)
-    option(p, "--val-every", applies_to=FEWSHOT_BENCHMARKS, type=int, help="validate every M meta-steps (0: never)" + B)
-    p.add_argument("--metric", choices=["length", "energy"],
-                   help="Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)")
-    option(p, "--loss-in-manifold", applies_to=TRAINED_BY_FIT, type=_bool, default=True, help="Leap: γ = (θ, f(θ))")
-    option(p, "--stabilizer", applies_to=TRAINED_BY_FIT, type=_bool, default=True, help="Leap: use the stabilizer μ")
-    option(p, "--pipeline", applies_to=("omniglot",), choices=OMNIGLOT_CHOICES["pipeline"],
-           help="omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
-                "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
-                "inverted, bilinear, scales 1")
-    option(p, "--bn-eval", applies_to=("omniglot",), choices=OMNIGLOT_CHOICES["bn_eval"],
-           help="omniglot: classify test images with batch norm's running statistics of the task's "
-                "training (default, non-transductive) or with the test batch's own (transductive)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    option(p, "--data-dir", applies_to=("omniglot", "multicv"), help="dataset directory (benchmarks that read data)")
-    add_engine_options(p)
-    option(p, "--max-tasks-per-chunk", applies_to=FEWSHOT_BENCHMARKS, type=int,
-           help="batched engine: most tasks trained at once (default: the whole meta-batch, halved on "
-                "CUDA out-of-memory)")
-    option(p, "--download", applies_to=("omniglot",), action="store_true",
-           help="omniglot: fetch the official archives into --data-dir if they are missing")
-    p.add_argument("--overwrite", action="store_true", help="replace an output directory holding another run")
-    option(p, "--resume", applies_to=TRAINED_BY_FIT, action="store_true",
-           help="continue from the newest complete checkpoint in --out")
-    option(p, "--checkpoint-every", applies_to=TRAINED_BY_FIT, type=int, default=0,
-           help="checkpoint every M meta-steps (0: only at the end)")
-    option(p, "--max-failed-steps", applies_to=TRAINED_BY_FIT, type=int, default=10,
-           help="stop after R consecutive meta-steps in which every task was non-finite")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(p, RUN_OPTIONS, skip=() if per_run else ("seed", "pretrain_tasks"))
+    add_options(p, EXECUTION_OPTIONS)
     add_rl_options(p)
 
 
-def add_engine_options(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    """--engine and --compile (leap.engine.batched); ``default`` None keeps a run's own."""
-    option(p, "--engine", applies_to=FEWSHOT_BENCHMARKS, default=default, choices=["auto", "batched", "sequential"],
-           help="train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
-                "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially")
-    option(p, "--compile", applies_to=FEWSHOT_BENCHMARKS, type=_bool, default=None,
-           help="batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)")
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--engine and --compile for ``leap evaluate``, default None: the run's own."""
+    for name in ("engine", "compile"):
+        dataclasses.replace(RUN_FIELDS[name], default=None).add_to(p)
 
 
 def add_dist_options(p: argparse.ArgumentParser) -> None:
-    option(p, "--dist-timeout", applies_to=FEWSHOT_BENCHMARKS, type=float, default=distributed.DEFAULT_TIMEOUT_S,
-           metavar="SECONDS",
-           help="under torchrun: how long a rank waits for the others at a collective before failing "
-                f"(default {distributed.DEFAULT_TIMEOUT_S:g})")
-
-
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[tuple[str, argparse.Action]]:
-    """(flag, action) of every option that appears in ``argv`` (the parser must not accept
-    abbreviations, so each option is spelled out)."""
-    given = []
-    for token in argv:
-        if token == "--":
-            break
-        flag = token.split("=", 1)[0]
-        action = parser._option_string_actions.get(flag)
-        if action is not None:
-            given.append((flag, action))
-    return given
-
-
-def check_options_apply(parser: argparse.ArgumentParser, argv: list[str], benchmark: str) -> None:
-    """Refuse an option given for a benchmark it does not apply to (its ``applies_to``,
-    declared with the option by :func:`option`), naming the option."""
-    for flag, action in given_options(parser, argv):
-        scope = getattr(action, "applies_to", None)
-        if scope is not None and benchmark not in scope:
-            raise UsageError(f"{flag} does not apply to --benchmark {benchmark} (only to {', '.join(scope)})")
+    DIST_TIMEOUT.add_to(p)
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
-    if args.checkpoint_every < 0:
-        raise UsageError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-    if args.max_failed_steps < 1:
-        raise UsageError(f"--max-failed-steps must be >= 1, got {args.max_failed_steps}")
     values = {name: getattr(args, name) for name in CONFIG_FIELDS}
     try:
         values["extra"] = extra_from_args(args)  # the RL benchmarks' own options
@@ -272,18 +223,16 @@ def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
         raise UsageError(str(err)) from err
 
 
-def holds_run(out: Path, cfg: RunConfig) -> bool:
-    """Whether ``out/config.json`` describes the run ``cfg``. Keys a newer version added
-    (execution options such as the engine) take this run's values, so directories
-    written before a new option was introduced still match."""
-    try:
-        existing = json.loads((out / "config.json").read_text())
+def run_matcher(cfg: RunConfig) -> RunMatcher:
+    """Whether a config.json describes the run ``cfg`` (for :func:`leap.engine.rundir.holds_run`).
+    Keys a newer version added (execution options such as the engine) take this run's
+    values, so directories written before a new option was introduced still match."""
+    def matches(existing: dict[str, Any]) -> bool:
         if existing.get("benchmark") == "omniglot":
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
         return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
-    except (OSError, ValueError, TypeError):
-        return False
+    return matches
 
 
 def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -301,4 +250,4 @@ def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
 
 def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg``."""
-    check_out_dir(out, partial(holds_run, cfg=cfg), overwrite)
+    check_out_dir(out, run_matcher(cfg), overwrite)

@@ -5,9 +5,12 @@ Nothing here unpickles: inits are safetensors, JSON is JSON.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +48,46 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """A report (markdown, a table) written atomically: a killed writer leaves the old file."""
+    atomic_write_bytes(path, text.encode())
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """A matplotlib figure rendered in memory, then written atomically: a killed
+    ``leap report`` never leaves a truncated image. The format follows the suffix."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def non_finite(state: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_state(state: dict[str, Tensor], reference: dict[str, Tensor], where: str) -> None:
+    """Refuse (:class:`CorruptFileError` naming ``where``) a state that does not fit
+    ``reference`` (a model's state dict): other keys, shapes or dtypes, or non-finite values."""
+    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    if missing or unexpected:
+        raise CorruptFileError(f"{where}: does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                               f"{' (and more)' if len(missing) > 3 or len(unexpected) > 3 else ''}")
+    for name, ref in reference.items():
+        if state[name].shape != ref.shape or state[name].dtype != ref.dtype:
+            raise CorruptFileError(f"{where}: {name} is {state[name].dtype} {tuple(state[name].shape)}, the model's "
+                                   f"is {ref.dtype} {tuple(ref.shape)}")
+    bad = non_finite(state)
+    if bad:
+        raise CorruptFileError(f"{where}: non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
+
+
 def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save an initialization (name -> tensor) as safetensors, atomically."""
+    """Save an initialization (name -> tensor) as safetensors, atomically. A non-finite
+    one is refused (ValueError): an init file always holds numbers."""
+    bad = non_finite(state)
+    if bad:
+        raise ValueError(f"{path}: refusing to save a non-finite initialization ({', '.join(bad[:3])})")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
@@ -85,24 +126,40 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``state`` as checkpoint ``step`` atomically, then delete all but the newest
-    ``keep`` checkpoints (the previous one survives until the new one is complete)."""
-    import io
+#: A checkpoint is torch.save bytes followed by this mark and the sha256 of those bytes.
+CHECKSUM_MARK = b"\nleap-sha256:"
 
+
+def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``state`` as checkpoint ``step`` atomically, with a checksum, then delete all
+    but the newest ``keep`` checkpoints (the previous one survives until the new one is
+    complete)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    payload = buffer.getvalue()
     path = checkpoint_path(directory, step)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, payload + CHECKSUM_MARK + hashlib.sha256(payload).hexdigest().encode())
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling), after
+    verifying its checksum: a flipped bit is a :class:`CorruptFileError`, never a silently
+    different run. (Checkpoints written before checksums existed load unverified.)"""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise CorruptFileError(f"{path}: cannot be read ({err.strerror})") from err
+    cut = data.rfind(CHECKSUM_MARK)
+    if cut >= 0:
+        payload, digest = data[:cut], data[cut + len(CHECKSUM_MARK):]
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            raise CorruptFileError(f"{path}: checksum mismatch (the file was damaged after it was written)")
+        data = payload
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CorruptFileError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict) or "step" not in state:
@@ -110,13 +167,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_latest_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], Path] | None:
-    """The newest readable checkpoint; unreadable newer ones are skipped with a warning."""
+def load_latest_checkpoint(directory: str | os.PathLike,
+                           check: Callable[[dict[str, Any], Path], None] | None = None,
+                           ) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint that loads and passes ``check(state, path)`` (which raises
+    :class:`CorruptFileError` for a state that does not fit the run); newer ones that do
+    not are skipped with a warning."""
     import warnings
 
     for _, path in reversed(list_checkpoints(directory)):
         try:
-            return load_checkpoint(path), path
+            state = load_checkpoint(path)
+            if check is not None:
+                check(state, path)
+            return state, path
         except CorruptFileError as err:
             warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
     return None

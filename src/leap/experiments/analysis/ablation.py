@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, holds_run
+from leap.engine.rundir import holds_run
+from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
 from leap.experiments.fewshot.report import moving_average
 from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
-from leap.util.files import atomic_write_json
+from leap.util.files import atomic_write_json, atomic_write_text, save_figure
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -201,7 +202,7 @@ def write_ablation_report(directory: str | Path, window: int | None = None) -> l
             f"| {cell(r['train_loss_mean'], '.3f')} | {r['train_seconds']:.0f} | {cell(r['eval_seconds'], '.0f')} |"
         )
     md = directory / "ablation.md"
-    md.write_text("\n".join(lines) + "\n")
+    atomic_write_text(md, "\n".join(lines) + "\n")
     curves = {r["label"]: [m["train_loss"] for m in read_metrics(directory / r["name"])] for r in rows}
     return [md, plot_figure6(curves, directory / "ablation.png", proto, window)]
 
@@ -230,7 +231,7 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -289,7 +290,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         cfg = configs[config.name]
         run_dir = out / config.name
         eval_path = run_dir / "eval-test.json"
-        same = holds_run(run_dir, cfg)
+        same = holds_run(run_dir, run_matcher(cfg))
         if same and (run_dir / "init.safetensors").exists() and eval_path.exists():
             log(f"{config.name}: finished earlier, skipped")
         else:

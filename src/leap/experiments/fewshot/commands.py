@@ -14,7 +14,8 @@ from typing import Any
 
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
-from leap.experiments.config import RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, holds_run
+from leap.engine.rundir import begin_run, holds_run
+from leap.experiments.config import RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
@@ -22,7 +23,7 @@ from leap.tasks import Benchmark
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, load_init
+from leap.util.files import atomic_write_json, atomic_write_text, check_state, load_init
 from leap.util.progress import Progress
 
 
@@ -70,8 +71,7 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
     """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
     main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", cfg.to_dict())
+        begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = MetaTrainer(cfg, benchmark)
     bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
     try:
@@ -85,6 +85,8 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
 def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test") -> dict[str, Any]:
     try:
         init = load_init(init_path, cfg.device)
+        where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)
+        check_state(init, benchmark.make_model().state_dict(), where)
     except (FileNotFoundError, CorruptFileError) as err:
         raise UsageError(str(err)) from err
     result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, METHODS[cfg.method].fresh_head,
@@ -143,8 +145,7 @@ def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: 
     config (so an interrupted compare or sweep continues where it stopped; a run cut off
     mid-way resumes from its newest checkpoint)."""
     result_path = run_dir / "eval-test.json"
-    config_path = run_dir / "config.json"
-    same = config_path.is_file() and holds_run(run_dir, cfg)
+    same = holds_run(run_dir, run_matcher(cfg))
     if same and result_path.is_file():
         return json.loads(result_path.read_text())
     resume_args = argparse.Namespace(**{**vars(args), "resume": same})
@@ -171,7 +172,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"{cfg0.task_steps} steps; evaluation: {cfg0.eval_steps} steps (lr {cfg0.eval_lr}, batch "
         f"{cfg0.eval_batch}) on each held-out task, from each method's initialization.\n\n"
     )
-    (out / "results.md").write_text(header + table)
+    atomic_write_text(out / "results.md", header + table)
     atomic_write_json(out / "results.json", results)
     plot_curves(results, out / "curves.png", f"{cfg0.benchmark}: held-out tasks")
     print(table, end="")

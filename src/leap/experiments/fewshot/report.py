@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from leap.experiments.methods import METHODS
+from leap.util.files import atomic_write_text, save_figure
 
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
@@ -55,7 +56,7 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str | Path, title: str
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -173,7 +174,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     left.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -200,5 +201,5 @@ def write_report(root: str | Path) -> list[Path]:
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
     md = root / "results.md"
-    md.write_text("\n".join(text))
+    atomic_write_text(md, "\n".join(text))
     return [md, plot_figure3(runs, root / "figure3.png")]

@@ -37,11 +37,11 @@ from leap.experiments.multicv.commands import add_multicv_options, sweep_from_ar
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, Budget, MultiCVConfig
 from leap.experiments.multicv.methods import LeapMethod, Method, make_method
 from leap.experiments.multicv.report import collect_results, multicv_table, write_multicv_report
-from leap.experiments.multicv.run import ConfigMismatch, MultiCVTrainer, multicv_sweep, run_multicv
+from leap.experiments.multicv.run import MultiCVTrainer, multicv_sweep, run_multicv
 from leap.experiments.multicv.training import PlainView, TaskRun, error_rate, fit_task
 
 __all__ = [
-    "METHODS", "TABLE_METHODS", "Budget", "ConfigMismatch", "LeapMethod", "Method", "MultiCVConfig",
+    "METHODS", "TABLE_METHODS", "Budget", "LeapMethod", "Method", "MultiCVConfig",
     "MultiCVTrainer", "PlainView", "TaskRun", "add_multicv_options", "collect_results", "error_rate", "fit_task",
     "make_method", "multicv_sweep", "multicv_table", "run_multicv", "sweep_from_args", "train_from_args",
     "write_multicv_report",

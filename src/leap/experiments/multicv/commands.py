@@ -6,42 +6,23 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from leap.experiments.multicv.config import TABLE_METHODS, MultiCVConfig
+from leap.experiments.multicv.config import FIELD_OPTIONS, MULTICV_OPTIONS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.run import multicv_sweep, run_multicv
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, UsageError
+from leap.util.options import add_options
 
 
 # ---------------------------------------------------------------------- command line
 def add_multicv_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``leap train --benchmark multicv`` that the generic benchmarks lack (each
-    applies to multicv only: ``check_options_apply``)."""
-    g = p.add_argument_group("Multi-CV (--benchmark multicv)")
-    g.add_argument("--held-out", help="the dataset to evaluate on, pretraining on the others (sweep: a "
-                   "comma-separated list, default all)")
-    g.add_argument("--datasets", help="comma-separated pool (default: every dataset in --data-dir)")
-    g.add_argument("--max-epochs", type=float, help="epochs per pretraining task (default 1)")
-    g.add_argument("--eval-epochs", type=float, help="epochs on the held-out dataset (default 100)")
-    g.add_argument("--sample-cap", type=int, help="cap on each dataset's training images")
-    g.add_argument("--test-cap", type=int, help="cap on each dataset's test images")
-    g.add_argument("--val-size", type=int, help="validation images per dataset (default 10%% of training)")
-    g.add_argument("--patience", type=int, help="validation checks without improvement that stop a task (10)")
-    g.add_argument("--meta-patience", type=int, help="meta-steps without improvement that stop pretraining (10)")
-    g.add_argument("--check-every", type=int, help="task steps between validation checks (1)")
-    g.add_argument("--cache-dir", help="where decoded datasets are cached")
-    for action in g._group_actions:
-        action.applies_to = ("multicv",)  # type: ignore[attr-defined]
+    """Options of ``leap train --benchmark multicv`` that the generic benchmarks lack."""
+    add_options(p.add_argument_group("Multi-CV (--benchmark multicv)"), MULTICV_OPTIONS)
 
 
 def config_from_args(args: argparse.Namespace, held_out: str | None = None, method: str | None = None,
                      seed: int | None = None) -> MultiCVConfig:
     """A run's config from ``leap train``/``leap sweep`` arguments (None = Table 5's value)."""
-    mapping = {"meta_steps": "meta_steps", "meta_batch": "meta_batch", "task_batch": "task_batch",
-               "task_lr": "inner_lr", "meta_lr": "meta_lr", "eval_batch": "eval_batch", "eval_lr": "eval_lr",
-               "task_epochs": "max_epochs", "eval_epochs": "eval_epochs", "sample_cap": "sample_cap",
-               "test_cap": "test_cap", "val_size": "val_size", "patience": "patience",
-               "meta_patience": "meta_patience", "check_every": "check_every", "metric": "metric"}
-    values = {field: getattr(args, arg) for field, arg in mapping.items() if getattr(args, arg, None) is not None}
+    values = {field: getattr(args, arg) for field, arg in FIELD_OPTIONS.items() if getattr(args, arg, None) is not None}
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     cfg = MultiCVConfig(held_out=held_out or args.held_out or "", method=method or args.method, datasets=datasets,
                         data_dir=args.data_dir, seed=seed if seed is not None else getattr(args, "seed", 0),

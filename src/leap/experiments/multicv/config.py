@@ -7,13 +7,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leap.experiments.config import RUN_FIELDS
 from leap.tasks.multicv import MultiCV
 from leap.util import checks
+from leap.util.options import Option, by_name, check_fields
 
 METHODS = ("leap", "finetune", "none", "hat", "progressive")
 TABLE_METHODS = ("leap", "finetune", "progressive", "hat", "none")  # Table 1's row order
 METHOD_LABELS = {"leap": "Leap", "finetune": "Finetuning", "progressive": "Progressive Nets", "hat": "HAT",
                  "none": "No pretraining"}
+
+
+# ---------------------------------------------------------------------- options
+#: Multi-CV's own options, declared once (flag, type, range, help); each applies to
+#: ``--benchmark multicv`` only. Table 5's defaults live in :class:`MultiCVConfig`.
+MULTICV_OPTIONS = tuple(Option(*args, applies_to=("multicv",), **kwargs) for args, kwargs in (
+    (("held_out", "the dataset to evaluate on, pretraining on the others (sweep: a comma-separated list, "
+      "default all)"), {}),
+    (("datasets", "comma-separated pool (default: every dataset in --data-dir)"), {}),
+    (("max_epochs", "epochs per pretraining task (default 1)", float), dict(above=0)),
+    (("eval_epochs", "epochs on the held-out dataset (default 100)", float), dict(above=0)),
+    (("sample_cap", "cap on each dataset's training images", int), dict(low=1, optional=True)),
+    (("test_cap", "cap on each dataset's test images", int), dict(low=1, optional=True)),
+    (("val_size", "validation images per dataset (default 10%% of training)", int), dict(low=1, optional=True)),
+    (("patience", "validation checks without improvement that stop a task (10)", int), dict(low=1)),
+    (("meta_patience", "meta-steps without improvement that stop pretraining (10)", int), dict(low=1)),
+    (("check_every", "task steps between validation checks (1)", int), dict(low=1)),
+    (("cache_dir", "where decoded datasets are cached"), dict(optional=True)),
+))
+
+#: Each MultiCVConfig field set from the command line, and the option that declares it
+#: (the generic ones are ``leap train``'s, read with Table 5's defaults).
+FIELD_OPTIONS = {
+    "meta_steps": "meta_steps", "meta_batch": "meta_batch", "task_batch": "task_batch", "task_lr": "inner_lr",
+    "meta_lr": "meta_lr", "eval_batch": "eval_batch", "eval_lr": "eval_lr", "metric": "metric",
+    "task_epochs": "max_epochs", "eval_epochs": "eval_epochs", "sample_cap": "sample_cap", "test_cap": "test_cap",
+    "val_size": "val_size", "patience": "patience", "meta_patience": "meta_patience", "check_every": "check_every",
+}
+OPTIONS = {**RUN_FIELDS, **by_name(MULTICV_OPTIONS)}
 
 
 # ---------------------------------------------------------------------- configuration
@@ -47,11 +78,8 @@ class MultiCVConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown Multi-CV method {self.method!r}; choose from {list(METHODS)}")
-        checks.positive_ints(self, ("meta_steps", "meta_batch", "task_batch", "eval_batch", "patience",
-                                    "meta_patience", "check_every"))
-        checks.positive_ints(self, ("val_size", "sample_cap", "test_cap"), optional=True)
-        checks.positive_numbers(self, ("task_epochs", "eval_epochs", "task_lr", "meta_lr", "eval_lr"))
-        checks.one_of("metric", self.metric, ("length", "energy"))
+        check_fields(self, OPTIONS, FIELD_OPTIONS)
+        OPTIONS["seed"].check(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from leap.engine.loop import fit
+from leap.engine.rundir import RunMatcher, begin_run, check_out_dir
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import make_method
 from leap.experiments.multicv.report import write_multicv_report
@@ -24,10 +25,6 @@ from leap.util.seeding import derived_generator, rng_state, set_rng_state
 
 
 # ---------------------------------------------------------------------- a run on disk
-class ConfigMismatch(ValueError):
-    """The output directory holds a run with another configuration."""
-
-
 class MultiCVTrainer:
     """Multi-CV's pretraining as a :class:`leap.engine.loop.Trainer`, so :func:`fit`
     gives it checkpoints, exact resume, signals and the failed-step stop.
@@ -108,25 +105,19 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     ``result.json`` (the evaluation). With ``resume`` a finished run is returned as is
     and an unfinished one continues from its newest checkpoint; without it, or with
     ``overwrite``, earlier files are replaced. A directory holding a run with another
-    configuration is refused (:class:`ConfigMismatch`) unless ``overwrite``.
+    configuration is refused (:func:`leap.engine.rundir.check_out_dir`) unless ``overwrite``.
     Pretraining runs in :func:`leap.engine.loop.fit` (SIGINT/SIGTERM stop it with a
     checkpoint: :class:`~leap.util.errors.RunStopped`).
     """
     cfg.validate()
     out = Path(out)
-    config_path, result_path = out / "config.json", out / "result.json"
-    if config_path.exists() and not overwrite:
-        try:
-            existing = json.loads(config_path.read_text())
-        except (OSError, ValueError):
-            existing = None
-        if existing != cfg.to_dict():
-            raise ConfigMismatch(f"{out} holds a different run (its config.json differs); use --overwrite")
+    result_path = out / "result.json"
+    same_config: RunMatcher = lambda existing: existing == cfg.to_dict()  # noqa: E731
+    check_out_dir(out, same_config, overwrite)
     if resume and not overwrite and result_path.is_file():
         log(f"{out}: finished earlier, result.json kept")
         return json.loads(result_path.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config_path, cfg.to_dict())
+    begin_run(out, cfg.to_dict(), same_config, overwrite=overwrite, resume=resume)
     result_path.unlink(missing_ok=True)
 
     bench = bench if bench is not None else cfg.benchmark(cache_dir)

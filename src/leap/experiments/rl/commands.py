@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from leap.engine.loop import fit
-from leap.experiments.config import RunConfig, check_run_dir, read_run_config
+from leap.engine.rundir import begin_run, holds_run
+from leap.experiments.config import RunConfig, check_run_dir, read_run_config, run_matcher
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
@@ -100,8 +101,7 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_run_dir(out, cfg, args.overwrite)
     _single_threaded(cfg.device)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg.to_dict())
+    begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = RLMetaTrainer(cfg, setup)
     progress = RLProgress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
     trainer.on_game = progress.game
@@ -161,15 +161,11 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
         "labels": list(inits), "settings": dataclasses.asdict(setup.evaluation), "spec": dataclasses.asdict(setup.spec),
         "run": str(run_dir),
     }
+    # Runs in an earlier result file with the same settings are kept (the one "holds this run" policy).
+    same = {k: header[k] for k in ("settings", "spec", "benchmark")}
     done = None
-    if out.is_file():
-        try:
-            previous = json.loads(out.read_text())
-        except ValueError:
-            previous = None
-        if previous is not None and {k: previous.get(k) for k in ("settings", "spec", "benchmark")} == {
-                k: header[k] for k in ("settings", "spec", "benchmark")}:
-            done = {"runs": previous.get("runs", {})}
+    if holds_run(out.parent, lambda previous: {k: previous.get(k) for k in same} == same, record=out.name):
+        done = {"runs": json.loads(out.read_text()).get("runs", {})}
     _single_threaded(cfg.device)
     total = len(setup.eval_games) * len(seeds) * len(inits)
 

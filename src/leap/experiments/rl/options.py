@@ -26,7 +26,7 @@ from typing import Any
 
 from leap.experiments.rl.a2c import A2CSettings
 from leap.experiments.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
-from leap.util.checks import positive_int
+from leap.util.options import Option, add_options, by_name, check_fields
 
 RL_BENCHMARKS = ("atari", "minatar")
 RL_METHODS = ("leap", "reptile", "none")
@@ -61,24 +61,30 @@ EXTRA_DEFAULTS: dict[str, dict[str, Any]] = {
 EXTRA_KEYS = tuple(EXTRA_DEFAULTS["atari"])
 
 
+#: The RL-only options (``RunConfig.extra``), declared once: flag, type, range, help.
+#: Default None: the benchmark's (EXTRA_DEFAULTS).
+RL_OPTIONS = tuple(Option(*args, applies_to=RL_BENCHMARKS, **kwargs) for args, kwargs in (
+    (("games", "comma-separated pretraining pool (default: the benchmark's)"), {}),
+    (("eval_games", "comma-separated games for leap rl-eval (default: held-out games)"), {}),
+    (("eval_seeds", "seeds per game in leap rl-eval", int), dict(low=1)),
+    (("unroll", "A2C unroll length (paper: 5)", int), dict(low=1)),
+    (("discount", "discount factor (paper: 0.99)", float), dict(low=0, high=1)),
+    (("entropy_cost", "entropy regularization (paper: 0.01)", float), dict(low=0)),
+    (("value_cost", "weight of the value error (default 0.5)", float), dict(low=0)),
+    (("reward_clip", "rewards clipped to [-c, c] (paper: 5)", float), dict(above=0)),
+    (("max_grad_norm", "gradient-norm clipping, 0: none (default)", float), dict(low=0)),
+    (("frame_stack", "frames per observation (default 1: 84x84x3 as in the paper)", int), dict(low=1)),
+    (("action_set", "game action sets (default: minimal)"), dict(choices=("minimal", "full"))),
+    (("sticky_action_prob", "sticky actions (default: the suite's own, ALE v5 0.25, MinAtar 0.1)", float),
+     dict(low=0, below=1, optional=True)),
+))
+RL_FIELDS = by_name(RL_OPTIONS)
+GAME_LISTS = ("games", "eval_games")  # comma-separated on the command line, lists in the config
+
+
 def add_rl_options(p: argparse.ArgumentParser) -> None:
-    """The RL-only flags of ``leap train`` (default None: the benchmark's default)."""
-    g = p.add_argument_group("reinforcement learning (--benchmark atari|minatar)")
-    g.add_argument("--games", help="comma-separated pretraining pool (default: the benchmark's)")
-    g.add_argument("--eval-games", help="comma-separated games for leap rl-eval (default: held-out games)")
-    g.add_argument("--eval-seeds", type=int, help="seeds per game in leap rl-eval")
-    g.add_argument("--unroll", type=int, help="A2C unroll length (paper: 5)")
-    g.add_argument("--discount", type=float, help="discount factor (paper: 0.99)")
-    g.add_argument("--entropy-cost", type=float, help="entropy regularization (paper: 0.01)")
-    g.add_argument("--value-cost", type=float, help="weight of the value error (default 0.5)")
-    g.add_argument("--reward-clip", type=float, help="rewards clipped to [-c, c] (paper: 5)")
-    g.add_argument("--max-grad-norm", type=float, help="gradient-norm clipping, 0: none (default)")
-    g.add_argument("--frame-stack", type=int, help="frames per observation (default 1: 84x84x3 as in the paper)")
-    g.add_argument("--action-set", choices=["minimal", "full"], help="game action sets (default: minimal)")
-    g.add_argument("--sticky-action-prob", type=float,
-                   help="sticky actions (default: the suite's own, ALE v5 0.25, MinAtar 0.1)")
-    for action in g._group_actions:  # each applies to the RL benchmarks only (check_options_apply)
-        action.applies_to = RL_BENCHMARKS  # type: ignore[attr-defined]
+    """The RL-only flags of ``leap train`` (each applies to atari and minatar only)."""
+    add_options(p.add_argument_group("reinforcement learning (--benchmark atari|minatar)"), RL_OPTIONS)
 
 
 def extra_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +95,7 @@ def extra_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is None:
             continue
-        if key in ("games", "eval_games"):
+        if key in GAME_LISTS:
             value = [g.strip() for g in value.split(",") if g.strip()]
         given[key] = value
     if given and getattr(args, "benchmark", None) not in RL_BENCHMARKS:
@@ -111,7 +117,7 @@ def resolve_extra(benchmark: str, method: str, extra: dict[str, Any], values: di
     if unknown:
         raise ValueError(f"unknown RL option(s) {unknown}")
     out = {**EXTRA_DEFAULTS[benchmark], **extra}
-    for key in ("games", "eval_games"):
+    for key in GAME_LISTS:
         games = out[key]
         if not isinstance(games, list) or not games or not all(isinstance(g, str) and g for g in games):
             raise ValueError(f"{key} must be a non-empty list of game names, got {games!r}")
@@ -121,8 +127,7 @@ def resolve_extra(benchmark: str, method: str, extra: dict[str, Any], values: di
                 raise ValueError(f"{key}: unknown MinAtar game(s) {bad}; choose from {list(MINATAR_GAMES)}")
         if len(set(games)) != len(games):
             raise ValueError(f"{key}: a game is listed twice in {games}")
-    for key in ("eval_seeds", "unroll", "frame_stack"):
-        positive_int(key, out[key])
+    check_fields(out, RL_FIELDS, {key: key for key in EXTRA_KEYS if key not in GAME_LISTS})
     if values["val_every"]:
         raise ValueError(f"val_every: validation during meta-training is not available for --benchmark {benchmark} "
                          "(use leap rl-eval on the run)")

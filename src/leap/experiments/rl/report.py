@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from leap.util.files import atomic_write_text, save_figure
+
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
 RESULT_FILE = "rl-eval.json"
 
@@ -120,7 +122,7 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
     fig.suptitle(f"{result.get('benchmark', '')}: mean over seeds, band ±{spread:g} std across seeds", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -134,7 +136,7 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
     stem = Path(result_file).stem.replace("rl-eval", "rl")
     png = plot_rl_curves(result, directory / f"{stem}-curves.png", window, spread)
     md = directory / f"{Path(result_file).stem}.md"
-    md.write_text(f"# {result.get('benchmark', '')}: learned vs random encoder initialization\n\n"
+    atomic_write_text(md, f"# {result.get('benchmark', '')}: learned vs random encoder initialization\n\n"
                   f"{summary_table(result, window)}")
     return [png, md]
 

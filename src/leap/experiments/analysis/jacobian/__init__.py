@@ -43,7 +43,6 @@ from leap.experiments.analysis.jacobian.command import add_options, cmd_jacobian
 from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
 from leap.experiments.analysis.jacobian.report import plot_jacobian, write_jacobian_report
 from leap.experiments.analysis.jacobian.study import (
-    ProtocolMismatch,
     SyntheticImages,
     load_runs,
     run_study,
@@ -56,7 +55,6 @@ __all__ = [
     "Batch",
     "JacobianProtocol",
     "LossFn",
-    "ProtocolMismatch",
     "SyntheticImages",
     "add_options",
     "block_map",

@@ -83,6 +83,16 @@ def block_map(model: nn.Module, params: dict[str, Tensor], batches: Sequence[Bat
     return run
 
 
+def _tangents(dev: dict[str, Tensor], eye: Tensor, starts: dict[str, int], theta: dict[str, Tensor],
+              block: Sequence[str], a: int, b: int) -> dict[str, Tensor]:
+    """Columns a..b-1 of E + D_j as parameter-shaped tangents (E: the block's identity)."""
+    tangent = {n: d[a:b] for n, d in dev.items()}
+    for n in block:
+        s = starts[n]
+        tangent[n] = tangent[n] + eye[a:b, s : s + theta[n].numel()].reshape(b - a, *theta[n].shape)
+    return tangent
+
+
 def sgd_block_jacobians(
     model: nn.Module,
     params: dict[str, Tensor],
@@ -134,12 +144,7 @@ def sgd_block_jacobians(
         batched_hvp = vmap(hvp)
         for a in range(0, n_block, chunk):
             b = min(a + chunk, n_block)
-            tangent = {n: d[a:b] for n, d in dev.items()}
-            for n in block:
-                s = starts[n]
-                e_part = eye[a:b, s : s + theta[n].numel()].reshape(b - a, *theta[n].shape)
-                tangent[n] = tangent[n] + e_part
-            h = batched_hvp(tangent)  # H_j (E + D_j) for these columns
+            h = batched_hvp(_tangents(dev, eye, starts, theta, block, a, b))  # H_j (E + D_j) for these columns
             for n, d in dev.items():
                 d[a:b].sub_(h[n], alpha=lr)  # D_{j+1} = D_j - α H_j (E + D_j)
         grads = grad_fn(theta)

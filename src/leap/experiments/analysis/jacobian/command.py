@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leap.engine.rundir import check_out_dir
 from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
 from leap.experiments.analysis.jacobian.study import (
-    ProtocolMismatch,
+    STUDY_FILE,
     SyntheticImages,
-    load_runs,
+    protocol_matcher,
     run_study,
 )
 from leap.util.devices import check_device
@@ -62,12 +63,9 @@ def cmd_jacobian(args: argparse.Namespace) -> int:
         raise UsageError("--synthetic and --data-dir exclude each other")
     check_device(args.device)
     out = Path(args.out)
-    if args.overwrite and (out / "jacobian.json").exists():
-        (out / "jacobian.json").unlink()
-    try:
-        load_runs(out, protocol)
-    except ProtocolMismatch as err:
-        raise UsageError(f"{err}; use --overwrite to replace it") from err
+    check_out_dir(out, protocol_matcher(protocol), args.overwrite, record=STUDY_FILE)
+    if args.overwrite:
+        (out / STUDY_FILE).unlink(missing_ok=True)
     if args.synthetic:
         benchmark: Any = SyntheticImages()
     else:

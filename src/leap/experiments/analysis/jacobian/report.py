@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
+from leap.util.files import atomic_write_text, save_figure
 
 
 # ---------------------------------------------------------------------- report
@@ -42,7 +43,7 @@ def write_jacobian_report(out: Path) -> list[Path]:
     lines += ["", f"Compute: {seconds:.0f} s over {len(result['runs'])} (task, lr) pairs on {env['device']} "
               f"({env['threads']} threads, torch {env['torch']}).", ""]
     md = Path(out) / "jacobian.md"
-    md.write_text("\n".join(lines))
+    atomic_write_text(md, "\n".join(lines))
     return [md, plot_jacobian(result, Path(out) / "jacobian.png")]
 
 
@@ -80,6 +81,6 @@ def plot_jacobian(result: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

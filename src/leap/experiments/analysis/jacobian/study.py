@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from leap.engine.rundir import RunMatcher, check_out_dir
 from leap.experiments.analysis.jacobian.blocks import Batch, first_layer, relative_precision, sgd_block_jacobians
 from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
 from leap.experiments.analysis.jacobian.report import write_jacobian_report
@@ -58,27 +59,26 @@ def study_batches(benchmark: Any, protocol: JacobianProtocol, task_index: int, d
     return task, [(x.to(device), y.to(device)) for x, y in batches]
 
 
-class ProtocolMismatch(ValueError):
-    """The output directory holds a study with another protocol."""
+STUDY_FILE = "jacobian.json"  # the study's record: its protocol and every (task, lr) measured so far
+
+
+def protocol_matcher(protocol: JacobianProtocol) -> RunMatcher:
+    """Whether a jacobian.json was measured under ``protocol`` (see
+    :meth:`JacobianProtocol.identity`), for :func:`leap.engine.rundir.holds_run`."""
+    def matches(previous: dict[str, Any]) -> bool:
+        return JacobianProtocol(**previous["protocol"]).identity() == protocol.identity()
+    return matches
 
 
 def load_runs(out: Path, protocol: JacobianProtocol) -> list[dict[str, Any]]:
     """The (task, lr) results already in ``out``/jacobian.json (none if absent) that this
-    protocol asks for; raises :class:`ProtocolMismatch` if they were measured under
-    another protocol (see :meth:`JacobianProtocol.identity`)."""
-    path = Path(out) / "jacobian.json"
+    protocol asks for; a study under another protocol is refused
+    (:func:`leap.engine.rundir.check_out_dir`)."""
+    path = Path(out) / STUDY_FILE
     if not path.exists():
         return []
-    try:
-        previous = json.loads(path.read_text())
-    except ValueError as err:
-        raise ProtocolMismatch(f"{path} is not readable JSON ({err})") from err
-    try:
-        same = JacobianProtocol(**previous["protocol"]).identity() == protocol.identity()
-    except (KeyError, TypeError):
-        same = False
-    if not same:
-        raise ProtocolMismatch(f"{path} holds a study with another protocol")
+    check_out_dir(Path(out), protocol_matcher(protocol), overwrite=False, record=STUDY_FILE)
+    previous = json.loads(path.read_text())
     return [r for r in previous.get("runs", []) if r["task"] < protocol.tasks and r["lr"] in protocol.lrs]
 
 

@@ -1,0 +1,58 @@
+"""The error policy (leap.util.errors): a failure of the machine exits 1, a wrong path 2,
+each with one line and no traceback (unless LEAP_DEBUG=1)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from leap.cli import main
+
+TINY = ["train", "--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--no-progress"]
+
+
+def failing_write(exc: BaseException):
+    def write(path, data):
+        raise exc
+    return write
+
+
+@pytest.mark.parametrize(
+    "exc,code,line",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/disk/run/config.json"), 1,
+         "leap: error: /disk/run/config.json: no space left on the device"),
+        (OSError(errno.EROFS, "Read-only file system", "/ro/run/config.json"), 1,
+         "leap: error: /ro/run/config.json: read-only file system"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded", "/q/config.json"), 1,
+         "leap: error: /q/config.json: disk quota exceeded"),
+        (MemoryError(), 1, "leap: error: out of memory; use smaller batches or another device"),
+        (OSError(errno.ENAMETOOLONG, "File name too long", "/x/" + "a" * 300), 2, "file name too long"),
+    ],
+    ids=["disk full", "read-only", "quota", "memory", "name too long"],
+)
+def test_an_environment_error_is_one_line_with_its_exit_status(tmp_path, monkeypatch, capsys, exc, code, line):
+    monkeypatch.delenv("LEAP_DEBUG", raising=False)
+    monkeypatch.setattr("leap.engine.rundir.atomic_write_json", failing_write(exc))  # writing config.json
+    assert main([*TINY, "--out", str(tmp_path / "run")]) == code
+    err = capsys.readouterr().err.strip()
+    assert line in err and "\n" not in err and "Traceback" not in err
+
+
+def test_leap_debug_shows_the_traceback_instead(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAP_DEBUG", "1")
+    monkeypatch.setattr("leap.engine.rundir.atomic_write_json", failing_write(OSError(errno.ENOSPC, "No space")))
+    with pytest.raises(OSError, match="No space"):
+        main([*TINY, "--out", str(tmp_path / "run")])
+    from leap.util.errors import UsageError
+
+    with pytest.raises(UsageError, match="--meta-steps must be a positive integer"):
+        main([*TINY, "--out", str(tmp_path / "run"), "--meta-steps", "0"])
+
+
+def test_a_bug_is_not_disguised_as_an_environment_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("LEAP_DEBUG", raising=False)
+    monkeypatch.setattr("leap.engine.rundir.atomic_write_json", failing_write(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main([*TINY, "--out", str(tmp_path / "run")])
