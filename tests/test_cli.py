@@ -64,6 +64,8 @@ def test_compare_writes_table_and_plot(tmp_path):
         (["--device", "cuda:7"], "--device cuda:7"),
         (["--device", "tpu"], "--device tpu"),
         (["--stabilizer", "maybe"], "expected true/false"),
+        (["--task-batch", "1000000000"], "--task-batch 1000000000, --eval-batch 20 needs about"),
+        (["--engine", "batched", "--meta-batch", "100000000"], "with 100000000 tasks at once needs about"),
     ],
 )
 def test_invalid_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):

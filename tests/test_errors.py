@@ -28,9 +28,11 @@ def failing_write(exc: BaseException):
         (OSError(errno.EDQUOT, "Disk quota exceeded", "/q/config.json"), 1,
          "leap: error: /q/config.json: disk quota exceeded"),
         (MemoryError(), 1, "leap: error: out of memory; use smaller batches or another device"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 64000000000 bytes"), 1,
+         "leap: error: out of memory (DefaultCPUAllocator: can't allocate memory"),
         (OSError(errno.ENAMETOOLONG, "File name too long", "/x/" + "a" * 300), 2, "file name too long"),
     ],
-    ids=["disk full", "read-only", "quota", "memory", "name too long"],
+    ids=["disk full", "read-only", "quota", "memory", "torch's allocator", "name too long"],
 )
 def test_an_environment_error_is_one_line_with_its_exit_status(tmp_path, monkeypatch, capsys, exc, code, line):
     monkeypatch.delenv("LEAP_DEBUG", raising=False)

@@ -57,8 +57,10 @@ def environment_error(err: BaseException) -> tuple[int, str] | None:
     """(exit status, one line) for a failure of the machine (exit 1: disk, permissions,
     memory) or of a path the user gave (exit 2), or None when ``err`` is neither (a bug:
     its traceback is shown)."""
-    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-        detail = str(err).splitlines()[0][:200] if str(err) else ""
+    # torch.cuda.OutOfMemoryError; torch's CPU allocator raises a RuntimeError saying so
+    torch_oom = isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or torch_oom:
+        detail = str(err).splitlines()[0][-160:] if str(err) else ""
         return 1, "out of memory" + (f" ({detail})" if detail else "") + "; use smaller batches or another device"
     if isinstance(err, OSError) and err.errno is not None:
         code = 2 if err.errno in _PATH_ERRNOS else 1

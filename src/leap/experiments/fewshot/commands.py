@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from leap.engine.batched import resolve_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
+from leap.engine.memory import check_fits, estimate_bytes
 from leap.engine.rundir import begin_run, holds_run
 from leap.experiments.config import RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
@@ -47,7 +51,24 @@ def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
         raise UsageError(
             f"--pretrain-tasks {cfg.pretrain_tasks}: benchmark {cfg.benchmark!r} has {available} pretraining tasks"
         )
+    check_memory(cfg, benchmark)
     return benchmark
+
+
+def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
+    """Refuse batch sizes (and tasks trained at once) beyond the device's memory, before
+    anything is written (:mod:`leap.engine.memory`)."""
+    generator = torch.Generator().manual_seed(0)
+    example, _ = benchmark.task("train", 0, generator).sample(1, generator)
+    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched) == "batched"
+    at_once = min(cfg.meta_batch, cfg.max_tasks_per_chunk or cfg.meta_batch) if batched else 1
+    batch = max(cfg.task_batch, cfg.eval_batch)
+    what = f"--task-batch {cfg.task_batch}, --eval-batch {cfg.eval_batch}" + (
+        f" with {at_once} tasks at once" if at_once > 1 else "")
+    try:
+        check_fits(what, estimate_bytes(benchmark.make_model(), example, batch, at_once), cfg.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
