@@ -58,3 +58,61 @@ def test_a_bug_is_not_disguised_as_an_environment_error(tmp_path, monkeypatch):
     monkeypatch.setattr("leap.engine.rundir.atomic_write_json", failing_write(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main([*TINY, "--out", str(tmp_path / "run")])
+
+
+# ---------------------------------------------------------------------- every command x every bad output path
+COMMANDS = {
+    "train": ["train", *TINY[1:]],
+    "compare": ["compare", "--methods", "none", *TINY[1:]],
+    "sweep": ["sweep", "--methods", "none", "--pretrain-tasks", "1", "--seeds", "0", *TINY[1:]],
+    "ablation": ["ablation", "--configs", "leap-p2-mu0-f1", *TINY[1:]],
+    "jacobian": ["jacobian", "--synthetic", "--steps", "1", "--tasks", "1"],
+}
+
+
+def dangling(root):
+    (root / "out").symlink_to(root / "nowhere")
+    return root / "out", "leads nowhere"
+
+
+def loop(root):
+    (root / "out").symlink_to(root / "out")
+    return root / "out" / "run", "leads nowhere"
+
+
+def too_long(root):
+    return root / ("a" * 300), "longer than the file system allows"
+
+
+def a_file(root):
+    (root / "out").write_text("not a directory")
+    return root / "out", "exists and is not a directory"
+
+
+def under_a_file(root):
+    (root / "file").write_text("not a directory")
+    return root / "file" / "run", "is not a directory"
+
+
+@pytest.mark.parametrize("bad_path", [dangling, loop, too_long, a_file, under_a_file])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_a_bad_output_path_with_one_line_and_writes_nothing(tmp_path, capsys, command,
+                                                                                    bad_path):
+    out, reason = bad_path(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([*COMMANDS[command], "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("leap: error: ") and reason in err and "\n" not in err, err
+    assert captured.out == ""  # no progress or result printed: nothing ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_an_out_of_range_value_with_one_line_and_writes_nothing(tmp_path, capsys, command):
+    argv = [*COMMANDS[command], "--out", str(tmp_path / "run")]
+    flag, value = ("--steps", "0") if command == "jacobian" else ("--meta-steps", "0")
+    assert main([*argv, flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"leap: error: {flag} must be ") and "\n" not in err
+    assert not (tmp_path / "run").exists()

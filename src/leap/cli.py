@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from leap.engine.rundir import check_output_dir
 from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
@@ -34,6 +35,9 @@ from leap.experiments.rl.report import RESULT_FILE, write_rl_report
 from leap.util import distributed
 from leap.util.errors import RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
+
+#: Commands whose --out is a directory they create.
+OUTPUT_DIR_COMMANDS = ("train", "compare", "sweep", "ablation", "jacobian")
 
 #: Commands that run under torchrun (every rank runs them; the others are single-process).
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -181,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
         command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
         check_parsed(command, argv[1:], args)  # each value within its declared range
+        if args.command in OUTPUT_DIR_COMMANDS:
+            check_output_dir(Path(args.out))  # before any work, whatever the command does first
+        elif args.command == "rl-eval" and args.out:
+            if Path(args.out).is_dir():
+                raise UsageError(f"--out {args.out}: a directory; rl-eval's --out names the result file")
+            check_output_dir(Path(args.out).parent)
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.
             check_options_apply(command, argv[1:], args.benchmark)

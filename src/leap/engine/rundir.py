@@ -36,7 +36,26 @@ def check_out_dir(out: Path, matches: RunMatcher, overwrite: bool, record: str =
     if (out / record).exists() and not overwrite:
         if not holds_run(out, matches, record):
             raise UsageError(f"{out} holds a different run (its {record} differs); use --overwrite to replace it")
-    elif out.exists() and not out.is_dir():
+    check_output_dir(out)
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output path that cannot become a writable directory, before any work:
+    an existing file, a symbolic link that leads nowhere (a missing target or a loop), a
+    name longer than the file system allows, a parent that is not a writable directory."""
+    out = Path(out)
+    try:
+        name_max = os.pathconf("/" if not out.is_absolute() else out.anchor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long = [p for p in out.parts if len(os.fsencode(p)) > name_max]
+    if long:
+        raise UsageError(f"{out}: the name {long[0][:40]}... is longer than the file system allows ({name_max} bytes)")
+    for part in (out, *out.parents):
+        if part.is_symlink() and not part.exists():
+            raise UsageError(f"{out}: {part} is a symbolic link that leads nowhere (to {os.readlink(part)}: a "
+                             "missing target or a loop)")
+    if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
     probe = out
     while not probe.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from leap.engine.rundir import check_out_dir
-from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
+from leap.experiments.analysis.jacobian.protocol import PROTOCOL_OPTIONS, JacobianProtocol
 from leap.experiments.analysis.jacobian.study import (
     STUDY_FILE,
     SyntheticImages,
@@ -17,6 +17,8 @@ from leap.experiments.analysis.jacobian.study import (
 )
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
+from leap.util.options import Option
+from leap.util.options import add_options as add_options_of
 
 
 # ---------------------------------------------------------------------- command line
@@ -33,15 +35,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="Omniglot directory (default: $LEAP_OMNIGLOT_DIR)")
     p.add_argument("--synthetic", action="store_true",
                    help="random pixels and labels instead of Omniglot (smoke tests; labelled as such)")
-    p.add_argument("--steps", type=int, default=20, help="SGD steps K")
-    p.add_argument("--every", type=int, default=5, help="report ρ at step 1 and every M steps")
+    add_options_of(p, PROTOCOL_OPTIONS)
     p.add_argument("--lrs", type=_lrs, default=[0.01, 0.1, 0.5], help="comma-separated learning rates")
-    p.add_argument("--tasks", type=int, default=5, help="tasks (first N alphabets of --split)")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--batch", type=int, default=20, help="minibatch size")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--filters", type=int, default=64, help="ConvNet filters (64 is the paper's model)")
-    p.add_argument("--chunk", type=int, default=32, help="Jacobian columns per vmapped product (memory)")
+    Option("chunk", "Jacobian columns per vmapped product (memory)", int, default=32, low=1).add_to(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="discard a study with another protocol in --out")
 
@@ -57,8 +53,6 @@ def cmd_jacobian(args: argparse.Namespace) -> int:
         protocol.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
-    if args.chunk < 1:
-        raise UsageError(f"--chunk must be >= 1, got {args.chunk}")
     if args.synthetic and args.data_dir:
         raise UsageError("--synthetic and --data-dir exclude each other")
     check_device(args.device)

@@ -6,7 +6,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from leap.util.checks import positive_ints
+from leap.util.options import Option, by_name, check_fields
+
+#: The protocol's options, declared once (``leap jacobian`` builds its flags from them and
+#: :meth:`JacobianProtocol.validate` checks the same ranges).
+PROTOCOL_OPTIONS = (
+    Option("steps", "SGD steps K", int, default=20, low=1),
+    Option("every", "report ρ at step 1 and every M steps", int, default=5, low=1),
+    Option("tasks", "tasks (first N alphabets of --split)", int, default=5, low=1),
+    Option("split", "the alphabets' split", default="train", choices=("train", "val", "test")),
+    Option("batch", "minibatch size", int, default=20, low=1),
+    Option("seed", "seed of the tasks and minibatches", int, default=0, low=0, high=2**63 - 1),
+    Option("filters", "ConvNet filters (64 is the paper's model)", int, default=64, low=1),
+)
+PROTOCOL_FIELDS = by_name(PROTOCOL_OPTIONS)
 
 
 @dataclass
@@ -24,7 +37,7 @@ class JacobianProtocol:
     filters: int = 64
 
     def validate(self) -> None:
-        positive_ints(self, ("steps", "every", "tasks", "batch", "filters"))
+        check_fields(self, PROTOCOL_FIELDS)
         if not self.lrs or any(not (lr >= 0 and math.isfinite(lr)) for lr in self.lrs):
             raise ValueError(f"lrs must be finite and >= 0, got {self.lrs}")
         if self.data not in ("omniglot", "synthetic"):
