@@ -209,7 +209,7 @@ def test_meta_gradients_match_sequential_on_augmented_image_tasks(kind, options,
 
 
 @pytest.mark.parametrize("kind,optimizer", [("leap", "sgd"), ("leap", "adam"), ("reptile", "sgd"), ("fomaml", "sgd")])
-def test_in_float64_the_convnet_meta_gradients_agree_to_1e_8_sgd_5e_8_adam_over_several_meta_steps(kind, optimizer):
+def test_in_float64_convnet_meta_gradients_agree_to_1e_8_sgd_5e_8_adam_over_several_meta_steps(kind, optimizer):
     model = small_convnet(torch.float64)
     loop = InnerLoop(3, 8, 0.1 if optimizer == "sgd" else 0.01, optimizer)
     tasks = image_tasks(dtype=torch.float64)
