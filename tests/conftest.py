@@ -11,6 +11,18 @@ def _deterministic():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _thread_policy():
+    """Tests train small models: the thread policy's one thread (or OMP_NUM_THREADS), as
+    leap's commands use (leap.util.threads)."""
+    from leap.util.threads import choose_threads
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(choose_threads(None, "builtin")[0])
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _decode_cache_in_a_temporary_directory(tmp_path_factory):
     """Decoded datasets are cached under the session's temporary directory, never in the
     user's cache (each synthetic data directory would leave a file there), unless

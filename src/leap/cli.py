@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import faulthandler
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     FEWSHOT_BENCHMARKS,
     RUN_FIELDS,
+    THREADS,
     add_dist_options,
     add_engine_options,
     add_run_options,
@@ -35,6 +37,7 @@ from leap.experiments.rl.report import RESULT_FILE, write_rl_report
 from leap.util import distributed
 from leap.util.errors import RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
+from leap.util.threads import thread_policy
 
 #: Commands whose --out is a directory they create.
 OUTPUT_DIR_COMMANDS = ("train", "compare", "sweep", "ablation", "jacobian")
@@ -92,6 +95,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_of(args: argparse.Namespace) -> str | None:
+    """The benchmark a command runs (for the thread policy): its --benchmark, or the run's."""
+    if args.command == "rl-eval":
+        return "minatar"  # RL agents: small models
+    if getattr(args, "benchmark", None) is not None:
+        return args.benchmark
+    run = getattr(args, "run", None)
+    if run is not None:
+        config = (Path(run) if Path(run).is_dir() else Path(run).parent) / "config.json"
+        try:
+            return json.loads(config.read_text()).get("benchmark")
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
 class HelpWithDefaults(argparse.HelpFormatter):
     """``--help`` shows each option's default (unless its help already says it, or the
     default is unset: then the benchmark's or the run's own value applies)."""
@@ -135,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                             .replace(" (default: the benchmark's)", "") + " (default: the run's)").add_to(p)
     add_engine_options(p)
     add_dist_options(p)
+    THREADS.add_to(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="methods x pretraining-task counts x seeds, then the report")
@@ -194,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.
             check_options_apply(command, argv[1:], args.benchmark)
-        code = args.func(args)
+        with thread_policy(getattr(args, "threads", None), _benchmark_of(args)):
+            code = args.func(args)
         # Leave together: a rank that tears its process group down while a peer is still
         # finishing its last collective makes gloo abort that peer (SIGABRT at exit).
         distributed.barrier()

@@ -189,6 +189,9 @@ EXECUTION_OPTIONS = (
            default=10, low=1, applies_to=TRAINED_BY_FIT),
     Option("no_progress", "no progress bar", action="store_true"),
 )
+#: Every command that computes takes it (leap.util.threads: the thread policy).
+THREADS = Option("threads", "intra-op CPU threads (default: 1 for small models, else the free cores; "
+                 "OMP_NUM_THREADS if set)", int, low=1, optional=True)
 DIST_TIMEOUT = Option(
     "dist_timeout", "under torchrun: how long a rank waits for the others at a collective before failing "
     f"(default {distributed.DEFAULT_TIMEOUT_S:g})", float, default=distributed.DEFAULT_TIMEOUT_S, above=0,
@@ -201,6 +204,7 @@ def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
     ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
     add_options(p, RUN_OPTIONS, skip=() if per_run else ("seed", "pretrain_tasks"))
     add_options(p, EXECUTION_OPTIONS)
+    THREADS.add_to(p)
     add_rl_options(p)
 
 

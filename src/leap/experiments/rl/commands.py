@@ -18,7 +18,7 @@ import torch
 
 from leap.engine.loop import fit
 from leap.engine.rundir import begin_run, holds_run
-from leap.experiments.config import RunConfig, check_run_dir, read_run_config, run_matcher
+from leap.experiments.config import THREADS, RunConfig, check_run_dir, read_run_config, run_matcher
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
@@ -32,14 +32,6 @@ from leap.util.files import atomic_write_json, load_init
 
 RESULT_FILE = "rl-eval.json"
 BASELINE = "random"  # the label of the randomly initialized encoder
-
-
-def _single_threaded(device: str) -> None:
-    """The agents' tensors are small (a few dozen frames per forward pass) and the
-    environments step serially: on a CPU, intra-op threads only add synchronization,
-    which costs many-fold on a loaded machine. One thread is faster."""
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
 
 
 def check_rl_games(setup: RLSetup) -> None:
@@ -100,7 +92,6 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     check_rl_games(setup)
     out = Path(args.out)
     check_run_dir(out, cfg, args.overwrite)
-    _single_threaded(cfg.device)
     begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = RLMetaTrainer(cfg, setup)
     progress = RLProgress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
@@ -166,7 +157,6 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     done = None
     if holds_run(out.parent, lambda previous: {k: previous.get(k) for k in same} == same, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
-    _single_threaded(cfg.device)
     total = len(setup.eval_games) * len(seeds) * len(inits)
 
     def save(result: dict[str, Any]) -> None:
@@ -215,4 +205,5 @@ def add_rl_eval_parser(sub: Any) -> None:
     p.add_argument("--out", help=f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
     p.add_argument("--no-progress", action="store_true")
+    THREADS.add_to(p)
     p.set_defaults(func=cmd_rl_eval)

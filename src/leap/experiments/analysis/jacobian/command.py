@@ -15,6 +15,7 @@ from leap.experiments.analysis.jacobian.study import (
     protocol_matcher,
     run_study,
 )
+from leap.experiments.config import THREADS
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.options import Option
@@ -40,6 +41,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     Option("chunk", "Jacobian columns per vmapped product (memory)", int, default=32, low=1).add_to(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="discard a study with another protocol in --out")
+    THREADS.add_to(p)
 
 
 def cmd_jacobian(args: argparse.Namespace) -> int:
