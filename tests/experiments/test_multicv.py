@@ -421,6 +421,7 @@ def test_cache_goes_to_the_user_cache_when_the_data_directory_is_read_only(tmp_p
     data_dir = tmp_path / "data"
     write_idx(data_dir, "mnist")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LEAP_CACHE_DIR", raising=False)  # the test session's cache (conftest)
     data_dir.chmod(0o555)
     try:
         load_dataset(only_source(data_dir))

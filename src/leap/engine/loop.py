@@ -209,6 +209,10 @@ def _agree_on_the_run(trainer: Trainer, out: Path, log: Callable[[str], None]) -
         + (f"; writes {out}" if distributed.is_main() else "; writes nothing"))
 
 
+#: Configuration keys a resumed run may change: a run can be extended by more meta-steps.
+EXTENDABLE = ("meta_steps",)
+
+
 def _checkpoint_check(trainer: Trainer) -> Callable[[dict[str, Any], Path], None]:
     """A check that a checkpoint fits this run, before anything of it is loaded: the
     configuration it carries is this run's (else a :class:`UsageError`: resuming it would
@@ -219,9 +223,10 @@ def _checkpoint_check(trainer: Trainer) -> Callable[[dict[str, Any], Path], None
 
     def check(state: dict[str, Any], path: Path) -> None:
         written_by = state.get("config")
-        if written_by is not None and {**trainer.config, **written_by} != trainer.config:
-            differ = sorted(k for k in {*written_by, *trainer.config}
-                            if written_by.get(k) != trainer.config.get(k))
+        differ = [] if written_by is None else sorted(
+            k for k in {*written_by, *trainer.config}
+            if k in written_by and written_by[k] != trainer.config.get(k) and k not in EXTENDABLE)
+        if differ:
             raise UsageError(f"{path} was written by another configuration (it differs in {', '.join(differ)}): "
                              "resume with the run's own options, or start afresh without --resume")
         step = state["step"]
