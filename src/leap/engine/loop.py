@@ -136,6 +136,18 @@ def _write_record(record: dict[str, Any], metrics: Any, meta_batch: int, log: Ca
             f"{meta_batch} tasks (non-finite loss or gradient)")
 
 
+def _write_init(trainer: Trainer, out: Path, main: bool) -> None:
+    """init.safetensors (rank 0), never non-finite: a θ0 with a NaN or an infinity stops
+    the run instead (exit status 1). No safetensors metadata: its key order is not stable
+    across processes, and config.json beside the file already says what produced it."""
+    init = trainer.init_state()
+    if init is not None and non_finite(init):
+        raise RunStopped(f"θ0 is not finite after meta-step {trainer.step_count} (the meta learning rate is "
+                         f"likely too high): init.safetensors not written", 1)
+    if main and init is not None:
+        save_init(out / "init.safetensors", init)
+
+
 def fit(
     trainer: Trainer,
     out: Path,
@@ -187,14 +199,7 @@ def fit(
                 raise RunStopped(message.format(step=step, checkpoint=checkpoint(step)), code)
             if checkpoint_every and step % checkpoint_every == 0 and step < trainer.meta_steps:
                 checkpoint(step)
-    # No safetensors metadata: its key order is not stable across processes, and
-    # config.json beside the file already says what produced it.
-    init = trainer.init_state()
-    if init is not None and non_finite(init):
-        raise RunStopped(f"θ0 is not finite after meta-step {trainer.step_count} (the meta learning rate is "
-                         f"likely too high): init.safetensors not written", 1)
-    if main and init is not None:
-        save_init(out / "init.safetensors", init)
+    _write_init(trainer, out, main)
     if trainer.trains:
         checkpoint(trainer.step_count)
     return {"train_seconds": time.perf_counter() - start}

@@ -18,7 +18,7 @@ import torch
 
 from leap.engine.loop import fit
 from leap.engine.rundir import begin_run, holds_run
-from leap.experiments.config import THREADS, RunConfig, check_run_dir, read_run_config, run_matcher
+from leap.experiments.config import RUN_FIELDS, THREADS, RunConfig, check_run_dir, read_run_config, run_matcher
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
@@ -200,8 +200,9 @@ def add_rl_eval_parser(sub: Any) -> None:
     p.add_argument("run", help="run directory of leap train --benchmark atari|minatar (or its init.safetensors)")
     p.add_argument("--games", help="comma-separated games (default: the run's --eval-games)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0..eval_seeds-1)")
-    p.add_argument("--eval-steps", type=int, help="environment steps per game and seed")
-    p.add_argument("--device")
+    dataclasses.replace(RUN_FIELDS["eval_steps"], help="environment steps per game and seed (default: the run's)",
+                        applies_to=None).add_to(p)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's)")
     p.add_argument("--out", help=f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
     p.add_argument("--no-progress", action="store_true")
