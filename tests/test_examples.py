@@ -1,0 +1,31 @@
+"""The examples run as a user runs them (python examples/X.py --quick) and print results."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_sinusoid_prints_each_inits_error_and_meta_learned_inits_beat_a_random_one():
+    out = run_example(str(EXAMPLES / "sinusoid.py"), "--quick")
+    mse = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(.+?) +query MSE .*: ([\d.]+)$", out, re.M)}
+    assert set(mse) == {"Leap", "Reptile", "random init"}, out
+    assert mse["Leap"] < mse["random init"] and mse["Reptile"] < mse["random init"]
+
+
+@pytest.mark.parametrize("learner", ["leap", "reptile", "fomaml", "maml", "none"])
+def test_the_custom_loop_runs_with_every_learner(learner):
+    out = run_example(str(EXAMPLES / "custom_loop.py"), "--quick", "--learner", learner)
+    assert re.search(rf"^{learner}: held-out test error after 5 Adam steps: [\d.]+%$", out, re.M), out
