@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 import weakref
 
 import pytest
@@ -158,3 +159,56 @@ def test_non_finite_task_is_dropped_from_the_mean():
     assert int(valid) == 1
     for p in learner.parameters():
         torch.testing.assert_close(p.grad, torch.full_like(p, -1.0))
+
+
+# ---------------------------------------------------------------------- a strict hook
+def test_maml_through_the_plain_hook_calls_is_refused_naming_what_to_call():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.MAML(model)
+    learner.init_task()
+    loss = F.cross_entropy(model(torch.randn(4, 5)), torch.randint(3, (4,)))
+    loss.backward()
+    with pytest.raises(RuntimeError, match=r"fast_params\(model\).*adapt\(loss, fast\).*end_task\(loss=query_loss\)"):
+        learner.update(loss, model)
+
+
+def test_a_learner_built_on_a_compiled_model_and_used_with_either_form_works():
+    model = MLP(5, 3, hidden=8)
+    compiled = torch.compile(model)  # not run: only its wrapper's parameter names matter here
+    learner = leap.Leap(compiled)
+    assert learner.param_names == [n for n, _ in model.named_parameters()]  # no "_orig_mod." prefix
+    assert learner.params_of(model)[0] is next(model.parameters())
+    assert leap.Leap(model).to(compiled) is compiled
+
+
+def test_casting_or_moving_the_model_after_building_the_learner_is_detected():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model)
+    learner.to(model)
+    model.double()
+    with pytest.raises(ValueError, match=r"model has torch.float64.*learner has torch.float32.*after moving or casting"):
+        learner.to(model)
+
+
+def test_state_dict_carries_the_hyperparameters_and_loading_is_strict():
+    model = MLP(5, 3, hidden=8)
+    energy = leap.Leap(model, metric="energy").state_dict()
+    assert energy["hyperparameters"]["metric"] == "energy"
+    with pytest.raises(ValueError, match=r"another learner \(hyperparameters differ in \['metric'\]\)"):
+        leap.Leap(model, metric="length").load_state_dict(energy)
+    with pytest.raises(ValueError, match="unexpected key"):
+        leap.Leap(model, metric="energy").load_state_dict({**energy, "surprise": torch.zeros(1)})
+    leap.Leap(model, metric="length").load_state_dict(energy, strict=False)  # on request
+    leap.Leap(model, metric="energy").load_state_dict(energy)
+
+
+def test_update_without_gradients_warns_once():
+    model = MLP(5, 3, hidden=8)
+    learner = leap.Leap(model)
+    learner.init_task()
+    loss = F.cross_entropy(model(torch.randn(4, 5)), torch.randint(3, (4,)))
+    with pytest.warns(UserWarning, match=r"found no gradients: call loss.backward\(\) before update\(\)"):
+        learner.update(loss, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner.update(loss, model)  # once only

@@ -15,12 +15,20 @@ cannot poison the meta-gradient; ``normalize`` returns how many tasks contribute
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 ParamSelector = Sequence[str] | Callable[[str, nn.Parameter], bool] | None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module itself under ``torch.compile`` (whose wrapper prefixes every name with
+    ``_orig_mod.``), so a learner built on either form works with both."""
+    return getattr(model, "_orig_mod", model)
 
 
 def select_parameters(model: nn.Module, params: ParamSelector) -> list[tuple[str, nn.Parameter]]:
@@ -31,6 +39,7 @@ def select_parameters(model: nn.Module, params: ParamSelector) -> list[tuple[str
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap(model)
     named = list(model.named_parameters())
     if params is None:
         chosen = named
@@ -73,7 +82,7 @@ class MetaLearner:
         self._init: list[nn.Parameter] = [nn.Parameter(p.detach().clone()) for _, p in named]
         # Buffers (e.g. batch-norm running statistics) are not meta-learned: every task
         # starts from the values the model had when the learner was built.
-        self._buffers: dict[str, Tensor] = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self._buffers: dict[str, Tensor] = {n: b.detach().clone() for n, b in unwrap(model).named_buffers()}
         self._acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
         self._task_acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
         device = self._init[0].device
@@ -82,6 +91,7 @@ class MetaLearner:
         self._task_open = False
         self._model: nn.Module | None = None
         self._model_params: list[Tensor] = []
+        self._warned_no_grad = False
 
     # ------------------------------------------------------------------ θ0
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -98,25 +108,40 @@ class MetaLearner:
     def params_of(self, model: nn.Module) -> list[Tensor]:
         """The model's tensors that correspond to θ0, in the learner's order (cached)."""
         if model is not self._model:
-            lookup = dict(model.named_parameters())
+            lookup = dict(unwrap(model).named_parameters())
             missing = [n for n in self.param_names if n not in lookup]
             if missing:
                 raise ValueError(f"model lacks the meta-learned parameter(s) {missing}")
             self._model_params = [lookup[n] for n in self.param_names]
             for name, p, q in zip(self.param_names, self._model_params, self._init, strict=True):
-                if p.shape != q.shape or p.device != q.device:
-                    raise ValueError(
-                        f"parameter {name!r}: model has {tuple(p.shape)} on {p.device}, "
-                        f"learner has {tuple(q.shape)} on {q.device}"
-                    )
+                self._check_matches(name, p, q)
             self._model = model
+        else:  # the same module: it may have been moved or cast since (model.double(), .to(...))
+            self._check_matches(self.param_names[0], self._model_params[0], self._init[0])
         return self._model_params
+
+    @staticmethod
+    def _check_matches(name: str, p: Tensor, q: Tensor) -> None:
+        if p.shape != q.shape or p.device != q.device or p.dtype != q.dtype:
+            raise ValueError(
+                f"parameter {name!r}: model has {p.dtype} {tuple(p.shape)} on {p.device}, learner has "
+                f"{q.dtype} {tuple(q.shape)} on {q.device}; build the learner after moving or casting the model"
+            )
+
+    def _grads(self, params: list[Tensor]) -> list[Tensor]:
+        """``model_grads`` of the meta-learned tensors, warning once when none has a
+        gradient (``update`` called before ``loss.backward()``)."""
+        if not self._warned_no_grad and all(p.grad is None for p in params):
+            warnings.warn(f"{type(self).__name__}.update() found no gradients: call loss.backward() before "
+                          "update() (and opt.step() after)", stacklevel=3)
+            self._warned_no_grad = True
+        return model_grads(params)
 
     @torch.no_grad()
     def to(self, model: nn.Module) -> nn.Module:
         """Load θ0 (and the initial buffers) into ``model``; other parameters are untouched."""
         torch._foreach_copy_(self.params_of(model), [p.detach() for p in self._init])
-        for name, buf in model.named_buffers():
+        for name, buf in unwrap(model).named_buffers():
             if name in self._buffers:
                 buf.copy_(self._buffers[name])
         return model
@@ -209,20 +234,39 @@ class MetaLearner:
         return valid
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Tensor]:
-        """θ0 (``init.<name>``), the meta-batch accumulator (``acc.<name>``) and counters."""
-        state = {f"init.{n}": p.detach().clone() for n, p in self.named_parameters()}
+    def hyperparameters(self) -> dict[str, Any]:
+        """What the learner is besides its tensors (saved with them by :meth:`state_dict`)."""
+        return {"class": type(self).__name__, "params": list(self.param_names)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """θ0 (``init.<name>``), the meta-batch accumulator (``acc.<name>``), counters and
+        the ``hyperparameters`` (a state of an energy-metric Leap does not load into a
+        length-metric one)."""
+        state: dict[str, Any] = {f"init.{n}": p.detach().clone() for n, p in self.named_parameters()}
         state.update({f"acc.{n}": a.clone() for n, a in zip(self.param_names, self._acc, strict=True)})
         state["valid_tasks"] = self._valid_tasks.clone()
         state["num_tasks"] = torch.tensor(self._num_tasks)
+        state["hyperparameters"] = self.hyperparameters()
         return state
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Load a :meth:`state_dict`. ``strict`` (default): its keys and hyperparameters
+        must be this learner's exactly (ValueError otherwise)."""
         expected = {f"init.{n}" for n in self.param_names}
         missing = sorted(expected - set(state))
         if missing:
             raise ValueError(f"state_dict lacks {missing}")
+        if strict:
+            known = expected | {f"acc.{n}" for n in self.param_names} | {"valid_tasks", "num_tasks", "hyperparameters"}
+            unexpected = sorted(set(state) - known)
+            if unexpected:
+                raise ValueError(f"state_dict has unexpected key(s) {unexpected[:5]}")
+            saved = state.get("hyperparameters")
+            if saved is not None and saved != self.hyperparameters():
+                differ = sorted(k for k in {*saved, *self.hyperparameters()}
+                                if saved.get(k) != self.hyperparameters().get(k))
+                raise ValueError(f"state_dict is of another learner (hyperparameters differ in {differ})")
         for n, p, acc in zip(self.param_names, self._init, self._acc, strict=True):
             src = state[f"init.{n}"]
             if src.shape != p.shape:

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from leap.learners.base import MetaLearner, ParamSelector, model_grads
+from leap.learners.base import MetaLearner, ParamSelector
 
 Metric = Literal["length", "energy"]
 
@@ -86,6 +86,10 @@ class Leap(MetaLearner):
     def _begin_task(self) -> None:
         self._has_prev = False
 
+    def hyperparameters(self) -> dict[str, object]:
+        return {**super().hyperparameters(), "metric": self.metric, "loss_in_manifold": self.loss_in_manifold,
+                "stabilizer": self.stabilizer, "eps": self.eps}
+
     @torch.no_grad()
     def update(self, loss: Tensor, model: nn.Module) -> None:
         """Record the point (θ_i, f(θ_i), ∇f(θ_i)) and count the segment that ends here."""
@@ -95,7 +99,7 @@ class Leap(MetaLearner):
         if self._has_prev:
             self._add_segment(params, loss)
         torch._foreach_copy_(self._prev_params, params)
-        torch._foreach_copy_(self._prev_grads, model_grads(params))
+        torch._foreach_copy_(self._prev_grads, self._grads(params))
         self._prev_loss.copy_(loss)
         self._has_prev = True
 

@@ -12,12 +12,13 @@ the K-th training minibatch, and takes the mean over tasks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from leap.learners.base import MetaLearner, ParamSelector, model_grads
+from leap.learners.base import MetaLearner, ParamSelector
 
 
 class FOMAML(MetaLearner):
@@ -39,7 +40,7 @@ class FOMAML(MetaLearner):
     def update(self, loss: Tensor, model: nn.Module) -> None:
         self._require_open("update")
         params = self.params_of(model)
-        torch._foreach_copy_(self._task_acc, model_grads(params))
+        torch._foreach_copy_(self._task_acc, self._grads(params))
         self._updates += 1
 
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
@@ -73,6 +74,17 @@ class MAML(MetaLearner):
         super().__init__(model, params)
         self.inner_lr = inner_lr
         self.first_order = first_order
+
+    def update(self, loss: Tensor, model: nn.Module) -> None:
+        """Refused: MAML differentiates through the inner loop, which an ordinary loop's
+        in-place optimizer steps cut, so its meta-gradient would be exactly zero."""
+        raise RuntimeError(
+            "MAML cannot watch an ordinary training loop (its meta-gradient differentiates through the inner "
+            "steps): run the task with fast = learner.fast_params(model); fast = learner.adapt(loss, fast) per "
+            "step; learner.end_task(loss=query_loss) -- or use leap.FOMAML with these calls")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "inner_lr": self.inner_lr, "first_order": self.first_order}
 
     def fast_params(self, model: nn.Module) -> dict[str, Tensor]:
         """θ0 for the meta-learned names, the model's own tensors for the others."""
