@@ -116,3 +116,22 @@ def test_every_command_refuses_an_out_of_range_value_with_one_line_and_writes_no
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"leap: error: {flag} must be ") and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_base_install_refuses_a_command_that_needs_the_cli_extra_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["compare", *TINY[1:], "--out", str(tmp_path / "cmp")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "leap: error: leap compare needs matplotlib: pip install 'leap-metalearning[cli]'")
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_version(capsys):
+    import leap
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"leap {leap.__version__}"

@@ -5,6 +5,6 @@ Reference implementation of "Transferring Knowledge across Learning Processes"
 """
 
 from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
+from leap.util.version import VERSION as __version__
 
-__all__ = ["FOMAML", "MAML", "Leap", "MetaLearner", "Reptile"]
-__version__ = "0.1.0"
+__all__ = ["FOMAML", "MAML", "Leap", "MetaLearner", "Reptile", "__version__"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import faulthandler
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ from leap.util import distributed
 from leap.util.errors import RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
 from leap.util.threads import thread_policy
+from leap.util.version import VERSION
+
+#: Modules a command needs beyond the base install (the ``cli`` extra): figures.
+NEEDS = {c: ("matplotlib",) for c in ("compare", "sweep", "report", "ablation", "jacobian", "rl-eval")}
 
 #: Commands whose --out is a directory they create.
 OUTPUT_DIR_COMMANDS = ("train", "compare", "sweep", "ablation", "jacobian")
@@ -135,6 +140,7 @@ class CommandParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
         command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
         check_parsed(command, argv[1:], args)  # each value within its declared range
+        missing = [m for m in NEEDS.get(args.command, ()) if importlib.util.find_spec(m) is None]
+        if missing:  # a base install: refuse before training anything whose report cannot be written
+            raise UsageError(f"leap {args.command} needs {', '.join(missing)}: pip install 'leap-metalearning[cli]'")
         if args.command in OUTPUT_DIR_COMMANDS:
             check_output_dir(Path(args.out))  # before any work, whatever the command does first
         elif args.command == "rl-eval" and args.out:
