@@ -14,7 +14,8 @@ METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table: one row per method, test error (mean ± std over tasks) and AUC."""
     lines = [
-        "| Method | Test error (%) | AUC of training error (%) | Meta-training time (s) |",
+        "| Method | Test error (%), mean ± std over held-out tasks | AUC of training error (%) "
+        "| Meta-training time (s) |",
         "|---|---|---|---|",
     ]
     for method, r in results.items():
@@ -116,7 +117,8 @@ def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
             values = grid.get((n, m))
             if values:
                 mean, std = _mean_std(values)
-                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})")
+                # No "± 0.0" for a single seed: a spread over one value says nothing.
+                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)")
             else:
                 cells.append("-")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
