@@ -29,7 +29,7 @@ def test_sweep_writes_one_run_per_method_count_and_seed_and_the_report(tmp_path)
     assert sorted((r["method"], r["pretrain_tasks"], r["seed"]) for r in runs) == sorted(
         (m, n, 0) for m in ("leap", "reptile", "none") for n in (1, 3))
     assert (out / "leap" / "tasks-3" / "seed-0" / "init.safetensors").is_file()
-    assert (out / "results.md").is_file() and (out / "figure3.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "report.md").is_file() and (out / "figure3.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
@@ -49,10 +49,12 @@ def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path):
     assert (interrupted / "init.safetensors").read_bytes() == expected
 
 
-def fake_run(root: Path, method: str, n: int, seed: int, test_error: float, auc: float, benchmark="omniglot"):
-    run = root / method / f"tasks-{n}" / f"seed-{seed}"
+def fake_run(root: Path, method: str, n: int, seed: int, test_error: float, auc: float, benchmark="omniglot",
+             **config):
+    variant = "".join(f"-{v}" for v in config.values())
+    run = root / f"{method}{variant}" / f"tasks-{n}" / f"seed-{seed}"
     run.mkdir(parents=True)
-    cfg = RunConfig(method=method, benchmark=benchmark, seed=seed, pretrain_tasks=n).resolved()
+    cfg = RunConfig(method=method, benchmark=benchmark, seed=seed, pretrain_tasks=n, **config).resolved()
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
     (run / "eval-test.json").write_text(json.dumps(
         {"test_error": test_error, "test_error_std": 0.0, "auc": auc, "test_errors": [test_error],
@@ -70,11 +72,20 @@ def test_report_table_has_counts_as_rows_methods_as_columns_and_mean_std_over_se
     assert table[3] == "| 25 | 20.0 (n=1) | - |"
 
 
+def test_runs_of_one_method_with_different_configurations_are_never_averaged_as_seeds(tmp_path):
+    fake_run(tmp_path, "maml", 20, 0, 0.50, 0.5, meta_steps=300)
+    fake_run(tmp_path, "maml", 20, 0, 0.40, 0.5, meta_steps=1300)
+    fake_run(tmp_path, "maml", 20, 1, 0.44, 0.5, meta_steps=1300)
+    table = sweep_table(collect_runs(tmp_path)).splitlines()
+    assert table[0] == "| Pretraining tasks | MAML (meta_steps=1300) | MAML (meta_steps=300) |"
+    assert table[2] == "| 20 | 42.0 ± 2.0 (n=2) | 50.0 (n=1) |"
+
+
 def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys):
     fake_run(tmp_path, "leap", 25, 0, 0.30, 0.5)
     fake_run(tmp_path, "reptile", 25, 0, 0.35, 0.55)
     assert main(["report", str(tmp_path)]) == 0
-    text = (tmp_path / "results.md").read_text()
+    text = (tmp_path / "report.md").read_text()
     assert "The paper's Table 2" in text
     assert "| 25 | 24.8 | 29.4 | 23.5 | 42.9 | 44.0 | 82.8 |" in text
     assert (tmp_path / "figure3.png").is_file()

@@ -87,7 +87,7 @@ def collect_runs(root: str | Path) -> list[dict[str, Any]]:
             continue
         config = json.loads(config_path.read_text())
         result = json.loads(result_path.read_text())
-        runs.append({**config, **result, "dir": str(result_path.parent)})
+        runs.append({**config, **result, "dir": str(result_path.parent), "config": config})
     return runs
 
 
@@ -96,20 +96,53 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
+#: Config keys that do not change what a run is (how it ran, or what the table spreads over).
+NOT_CONFIGURATION = {"seed", "pretrain_tasks", "device", "engine", "compile", "max_tasks_per_chunk", "data_dir"}
+
+
+def columns(runs: list[dict[str, Any]]) -> list[str]:
+    """Each run's column: its method, and where one method was run with several
+    configurations, the settings that differ (``maml (meta_steps=1300)``), so runs of
+    different configurations are never averaged as if they were seeds."""
+    def signature(r: dict[str, Any]) -> tuple:
+        config = r.get("config", r)
+        return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_CONFIGURATION))
+
+    by_method: dict[str, set[tuple]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], set()).add(signature(r))
+    labels = []
+    for r in runs:
+        variants = by_method[r["method"]]
+        if len(variants) == 1:
+            labels.append(r["method"])
+            continue
+        shared = set.intersection(*(set(v) for v in variants))
+        differing = sorted({k for sig in variants for k, v in sig if (k, v) not in shared})
+        desc = ", ".join(f"{k}={r.get(k)}" for k in differing if k != "method")
+        labels.append(f"{r['method']} ({desc})")
+    return labels
+
+
 def _grid(runs: list[dict[str, Any]], key: str) -> dict[tuple[int, str], list[float]]:
     grid: dict[tuple[int, str], list[float]] = {}
-    for r in runs:
-        grid.setdefault((r["pretrain_tasks"], r["method"]), []).append(100 * r[key])
+    for r, column in zip(runs, columns(runs), strict=True):
+        grid.setdefault((r["pretrain_tasks"], column), []).append(100 * r[key])
     return grid
+
+
+def _label(column: str) -> str:
+    method, _, rest = column.partition(" ")
+    return METHOD_LABELS.get(method, method) + (f" {rest}" if rest else "")
 
 
 def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
     """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± std over seeds."""
     grid = _grid(runs, key)
-    methods = [m for m in METHOD_ORDER if any(k[1] == m for k in grid)]
-    methods += sorted({k[1] for k in grid} - set(methods))
+    methods = sorted({k[1] for k in grid}, key=lambda c: (
+        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
     counts = sorted({k[0] for k in grid})
-    lines = ["| Pretraining tasks | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |",
+    lines = ["| Pretraining tasks | " + " | ".join(_label(m) for m in methods) + " |",
              "|---" * (len(methods) + 1) + "|"]
     for n in counts:
         cells = []
@@ -182,7 +215,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
 
 
 def write_report(root: str | Path) -> list[Path]:
-    """results.md (Table 2's shape for test error and AUC, the paper's Table 2 beside it
+    """report.md (Table 2's shape for test error and AUC, the paper's Table 2 beside it
     for Omniglot, the protocol of the runs) and figure3.png for a sweep or compare
     directory. Returns the files written (none if no finished run was found)."""
     root = Path(root)
@@ -202,6 +235,6 @@ def write_report(root: str | Path) -> list[Path]:
     if first["benchmark"] == "omniglot":
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
-    md = root / "results.md"
+    md = root / "report.md"  # its own file: compare's results.md is never overwritten
     atomic_write_text(md, "\n".join(text))
     return [md, plot_figure3(runs, root / "figure3.png")]
