@@ -105,6 +105,8 @@ def sgd_block_jacobians(
 ) -> list[Tensor]:
     """Exact deviations D_i = B_i - I of the first-layer block of J_i(θ0), i = 1..K.
 
+    (About 60 lines on purpose: the SGD step and the recurrence of D read top to bottom.)
+
     Args:
         model: the network (its module structure and buffers; parameters come from ``params``).
             Its train/eval mode is used as is (the ConvNet's batch norm uses batch statistics).
