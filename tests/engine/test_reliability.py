@@ -150,16 +150,39 @@ def test_a_non_finite_task_is_dropped_and_counted(method):
     assert sum(trainer.draw_tasks(s)[i][0].source == 0 for s in range(3) for i in range(4)) > 0
 
 
-def test_when_every_task_fails_theta0_is_unchanged_and_the_run_stops_with_a_checkpoint(tmp_path):
+def test_when_every_task_fails_theta0_is_unchanged_and_the_run_stops_rolled_back_with_a_checkpoint(tmp_path):
     cfg = RunConfig(method="leap", meta_steps=10, meta_batch=2, task_steps=5, pretrain_tasks=2).resolved()
     trainer = MetaTrainer(cfg, PoisonedBenchmark({0, 1}))
     before = [p.detach().clone() for p in trainer.learner.parameters()]
-    with pytest.raises(RunStopped, match="3 consecutive meta-steps") as stopped:
-        fit(trainer, tmp_path, max_failed_steps=3, log=lambda msg: None)
+    with pytest.raises(RunStopped, match="3 consecutive meta-steps; rolled back to meta-step 0") as stopped:
+        fit(trainer, tmp_path, max_failed_steps=3, checkpoint_every=1, log=lambda msg: None)
     assert stopped.value.exit_code == 1
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.learner.parameters()))
-    assert list_checkpoints(tmp_path / "checkpoints")[-1][0] == 3
-    assert steps_in(tmp_path) == [1, 2, 3]
+    assert [step for step, _ in list_checkpoints(tmp_path / "checkpoints")] == [0]  # later ones dropped
+    assert steps_in(tmp_path) == []
+
+
+def test_a_run_whose_meta_learning_rate_is_far_too_high_continues_with_a_lower_one_as_if_run_so(tmp_path, capsys):
+    run = ["train", "--method", "leap", "--meta-steps", "4", "--meta-batch", "2", "--task-steps", "5",
+           "--max-failed-steps", "2", "--checkpoint-every", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    # 1e30 makes θ0 huge after meta-step 1, so every task of meta-steps 2 and 3 fails: the
+    # run stops rolled back to before that meta-update.
+    assert main([*run, "--meta-lr", "1e30"]) == 1
+    assert "rolled back to meta-step 0" in capsys.readouterr().err
+    assert main([*run, "--resume", "--meta-lr", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert "continuing" in err and "with meta learning rate 0.1 from meta-step 0" in err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["meta_lr"] == 1e30 and config["meta_lr_changes"] == [[0, 0.1]]
+    assert steps_in(tmp_path / "run") == [1, 2, 3, 4]
+    # The recorded config trained from scratch is the same run, and so is --meta-lr 0.1 alone.
+    cfg = RunConfig.from_dict(config).resolved()
+    (tmp_path / "again").mkdir()
+    fit(MetaTrainer(cfg, BuiltinBenchmark()), tmp_path / "again", log=lambda msg: None)
+    assert main([*run[:-1], str(tmp_path / "plain"), "--meta-lr", "0.1"]) == 0
+    init = (tmp_path / "run" / "init.safetensors").read_bytes()
+    assert (tmp_path / "again" / "init.safetensors").read_bytes() == init
+    assert (tmp_path / "plain" / "init.safetensors").read_bytes() == init
 
 
 def test_same_command_and_seed_give_identical_outputs(tmp_path):

@@ -10,9 +10,11 @@ trainer: one meta-step, validation, its state.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -167,7 +169,10 @@ def fit(
     identical to an uninterrupted one.
 
     Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
-    state to the others) and writes files.
+    state to the others) and writes files. When ``max_failed_steps`` stops the run, it is
+    rolled back to before the meta-update those failures followed.
+
+    (About 65 lines on purpose: every guarantee of the loop reads in this one place.)
     """
     ckpt_dir, metrics_path = out / "checkpoints", out / "metrics.jsonl"
     main = distributed.is_main()
@@ -183,20 +188,32 @@ def fit(
                                                 "config": trainer.config})
 
     start = time.perf_counter()
+    # The state at the start of the last two meta-steps: when every task of a meta-step
+    # fails, the meta-update before it is the likely cause, and the run stops rolled back
+    # to before that update, so that it can continue with a lower learning rate.
+    recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=2)
+    before_failures: tuple[int, dict[str, Any]] | None = None
     with _stop_signals(trainer.stop_requests), \
             metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
         while not trainer.finished:
+            recent.append((trainer.step_count, copy.deepcopy(trainer.state_dict())))
             record = trainer.step()
+            if record.get("diverged"):  # the trainer kept θ0 as it was before this meta-step
+                raise RunStopped(DIVERGED.format(failed=record["step"], step=trainer.step_count,
+                                                 checkpoint=checkpoint(trainer.step_count)), 1)
             record.update(trainer.validate())
             history.append(record)
             _write_record(record, metrics, trainer.meta_batch, log)
             if on_step is not None:
                 on_step(record)
             step = trainer.step_count
+            if trainer.consecutive_failures == 1:
+                before_failures = recent[0]
             stop = _why_stop(trainer, max_failed_steps)
             if stop is not None:
-                message, code = stop
-                raise RunStopped(message.format(step=step, checkpoint=checkpoint(step)), code)
+                if trainer.consecutive_failures >= max_failed_steps and before_failures is not None:
+                    step = _roll_back(trainer, before_failures, history, ckpt_dir, metrics_path, main)
+                raise RunStopped(stop[0].format(step=step, checkpoint=checkpoint(step)), stop[1])
             if checkpoint_every and step % checkpoint_every == 0 and step < trainer.meta_steps:
                 checkpoint(step)
     _write_init(trainer, out, main)
@@ -214,8 +231,9 @@ def _agree_on_the_run(trainer: Trainer, out: Path, log: Callable[[str], None]) -
         + (f"; writes {out}" if distributed.is_main() else "; writes nothing"))
 
 
-#: Configuration keys a resumed run may change: a run can be extended by more meta-steps.
-EXTENDABLE = ("meta_steps",)
+#: Configuration keys a resumed run may change: a run can be extended by more meta-steps,
+#: and continued with another meta learning rate (recorded in meta_lr_changes).
+EXTENDABLE = ("meta_steps", "meta_lr_changes")
 
 
 def _checkpoint_check(trainer: Trainer) -> Callable[[dict[str, Any], Path], None]:
@@ -314,11 +332,32 @@ def _stop_signals(requests: list[int]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+DIVERGED = ("meta-step {failed} made θ0 non-finite (the meta learning rate is too high); θ0 is kept at meta-step "
+            "{step}, checkpoint {checkpoint}; continue with a lower rate: the same command with --resume --meta-lr X "
+            "(the change is recorded in config.json)")
+
+
+def _roll_back(trainer: Trainer, to: tuple[int, dict[str, Any]], history: list[dict[str, Any]], ckpt_dir: Path,
+               metrics_path: Path, main: bool) -> int:
+    """Put ``trainer`` back to the state ``to`` (the start of the meta-step before the
+    failures), with its metrics, and drop later checkpoints; returns its meta-step."""
+    step, state = to
+    trainer.load_state_dict(state)
+    del history[step:]
+    if main:
+        for later, path in list_checkpoints(ckpt_dir):
+            if later > step:
+                path.unlink()
+        atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+    return step
+
+
 def _why_stop(trainer: Trainer, max_failed_steps: int) -> tuple[str, int] | None:
     """(message with {step} and {checkpoint}, exit status) if meta-training must stop now."""
     if trainer.consecutive_failures >= max_failed_steps:
-        return (f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; "
-                "stopped at meta-step {step}, checkpoint {checkpoint}; lower the learning rates and resume", 1)
+        return (f"every task failed (non-finite) in {trainer.consecutive_failures} consecutive meta-steps; rolled "
+                "back to meta-step {step}, before the meta-update they followed (checkpoint {checkpoint}); continue "
+                "with lower learning rates: the same command with --resume --meta-lr X (recorded in config.json)", 1)
     # Alone, any signal so far counts; under torchrun, the one the ranks agreed on in this
     # step's all-reduce (so that all stop after the same meta-step).
     requests = trainer.stop_requests

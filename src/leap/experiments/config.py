@@ -20,6 +20,7 @@ from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_fro
 from leap.tasks.omniglot import BN_EVAL, PIPELINES
 from leap.util import checks, distributed
 from leap.util.errors import UsageError
+from leap.util.files import list_checkpoints
 from leap.util.options import Option, add_options, boolean, by_name, check_fields
 
 BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -78,6 +79,9 @@ class RunConfig:
     compile: bool | None = None
     max_tasks_per_chunk: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # [from_step, lr] pairs: the meta learning rate from meta-step from_step on (a run
+    # continued with another --meta-lr after it diverged, leap train --resume --meta-lr X).
+    meta_lr_changes: list[list[float]] = field(default_factory=list)
 
     def resolved(self) -> RunConfig:
         """A copy with the benchmark's defaults filled in and every value checked."""
@@ -112,6 +116,21 @@ class RunConfig:
         are not checked."""
         fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
         check_fields(self, RUN_FIELDS, fields, benchmark=self.benchmark)
+        steps = [c[0] for c in self.meta_lr_changes if isinstance(c, (list, tuple)) and len(c) == 2]
+        if len(steps) != len(self.meta_lr_changes) or steps != sorted(steps) or any(
+                not isinstance(step, int) or isinstance(step, bool) or step < 0 for step in steps):
+            raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
+        for _, lr in self.meta_lr_changes:
+            RUN_FIELDS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
+
+    def meta_lr_at(self, step: int) -> float:
+        """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by
+        ``meta_lr_changes``."""
+        lr = self.meta_lr
+        for from_step, changed in self.meta_lr_changes:
+            if step >= from_step:
+                lr = changed
+        return lr
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -235,8 +254,38 @@ def run_matcher(cfg: RunConfig) -> RunMatcher:
         if existing.get("benchmark") == "omniglot":
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
+        # A continued run appends to meta_lr_changes: the directory's must be a prefix of cfg's.
+        changes = existing.get("meta_lr_changes", [])
+        if [list(c) for c in cfg.meta_lr_changes[: len(changes)]] != [list(c) for c in changes]:
+            return False
+        existing = {**existing, "meta_lr_changes": cfg.meta_lr_changes}
         return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
     return matches
+
+
+def continued_config(out: Path, cfg: RunConfig, meta_lr_given: bool) -> RunConfig:
+    """The config with which ``leap train --resume`` continues the run in ``out``.
+
+    A run continued with another meta learning rate (``--meta-lr X``, e.g. after it
+    diverged) records the change in ``meta_lr_changes``, from the newest checkpoint's
+    meta-step on, so that training the recorded config from scratch gives the same run;
+    resuming without ``--meta-lr`` keeps the changes already recorded. ``cfg`` is returned
+    unchanged when the run differs in anything else (the directory check refuses it)."""
+    try:
+        existing = RunConfig.from_dict(json.loads((out / "config.json").read_text())).resolved()
+    except (OSError, ValueError, TypeError):
+        return cfg
+    if dataclasses.replace(existing, meta_lr=cfg.meta_lr, meta_lr_changes=[]) != cfg:
+        return cfg  # another run: not ours to continue
+    current = existing.meta_lr_at(2**62)
+    if not meta_lr_given:
+        return existing if cfg.meta_lr == existing.meta_lr else cfg
+    if cfg.meta_lr == current:
+        return existing
+    found = list_checkpoints(out / "checkpoints")
+    step = found[-1][0] if found else 0
+    changes = [list(c) for c in existing.meta_lr_changes if c[0] < step] + [[step, cfg.meta_lr]]
+    return dataclasses.replace(existing, meta_lr_changes=changes).resolved()
 
 
 def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:

@@ -19,7 +19,14 @@ from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
 from leap.engine.memory import check_fits, estimate_bytes
 from leap.engine.rundir import begin_run, holds_run
-from leap.experiments.config import RL_BENCHMARKS, RunConfig, check_run_dir, config_from_args, run_matcher
+from leap.experiments.config import (
+    RL_BENCHMARKS,
+    RunConfig,
+    check_run_dir,
+    config_from_args,
+    continued_config,
+    run_matcher,
+)
 from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
@@ -122,6 +129,13 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     join_workers(cfg, args)
     benchmark = prepare(cfg, args.download)
     out = Path(args.out)
+    if args.resume and not args.overwrite:
+        continued = continued_config(out, cfg, meta_lr_given=args.meta_lr is not None)
+        if len(continued.meta_lr_changes) > len(cfg.meta_lr_changes) and distributed.is_main():
+            step, lr = continued.meta_lr_changes[-1]
+            print(f"leap: continuing {out} with meta learning rate {lr:g} from meta-step {step} "
+                  "(recorded in config.json as meta_lr_changes)", file=sys.stderr)
+        cfg = continued
     check_run_dir(out, cfg, args.overwrite)
     info = train_run(cfg, benchmark, out, args)
     if distributed.is_main():

@@ -135,8 +135,8 @@ class MetaTrainer(HookTrainerState):
                 distributed.all_reduce_sum([*tensors, table, control])
 
             valid_tasks = int(self.learner.normalize(reduce if distributed.active() else None).item())
-            if valid_tasks > 0:
-                self.meta_opt.step()
+            if valid_tasks > 0 and not self._meta_step():
+                return {"step": self.step_count + 1, "diverged": True, "seconds": time.perf_counter() - start}
             self.meta_opt.zero_grad()
             valid = valid_tasks
         else:
@@ -156,6 +156,26 @@ class MetaTrainer(HookTrainerState):
             "dropped_tasks": cfg.meta_batch - valid,
             "seconds": time.perf_counter() - start,
         }
+
+    def _meta_step(self) -> bool:
+        """θ0 ← θ0 - β ∇F (Algorithm 1, line 13) at this meta-step's rate
+        (``cfg.meta_lr_at``). If that makes θ0 non-finite (a rate far too high), θ0 and the
+        meta-optimizer are put back as they were and False is returned: the loop stops
+        with θ0 intact, and the run can continue with a lower rate."""
+        assert self.learner is not None and self.meta_opt is not None
+        for group in self.meta_opt.param_groups:
+            group["lr"] = self.cfg.meta_lr_at(self.step_count)
+        before = [p.detach().clone() for p in self.learner.parameters()]
+        opt_state = copy.deepcopy(self.meta_opt.state_dict())
+        self.meta_opt.step()
+        if all(bool(torch.isfinite(p).all()) for p in self.learner.parameters()):
+            return True
+        with torch.no_grad():
+            for p, b in zip(self.learner.parameters(), before, strict=True):
+                p.copy_(b)
+        self.meta_opt.load_state_dict(opt_state)
+        self.meta_opt.zero_grad()
+        return False
 
     def validate(self) -> dict[str, float]:
         """Every ``val_every`` meta-steps: the current θ0 evaluated on the validation split."""
