@@ -135,3 +135,20 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"leap {leap.__version__}"
+
+
+@pytest.mark.parametrize("exc,line", [
+    (OSError(errno.ENOSPC, "No space left on device", "/disk/f"), "leap: error: /disk/f: no space left on the device"),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/f"), "leap: error: /ro/f: read-only file system"),
+    (MemoryError(), "leap: error: out of memory"),
+], ids=["disk full", "read-only", "memory"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_reports_a_failing_machine_in_one_line_with_exit_1(tmp_path, capsys, monkeypatch, command,
+                                                                          exc, line):
+    monkeypatch.delenv("LEAP_DEBUG", raising=False)
+    monkeypatch.setattr("leap.util.files.atomic_write_bytes", failing_write(exc))  # every file leap writes
+    assert main([*COMMANDS[command], "--out", str(tmp_path / "run")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    # The error is one line, the last; before it at most a log of which run was starting.
+    assert lines[-1].startswith(line) and sum("error" in entry for entry in lines) == 1
+    assert "Traceback" not in "\n".join(lines) and len(lines) <= 2

@@ -104,6 +104,8 @@ def run_study(
     block = first_layer(probe)
     sizes = dict(probe.named_parameters())
     block_info = {"parameters": block, "size": sum(sizes[n].numel() for n in block)}
+    # The study's record first: a directory that cannot be written fails now, not after the compute.
+    atomic_write_json(out / "jacobian.json", _result(protocol, runs, block_info, device, chunk))
     for t in range(protocol.tasks):
         pending = [lr for lr in protocol.lrs if (t, lr) not in have]
         if not pending:
