@@ -390,3 +390,21 @@ def test_overwrite_removes_the_old_runs_outputs_and_resume_overwrite_starts_afre
     assert not (out / "eval-test.json").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000002.pt"]
     assert steps_in(out) == [1, 2] and json.loads((out / "config.json").read_text())["method"] == "reptile"
+
+
+def test_a_resumed_runs_progress_continues_and_its_time_covers_every_segment(tmp_path, reference):
+    from leap.util.progress import Progress
+
+    bar = Progress(12, "leap", enabled=False)
+    bar.update({"step": 9, "train_loss": 1.0, "train_error": 0.5})  # the first step after resuming at 8
+    assert bar.n == 9
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    out = copy_run(reference, tmp_path / "run")
+    (out / "init.safetensors").unlink()
+    for _, path in list_checkpoints(out / "checkpoints")[1:]:
+        path.unlink()  # resume from meta-step 10: two steps left
+    cfg = RunConfig.from_dict(json.loads((out / "config.json").read_text())).resolved()
+    info = fit(MetaTrainer(cfg, BuiltinBenchmark()), out, resume=True, log=lambda msg: None)
+    resumed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert info["train_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed))
+    assert [r["seconds"] for r in resumed[:10]] == [r["seconds"] for r in records[:10]]  # the earlier segment's

@@ -172,7 +172,7 @@ def fit(
     state to the others) and writes files. When ``max_failed_steps`` stops the run, it is
     rolled back to before the meta-update those failures followed.
 
-    (About 65 lines on purpose: every guarantee of the loop reads in this one place.)
+    (About 70 lines on purpose: every guarantee of the loop reads in this one place.)
     """
     ckpt_dir, metrics_path = out / "checkpoints", out / "metrics.jsonl"
     main = distributed.is_main()
@@ -219,7 +219,9 @@ def fit(
     _write_init(trainer, out, main)
     if trainer.trains:
         checkpoint(trainer.step_count)
-    return {"train_seconds": time.perf_counter() - start}
+    # Over every segment of a resumed run: the meta-steps' own times, from the metrics.
+    return {"train_seconds": sum(r.get("seconds", 0.0) for r in history) if history
+            else time.perf_counter() - start}
 
 
 def _agree_on_the_run(trainer: Trainer, out: Path, log: Callable[[str], None]) -> None:

@@ -34,10 +34,13 @@ class Progress:
             print(message, file=sys.stderr)
 
     def update(self, metrics: dict[str, Any]) -> None:
-        self.n += 1
+        """After a meta-step; a record's ``step`` sets the position, so a resumed run's bar
+        continues from its checkpoint instead of restarting at 0."""
+        done = int(metrics.get("step", self.n + 1))
+        advance, self.n = done - self.n, done
         if self.bar is not None:
             self.bar.set_postfix(**self.postfix(metrics))
-            self.bar.update(1)
+            self.bar.update(advance)
         elif self.enabled and (self.n == self.total or self.n % max(1, self.total // 10) == 0):
             shown = " ".join(f"{k} {v}" for k, v in self.postfix(metrics).items())
             print(f"{self.desc}: {self.n}/{self.total} {shown}", file=sys.stderr)
