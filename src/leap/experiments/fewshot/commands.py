@@ -37,6 +37,9 @@ from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, check_state, load_init
 from leap.util.progress import Progress
 
+#: How figures name the benchmarks.
+BENCHMARK_TITLES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot"}
+
 
 def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
     """Check what depends on the machine and the data, before any output is written."""
@@ -209,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     atomic_write_text(out / "results.md", header + table)
     atomic_write_json(out / "results.json", results)
-    plot_curves(results, out / "curves.png", f"{cfg0.benchmark}: held-out tasks")
+    plot_curves(results, out / "curves.png", f"{BENCHMARK_TITLES.get(cfg0.benchmark, cfg0.benchmark)}: held-out tasks")
     print(table, end="")
     print(f"wrote {out / 'results.md'} and {out / 'curves.png'}")
     return 0

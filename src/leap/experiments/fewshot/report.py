@@ -45,12 +45,14 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str | Path, title: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, r in results.items():
         curve = moving_average(r["curve"], window)
         ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], label=METHOD_LABELS.get(method, method))
     ax.set_xlabel("training step on held-out task")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are integers
     ax.set_ylabel(f"training error (%), moving average {window}")
     ax.set_title(title)
     ax.grid(alpha=0.3)
