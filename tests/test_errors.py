@@ -125,7 +125,8 @@ def test_a_base_install_refuses_a_command_that_needs_the_cli_extra_before_any_wo
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     assert main(["compare", *TINY[1:], "--out", str(tmp_path / "cmp")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "leap: error: leap compare needs matplotlib: pip install 'leap-metalearning[cli]'")
+        "leap: error: leap compare needs matplotlib: pip install 'leap-metalearning[cli]' (from a checkout: "
+        "pip install '.[cli]')")
     assert not (tmp_path / "cmp").exists()
 
 
