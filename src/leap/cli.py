@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         check_parsed(command, argv[1:], args)  # each value within its declared range
         missing = [m for m in NEEDS.get(args.command, ()) if importlib.util.find_spec(m) is None]
         if missing:  # a base install: refuse before training anything whose report cannot be written
-            raise UsageError(f"leap {args.command} needs {', '.join(missing)}: pip install 'leap-metalearning[cli]' (from a checkout: pip install '.[cli]')")
+            raise UsageError(f"leap {args.command} needs {', '.join(missing)}: pip install 'leap-metalearning[cli]' "
+                             "(from a checkout: pip install '.[cli]')")
         if args.command in OUTPUT_DIR_COMMANDS:
             check_output_dir(Path(args.out))  # before any work, whatever the command does first
         elif args.command == "rl-eval" and args.out:
