@@ -308,7 +308,7 @@ def _restore(trainer: Trainer, ckpt_dir: Path, metrics_path: Path, resume: bool,
     if loaded is not None and "metrics" in loaded[0]:
         # The checkpoint's own copy wins: metrics.jsonl may be lost, cut or ahead of it.
         history.extend(loaded[0]["metrics"])
-        atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        _write_metrics(metrics_path, history)
     else:
         truncate_metrics(metrics_path, trainer.step_count)
         if metrics_path.exists():
@@ -339,6 +339,11 @@ DIVERGED = ("meta-step {failed} made θ0 non-finite (the meta learning rate is t
             "(the change is recorded in config.json)")
 
 
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl rewritten (atomically) to exactly ``history``'s records."""
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
 def _roll_back(trainer: Trainer, to: tuple[int, dict[str, Any]], history: list[dict[str, Any]], ckpt_dir: Path,
                metrics_path: Path, main: bool) -> int:
     """Put ``trainer`` back to the state ``to`` (the start of the meta-step before the
@@ -350,7 +355,7 @@ def _roll_back(trainer: Trainer, to: tuple[int, dict[str, Any]], history: list[d
         for later, path in list_checkpoints(ckpt_dir):
             if later > step:
                 path.unlink()
-        atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        _write_metrics(metrics_path, history)
     return step
 
 

@@ -31,26 +31,12 @@ def positive_int(name: str, value: Any, *, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
 
 
-def non_negative_int(name: str, value: Any) -> None:
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-
-
-def positive_numbers(owner: Any, names: Iterable[str]) -> None:
-    """``owner.<name>`` is a finite number > 0 for every name (learning rates, budgets)."""
-    for name in names:
-        positive_number(name, getattr(owner, name))
 
 
 def positive_number(name: str, value: Any) -> None:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
-
-def one_of(name: str, value: Any, choices: Iterable[Any]) -> None:
-    choices = list(choices)
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def dataclass_from_dict(cls: type[T], values: dict[str, Any], what: str = "config") -> T:
