@@ -1,0 +1,1 @@
+"""Few-shot classification (section 4.1): the built-in benchmark and Omniglot, their trainer, commands and report."""
