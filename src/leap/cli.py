@@ -35,7 +35,7 @@ from leap.experiments.methods import METHODS
 from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_rl
 from leap.experiments.rl.options import RL_BENCHMARKS
 from leap.experiments.rl.report import RESULT_FILE, write_rl_report
-from leap.util import distributed
+from leap.util import distributed, tensorboard
 from leap.util.errors import RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
 from leap.util.threads import thread_policy
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:  # a base install: refuse before training anything whose report cannot be written
             raise UsageError(f"leap {args.command} needs {', '.join(missing)}: pip install 'leap-metalearning[cli]' "
                              "(from a checkout: pip install '.[cli]')")
+        if getattr(args, "tensorboard", False):
+            tensorboard.require()
         if args.command in OUTPUT_DIR_COMMANDS:
             check_output_dir(Path(args.out))  # before any work, whatever the command does first
         elif args.command == "rl-eval" and args.out:

@@ -35,6 +35,7 @@ from leap.util.files import (
     save_init,
 )
 from leap.util.seeding import rng_state, set_rng_state
+from leap.util.tensorboard import TensorBoardLog
 
 #: Signals that stop meta-training after the meta-step in flight (with a checkpoint).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -159,6 +160,7 @@ def fit(
     max_failed_steps: int = 10,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = print,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
 
@@ -170,7 +172,8 @@ def fit(
 
     Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
     state to the others) and writes files. When ``max_failed_steps`` stops the run, it is
-    rolled back to before the meta-update those failures followed.
+    rolled back to before the meta-update those failures followed. ``tensorboard`` mirrors
+    each record as TensorBoard scalars under ``out/tensorboard`` (rank 0).
 
     (About 70 lines on purpose: every guarantee of the loop reads in this one place.)
     """
@@ -193,7 +196,8 @@ def fit(
     # to before that update, so that it can continue with a lower learning rate.
     recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=2)
     before_failures: tuple[int, dict[str, Any]] | None = None
-    with _stop_signals(trainer.stop_requests), \
+    board = TensorBoardLog(out, trainer.step_count + 1) if main and tensorboard else None
+    with _stop_signals(trainer.stop_requests), contextlib.closing(board) if board else contextlib.nullcontext(), \
             metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
         while not trainer.finished:
             recent.append((trainer.step_count, copy.deepcopy(trainer.state_dict())))
@@ -204,6 +208,8 @@ def fit(
             record.update(trainer.validate())
             history.append(record)
             _write_record(record, metrics, trainer.meta_batch, log)
+            if board is not None:
+                board.write(record)
             if on_step is not None:
                 on_step(record)
             step = trainer.step_count

@@ -72,7 +72,7 @@ def check_output_dir(out: Path) -> None:
 # ---------------------------------------------------------------------- one writer per run
 #: What a run writes into its directory (removed by --overwrite before the new run writes).
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "init.safetensors", "checkpoints", "eval-*.json", "result.json",
-               "rl-eval.json", "rl-eval.md", "rl-eval.png")
+               "rl-eval.json", "rl-eval.md", "rl-eval.png", "tensorboard")
 LOCK_FILE = ".lock"
 _held: dict[Path, int] = {}  # run directories this process holds the lock of -> the lock's descriptor
 

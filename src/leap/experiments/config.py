@@ -207,6 +207,8 @@ EXECUTION_OPTIONS = (
     Option("max_failed_steps", "stop after R consecutive meta-steps in which every task was non-finite", int,
            default=10, low=1, applies_to=TRAINED_BY_FIT),
     Option("no_progress", "no progress bar", action="store_true"),
+    Option("tensorboard", "also write the metrics as TensorBoard scalars to OUT/tensorboard (needs the tensorboard "
+           "package; metrics.jsonl stays the record)", action="store_true", applies_to=TRAINED_BY_FIT),
 )
 #: Every command that computes takes it (leap.util.threads: the thread policy).
 THREADS = Option("threads", "intra-op CPU threads (default: 1 for small models, else the free cores; "

@@ -107,7 +107,7 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
     bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
     try:
         return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
-                   max_failed_steps=args.max_failed_steps, on_step=bar.update,
+                   max_failed_steps=args.max_failed_steps, tensorboard=args.tensorboard, on_step=bar.update,
                    log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
     finally:
         bar.close()
