@@ -42,6 +42,17 @@ def test_evaluate_reports_test_error_and_auc(tmp_path, capsys):
     assert "test error" in capsys.readouterr().out
 
 
+def test_evaluate_shows_its_progress_over_the_tasks_unless_told_not_to(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "--method", "reptile", "--out", str(out), *TINY])
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "reptile: evaluate (test tasks)" in err and "10/10" in err
+    assert main(["evaluate", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_compare_writes_table_and_plot(tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--methods", "leap,reptile,fomaml,maml,finetune,none", "--out", str(out), *TINY]) == 0

@@ -20,6 +20,7 @@ from leap.engine.rundir import check_output_dir
 from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
+    EXECUTION_FIELDS,
     FEWSHOT_BENCHMARKS,
     RUN_FIELDS,
     THREADS,
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(p)
     add_dist_options(p)
     THREADS.add_to(p)
+    EXECUTION_FIELDS["no_progress"].add_to(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="methods x pretraining-task counts x seeds, then the report")

@@ -6,6 +6,7 @@ One helper for every few-shot method and for validation during meta-training.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ def evaluate(
     engine: str = "auto",
     compile: bool | None = None,
     max_tasks_per_chunk: int | None = None,
+    on_tasks: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Train every task of ``split`` for ``loop.steps`` steps from ``init``.
 
@@ -72,6 +74,7 @@ def evaluate(
 
     ``engine``, ``compile`` and ``max_tasks_per_chunk`` choose how the tasks are trained
     (:func:`leap.engine.batched.select_engine`); the result is the same up to rounding.
+    ``on_tasks(done, total)`` is called as this process's tasks finish (progress).
     """
     model = benchmark.make_model()
     n = benchmark.num_sources(split)
@@ -82,7 +85,8 @@ def evaluate(
     table = torch.zeros(n, 1 + loop.steps, device=next(model.parameters()).device)
     batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
     pending = []  # batched: (source, (task, generator), starting parameters), trained together below
-    for source in distributed.shard(range(n)):
+    mine = distributed.shard(range(n))
+    for done, source in enumerate(mine, 1):
         generator = derived_generator(seed, "eval", split, source)
         task = benchmark.task(split, source, generator, seed)
         model.load_state_dict(init)
@@ -95,11 +99,15 @@ def evaluate(
         curve = train_task(model, task, loop, generator)
         table[source, 0] = curve.test_error
         table[source, 1:] = curve.train_error
+        if on_tasks is not None:
+            on_tasks(done, len(mine))
     if batched is not None and pending:
         curves = batched.train([draw for _, draw, _ in pending], starts=[start for _, _, start in pending])
         for (source, _, _), curve in zip(pending, curves, strict=True):
             table[source, 0] = curve.test_error
             table[source, 1:] = curve.train_error
+        if on_tasks is not None:
+            on_tasks(len(mine), len(mine))
     distributed.all_reduce_sum([table])
     train_errors = table[:, 1:].contiguous()  # (tasks, K)
     return EvalResult(

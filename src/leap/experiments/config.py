@@ -210,6 +210,7 @@ EXECUTION_OPTIONS = (
     Option("tensorboard", "also write the metrics as TensorBoard scalars to OUT/tensorboard (needs the tensorboard "
            "package; metrics.jsonl stays the record)", action="store_true", applies_to=TRAINED_BY_FIT),
 )
+EXECUTION_FIELDS = by_name(EXECUTION_OPTIONS)
 #: Every command that computes takes it (leap.util.threads: the thread policy).
 THREADS = Option("threads", "intra-op CPU threads (default: 1 for small models, else the free cores; "
                  "OMP_NUM_THREADS if set)", int, low=1, optional=True)

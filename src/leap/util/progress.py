@@ -48,3 +48,20 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TaskProgress:
+    """Progress over the tasks of an evaluation: ``update(done, total)`` as tasks finish
+    (the total is known once the tasks are listed, so the bar starts at the first call)."""
+
+    def __init__(self, desc: str, enabled: bool) -> None:
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(total, self.desc, self.enabled, postfix=lambda _: {})
+        self.bar.update({"step": done})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

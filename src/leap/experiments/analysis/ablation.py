@@ -301,7 +301,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
             log(f"{config.name}: meta-training ({config.label})")
             train_run(cfg, benchmark, run_dir, run_args)
             start = time.perf_counter()
-            evaluation = evaluate_run(cfg, benchmark, run_dir / "init.safetensors")
+            evaluation = evaluate_run(cfg, benchmark, run_dir / "init.safetensors", progress=not args.no_progress)
             evaluation["eval_seconds"] = time.perf_counter() - start
             atomic_write_json(eval_path, evaluation)
         atomic_write_json(out / "ablation.json", {"protocol": protocol, "configs": collect_rows(out, protocol)})

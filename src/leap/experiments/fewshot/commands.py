@@ -35,7 +35,7 @@ from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, check_state, load_init
-from leap.util.progress import Progress
+from leap.util.progress import Progress, TaskProgress
 
 #: How figures name the benchmarks.
 BENCHMARK_TITLES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot"}
@@ -113,15 +113,20 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
         bar.close()
 
 
-def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test") -> dict[str, Any]:
+def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
+                 progress: bool = False) -> dict[str, Any]:
     try:
         init = load_init(init_path, cfg.device)
         where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)
         check_state(init, benchmark.make_model().state_dict(), where)
     except (FileNotFoundError, CorruptFileError) as err:
         raise UsageError(str(err)) from err
-    result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, METHODS[cfg.method].fresh_head,
-                      **engine_options(cfg))
+    bar = TaskProgress(f"{cfg.method}: evaluate ({split} tasks)", progress and distributed.is_main())
+    try:
+        result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, METHODS[cfg.method].fresh_head,
+                          on_tasks=bar.update, **engine_options(cfg))
+    finally:
+        bar.close()
     # Which protocol produced the numbers travels with them.
     protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
     return {**result.to_dict(), **protocol}
@@ -150,7 +155,8 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     """``leap evaluate`` of a few-shot run (``cfg``: its config with the command's overrides)."""
     run = Path(args.run)
     join_workers(cfg, args)
-    result = evaluate_run(cfg, prepare(cfg), run, args.split)  # under torchrun, tasks are split over ranks
+    # Under torchrun, tasks are split over ranks.
+    result = evaluate_run(cfg, prepare(cfg), run, args.split, progress=not args.no_progress)
     if not distributed.is_main():
         return 0
     if run.is_dir():
@@ -188,7 +194,7 @@ def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: 
         return json.loads(result_path.read_text())
     resume_args = argparse.Namespace(**{**vars(args), "resume": same})
     info = train_run(cfg, benchmark, run_dir, resume_args)
-    result = evaluate_run(cfg, benchmark, run_dir)
+    result = evaluate_run(cfg, benchmark, run_dir, progress=not args.no_progress)
     result.update(info)
     atomic_write_json(result_path, result)
     return result
