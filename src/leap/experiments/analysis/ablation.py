@@ -31,7 +31,7 @@ from typing import Any
 from leap.engine.rundir import holds_run
 from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
-from leap.experiments.fewshot.report import moving_average
+from leap.experiments.fewshot.report import BENCHMARK_NAMES, moving_average
 from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, save_figure
@@ -215,6 +215,7 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     longest = max((len(c) for c in curves.values()), default=1)
     window = window or max(1, longest // 10)
@@ -225,8 +226,10 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
         style = "--" if label == "Reptile" else "-"
         ax.plot(range(1, len(values) + 1), moving_average(values, window), style, label=label)
     ax.set_xlabel("meta-training step")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"average task training loss (moving average {window})")
-    ax.set_title(f"{protocol['benchmark']}: {protocol['pretrain_tasks']} pretraining tasks, "
+    benchmark = BENCHMARK_NAMES.get(protocol["benchmark"], protocol["benchmark"])
+    ax.set_title(f"{benchmark}: {protocol['pretrain_tasks']} pretraining tasks, "
                  f"{protocol['meta_batch']} x {protocol['task_steps']} steps per meta-step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

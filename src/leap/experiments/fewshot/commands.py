@@ -27,7 +27,7 @@ from leap.experiments.config import (
     continued_config,
     run_matcher,
 )
-from leap.experiments.fewshot.report import comparison_table, plot_curves, write_report
+from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, plot_curves, write_report
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
 from leap.tasks import Benchmark
@@ -36,9 +36,6 @@ from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, check_state, load_init
 from leap.util.progress import Progress, TaskProgress
-
-#: How figures name the benchmarks.
-BENCHMARK_TITLES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot"}
 
 
 def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
@@ -218,7 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     atomic_write_text(out / "results.md", header + table)
     atomic_write_json(out / "results.json", results)
-    plot_curves(results, out / "curves.png", f"{BENCHMARK_TITLES.get(cfg0.benchmark, cfg0.benchmark)}: held-out tasks")
+    plot_curves(results, out / "curves.png", f"{BENCHMARK_NAMES.get(cfg0.benchmark, cfg0.benchmark)}: held-out tasks")
     print(table, end="")
     print(f"wrote {out / 'results.md'} and {out / 'curves.png'}")
     return 0

@@ -29,6 +29,10 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How figures and tables name the benchmarks.
+BENCHMARK_NAMES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot"}
+
+
 def moving_average(values: list[float], window: int) -> list[float]:
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -177,6 +181,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     counts = sorted({r["pretrain_tasks"] for r in runs})
@@ -188,7 +193,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
                            if r["method"] == m and r["pretrain_tasks"] == largest]) * 100
         if len(curves):
             steps = np.arange(1, curves.shape[1] + 1)
-            (line,) = left.plot(steps, curves.mean(0), label=METHOD_LABELS.get(m, m))
+            (line,) = left.plot(steps, curves.mean(0), label=f"{METHOD_LABELS.get(m, m)} (n={len(curves)})")
             left.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
                               color=line.get_color(), alpha=0.2)
         xs, means, stds = [], [], []
@@ -203,9 +208,15 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
         if len(xs) == 1:  # a single count: the band is invisible, show ± one std as an error bar
             right.errorbar(xs, means, yerr=stds, color=line.get_color(), capsize=4)
     right.set_xticks(counts)  # counts are integers: no fractional ticks
-    left.set(xlabel="training step on held-out task", ylabel="training error (%)",
-             title=f"held-out tasks, {largest} pretraining tasks")
-    right.set(xlabel="number of pretraining tasks", ylabel="AUC of training error (%)", title="AUC")
+    left.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # so are steps
+    several = any(sum(r["method"] == m and r["pretrain_tasks"] == n for r in runs) > 1 for m in methods for n in counts)
+    band = "shading: ± one std over n seeds (n in the legend)" if several else "one seed per method: no spread shown"
+    left.set(xlabel="training step on held-out task", ylabel=f"training error (%), moving average {window}",
+             title=f"Held-out tasks after {largest} pretraining tasks")
+    right.set(xlabel="number of pretraining tasks", ylabel="AUC of training error (%)",
+              title="AUC against pretraining tasks")
+    benchmark = BENCHMARK_NAMES.get(runs[0]["benchmark"], runs[0]["benchmark"])
+    fig.suptitle(f"{benchmark} (Figure 3's shape); {band}", fontsize=10)
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
