@@ -13,8 +13,10 @@ METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown table: one row per method, test error (mean ± std over tasks) and AUC."""
+    tasks = sorted({len(r["test_errors"]) for r in results.values() if "test_errors" in r})
+    over = f"the {tasks[0]} held-out tasks" if len(tasks) == 1 else "held-out tasks"
     lines = [
-        "| Method | Test error (%), mean ± std over held-out tasks | AUC of training error (%) "
+        f"| Method | Test error (%), mean ± std over {over} | AUC of training error (%) "
         "| Meta-training time (s) |",
         "|---|---|---|---|",
     ]
