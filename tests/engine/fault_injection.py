@@ -4,8 +4,9 @@ Run it like ``python -m leap`` (under torchrun, or with RANK/WORLD_SIZE/MASTER_*
 hand). On the rank named by ``LEAP_FAULT_RANK``, just before meta-step
 ``LEAP_FAULT_STEP`` (1-based), the process does what ``LEAP_FAULT`` says: ``raise`` (an
 exception, as a bug or a CUDA error would) or ``hang`` (sleeps, as a stuck rank would).
-Without ``LEAP_FAULT`` it is plain ``leap``. The library itself carries no test hook:
-the fault is patched in here.
+Without ``LEAP_FAULT`` it is plain ``leap``. With ``LEAP_REPORT_THREADS=1`` each rank
+prints, after the command returned, the names of the native threads still running in it
+(Linux: /proc/self/task). The library itself carries no test hook: these are added here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def inject() -> None:
     trainer.MetaTrainer.step = faulty_step
 
 
+def report_threads() -> None:
+    if os.environ.get("LEAP_REPORT_THREADS") == "1":
+        names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+        print(f"rank {os.environ.get('RANK')} threads after the command: {names}", file=sys.stderr, flush=True)
+
+
 if __name__ == "__main__":
     inject()
-    raise SystemExit(cli.main(sys.argv[1:]))
+    code = cli.main(sys.argv[1:])
+    report_threads()
+    raise SystemExit(code)

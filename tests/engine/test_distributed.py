@@ -144,6 +144,23 @@ def test_two_processes_learn_the_init_of_one_process_and_only_rank_0_writes(tmp_
     assert proc.stdout.count("wrote") == 1
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
+def test_no_process_group_thread_outlives_a_finished_run(tmp_path):
+    # A gloo worker thread alive while the interpreter finalizes can abort its rank at exit
+    # (SIGABRT, "terminate called without an active exception"; issue 18): after leap's
+    # shutdown the process group must be gone, threads included, on every rank. A run
+    # imports torch._dynamo after the process group exists (the memory estimate's meta
+    # forward, the first optimizer), which is what used to keep the group alive.
+    env = {**os.environ, "LEAP_REPORT_THREADS": "1"}
+    proc = subprocess.run(torchrun(str(TESTS / "fault_injection.py"), *train_args("reptile", tmp_path / "run")),
+                          capture_output=True, text=True, timeout=LIMIT_S, env=env)
+    assert proc.returncode == 0, proc.stderr
+    reports = [line for line in proc.stderr.splitlines() if "threads after the command" in line]
+    assert len(reports) == 2, proc.stderr
+    for line in reports:
+        assert "gloo" not in line, line
+
+
 # ---------------------------------------------------------------------- failures
 def free_port() -> int:
     with socket.socket() as s:

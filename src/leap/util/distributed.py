@@ -122,6 +122,7 @@ def setup(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         raise ValueError("torch was built without torch.distributed")
     timeout = datetime.timedelta(seconds=timeout_s)
     _timeout_s = timeout_s
+    _import_modules_that_bind_the_world_group()
     try:
         if torch.device(device).type == "cuda":
             gpu = torch.device("cuda", _env_int("LOCAL_RANK", 0))
@@ -135,6 +136,23 @@ def setup(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise _collective_failed(f"joining the process group at {where}", err) from err
     return True
+
+
+def _import_modules_that_bind_the_world_group() -> None:
+    """Import, before the process group exists, the one torch module whose functions take
+    ``group=group.WORLD`` as a default argument, so that those defaults are None.
+
+    Imported later (torch._dynamo imports it, and torch imports torch._dynamo lazily: on
+    a forward pass on the meta device, as in :mod:`leap.engine.memory`, or when the first
+    ``torch.optim`` optimizer is built), the defaults hold the default
+    process group for the life of the process: ``destroy_process_group`` then cannot
+    free it, gloo's worker threads outlive :func:`shutdown`, and a worker that releases a
+    finished collective's tensors while the interpreter finalizes needs the GIL, is
+    ended by Python with ``pthread_exit`` inside a ``noexcept`` destructor and aborts the
+    process ("terminate called without an active exception", SIGABRT). See
+    docs/distributed.md, "Why ranks used to abort at exit".
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 def shutdown() -> None:
