@@ -103,7 +103,7 @@ def test_no_autograd_graph_is_retained():
     del loss, hidden
     gc.collect()
     assert ref() is None  # the hook kept no reference into the graph
-    state = learner._prev_params + learner._prev_grads + learner._task_acc + [learner._prev_loss]
+    state = [*learner._prev.views, *learner._prev_grads.views, *learner._task_acc, learner._prev_loss]
     assert all(t.grad_fn is None and not t.requires_grad for t in state)
     learner.normalize()
     assert all(p.grad.grad_fn is None for p in learner.parameters())

@@ -25,6 +25,46 @@ from torch import Tensor, nn
 ParamSelector = Sequence[str] | Callable[[str, nn.Parameter], bool] | None
 
 
+class Packed:
+    """Zero tensors shaped like ``like``, stored in ONE contiguous buffer when they share
+    a dtype and device (the usual case), else one tensor each.
+
+    ``views`` has one tensor per entry of ``like``; ``whole`` is ``[buffer]`` when packed
+    (else ``views``), so that an elementwise ``torch._foreach_*`` over ``whole`` is a single
+    kernel instead of one per parameter tensor: on a CPU, where each small kernel costs a
+    few microseconds of dispatch, that is most of the hook's cost.
+    """
+
+    def __init__(self, like: Sequence[Tensor]) -> None:
+        kinds = {(t.dtype, t.device) for t in like}
+        if len(kinds) == 1:
+            dtype, device = kinds.pop()
+            self.buffer: Tensor | None = torch.zeros(sum(t.numel() for t in like), dtype=dtype, device=device)
+            sizes = [t.numel() for t in like]
+            self.views = [v.view(t.shape) for v, t in zip(self.buffer.split(sizes), like, strict=True)]
+            self.whole = [self.buffer]
+        else:
+            self.buffer = None
+            self.views = [torch.zeros_like(t) for t in like]
+            self.whole = self.views
+
+    def load_(self, tensors: Sequence[Tensor]) -> None:
+        """Copy ``tensors`` (shaped like ``views``) in: one ``cat`` when packed."""
+        if self.buffer is not None:
+            torch.cat([t.reshape(-1) for t in tensors], out=self.buffer)
+        else:
+            torch._foreach_copy_(self.views, list(tensors))
+
+    def zero_(self) -> None:
+        torch._foreach_zero_(self.whole)
+
+    def all_finite(self) -> Tensor:
+        """0-dim bool on the device (no host sync)."""
+        if self.buffer is not None:
+            return self.buffer.isfinite().all()
+        return torch.stack([t.isfinite().all() for t in self.views]).all()
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module itself under ``torch.compile`` (whose wrapper prefixes every name with
     ``_orig_mod.``), so a learner built on either form works with both."""
@@ -83,8 +123,11 @@ class MetaLearner:
         # Buffers (e.g. batch-norm running statistics) are not meta-learned: every task
         # starts from the values the model had when the learner was built.
         self._buffers: dict[str, Tensor] = {n: b.detach().clone() for n, b in unwrap(model).named_buffers()}
-        self._acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
-        self._task_acc: list[Tensor] = [torch.zeros_like(p) for p in self._init]
+        # The meta-batch and the current task's accumulators, one tensor per parameter
+        # (``_acc``, ``_task_acc``) viewing one packed buffer each.
+        self._acc_packed, self._task_packed = Packed(self._init), Packed(self._init)
+        self._acc: list[Tensor] = self._acc_packed.views
+        self._task_acc: list[Tensor] = self._task_packed.views
         device = self._init[0].device
         self._valid_tasks = torch.zeros((), device=device)
         self._num_tasks = 0
@@ -151,7 +194,7 @@ class MetaLearner:
         """Start a new task (closes the previous one if ``end_task`` was not called)."""
         if self._task_open:
             self._close_task(None, None)
-        torch._foreach_zero_(self._task_acc)
+        self._task_packed.zero_()
         self._task_open = True
         self._num_tasks += 1
         self._begin_task()
@@ -228,7 +271,7 @@ class MetaLearner:
                 p.grad = g
             else:
                 p.grad.add_(g)
-        torch._foreach_zero_(self._acc)
+        self._acc_packed.zero_()
         self._valid_tasks.zero_()
         self._num_tasks = 0
         return valid
@@ -292,8 +335,8 @@ class MetaLearner:
     @torch.no_grad()
     def _close_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
         self._finish_task(model, loss)
-        finite = torch.stack([t.isfinite().all() for t in self._task_acc]).all()
-        for acc, t in zip(self._acc, self._task_acc, strict=True):
+        finite = self._task_packed.all_finite()
+        for acc, t in zip(self._acc_packed.whole, self._task_packed.whole, strict=True):
             acc.add_(torch.where(finite, t, torch.zeros((), dtype=t.dtype, device=t.device)))
         self._valid_tasks.add_(finite.to(self._valid_tasks.dtype))
         self._task_open = False

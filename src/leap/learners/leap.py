@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from leap.learners.base import MetaLearner, ParamSelector
+from leap.learners.base import MetaLearner, Packed, ParamSelector
 
 Metric = Literal["length", "energy"]
 
@@ -37,9 +37,9 @@ class Leap(MetaLearner):
     loss_K)`` (or one more ``update``) supplies f(θ_K); without it a task of K steps
     contributes its first K-1 segments.
 
-    Cost per step: a handful of fused ``torch._foreach_*`` kernels over three
-    preallocated buffers (previous θ, previous ∇f, task accumulator); no host sync,
-    no autograd graph.
+    Cost per step: two ``cat`` copies (θ_i and ∇f(θ_i) into packed buffers) and about a
+    dozen kernels over whole buffers (:class:`leap.learners.base.Packed`), however many
+    tensors the model has; no host sync, no autograd graph.
 
     Args:
         model: network whose initialization is learned (all parameters or ``params``).
@@ -72,8 +72,9 @@ class Leap(MetaLearner):
         self.loss_in_manifold = loss_in_manifold
         self.stabilizer = stabilizer
         self.eps = eps
-        self._prev_params = [torch.zeros_like(p) for p in self._init]
-        self._prev_grads = [torch.zeros_like(p) for p in self._init]
+        # The previous point (θ_i, ∇f(θ_i)) and the current θ, packed; ``_prev`` and
+        # ``_current`` swap roles after each step instead of copying.
+        self._prev, self._current, self._prev_grads = Packed(self._init), Packed(self._init), Packed(self._init)
         self._prev_loss = torch.zeros((), dtype=self._init[0].dtype, device=self._init[0].device)
         self._has_prev = False
 
@@ -96,26 +97,30 @@ class Leap(MetaLearner):
         self._require_open("update")
         params = self.params_of(model)
         loss = loss.detach().to(self._prev_loss.dtype)
+        self._current.load_(params)
         if self._has_prev:
-            self._add_segment(params, loss)
-        torch._foreach_copy_(self._prev_params, params)
-        torch._foreach_copy_(self._prev_grads, self._grads(params))
+            self._add_segment(loss)
+        self._prev, self._current = self._current, self._prev
+        self._prev_grads.load_(self._grads(params))
         self._prev_loss.copy_(loss)
         self._has_prev = True
 
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
         if model is not None and loss is not None and self._has_prev:
             with torch.no_grad():
-                self._add_segment(self.params_of(model), loss.detach().to(self._prev_loss.dtype))
+                self._current.load_(self.params_of(model))
+                self._add_segment(loss.detach().to(self._prev_loss.dtype))
         self._has_prev = False
 
-    def _add_segment(self, params: list[Tensor], loss: Tensor) -> None:
-        """Add g_i of the segment (prev -> params) to the task accumulator (eq. 8).
+    def _add_segment(self, loss: Tensor) -> None:
+        """Add g_i of the segment (previous point -> ``_current``, whose loss is ``loss``)
+        to the task accumulator (eq. 8), over whole packed buffers.
 
-        The previous-point buffers are consumed in place (see :func:`accumulate_segment_`).
+        The previous θ buffer is consumed in place (see :func:`accumulate_segment_`).
         """
         accumulate_segment_(
-            self._task_acc, self._prev_params, self._prev_grads, self._prev_loss, params, loss,
+            self._task_packed.whole, self._prev.whole, self._prev_grads.whole, self._prev_loss, self._current.whole,
+            loss,
             metric=self.metric, loss_in_manifold=self.loss_in_manifold, stabilizer=self.stabilizer, eps=self.eps,
         )
 
@@ -145,9 +150,10 @@ def accumulate_segment_(
     ``prev_params`` (θ_i), ``prev_grads`` (∇f(θ_i)) and ``prev_loss`` (f(θ_i)) describe the
     start point, ``params`` (θ_{i+1}) and ``loss`` (f(θ_{i+1})) the frozen forward point.
 
-    ``prev_params`` and ``prev_grads`` are consumed in place (they become -Δθ/n and
-    -Δf'∇f/n) so that a segment allocates nothing model-sized; callers overwrite them
-    with the next point afterwards.
+    ``prev_params`` is consumed in place (it becomes -Δθ) so that a segment allocates
+    nothing model-sized; callers overwrite it with the next point afterwards. Each scaled
+    term is added with one ``addcmul`` pass: on a CPU the hook's cost is memory traffic
+    over buffers that the training step has evicted from the caches (docs/benchmarks.md).
     """
     batched = loss.dim() > 0
     neg_dtheta = prev_params
@@ -164,22 +170,20 @@ def accumulate_segment_(
         if loss_in_manifold:
             sq = sq + delta_f.square()
         inv_n = sq.sqrt().clamp_min(eps).reciprocal()
-        _scale_(neg_dtheta, inv_n)
+        _add_scaled_(acc, neg_dtheta, inv_n)
     else:
         inv_n = None
-    torch._foreach_add_(acc, neg_dtheta)
+        torch._foreach_add_(acc, neg_dtheta)
     if loss_in_manifold:
         df = -delta_f.abs() if stabilizer else delta_f
         coef = -df if inv_n is None else -df * inv_n
-        _scale_(prev_grads, coef)
-        torch._foreach_add_(acc, prev_grads)
+        _add_scaled_(acc, prev_grads, coef)
 
-
-def _scale_(tensors: list[Tensor], coef: Tensor) -> None:
-    """Multiply every tensor in place by ``coef``: 0-dim, or (T,) broadcast over each
-    tensor's leading task dim."""
+def _add_scaled_(acc: list[Tensor], tensors: list[Tensor], coef: Tensor) -> None:
+    """``acc += coef * tensors`` in one pass per tensor (``addcmul``, no temporary):
+    ``coef`` 0-dim, or (T,) broadcast over each tensor's leading task dim."""
     if coef.dim() == 0:
-        torch._foreach_mul_(tensors, coef)
+        torch._foreach_addcmul_(acc, tensors, [coef] * len(tensors))
     else:
-        for t in tensors:
-            t.mul_(coef.view(-1, *([1] * (t.dim() - 1))))
+        for a, t in zip(acc, tensors, strict=True):
+            a.addcmul_(t, coef.view(-1, *([1] * (t.dim() - 1))))
