@@ -11,8 +11,14 @@ and compile caches are its own):
 - ``compiled``: the batched engine with ``torch.compile``.
 
 Reported: median ms per meta-step over ``--repeats`` timed meta-steps (after
-``--warmup`` untimed ones, which absorb compilation) and peak memory (CUDA:
-``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set).
+``--warmup`` untimed ones, which absorb compilation), peak memory (CUDA:
+``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set), and the
+achieved GFLOP/s of the tasks' forward and backward passes (counted by
+``torch.utils.flop_counter``) beside the machine's peak, so the distance to the limit is
+visible. The peak is an estimate (CPU: threads x clock x FLOP per cycle from the CPU's
+vector units; CUDA: the data sheet's dense figure for known GPUs); ``--peak-gflops``
+replaces it. ``--precision`` runs the inner loop in bf16 or tf32 (``leap train
+--precision``).
 
     python benchmarks/meta_step.py --device cuda [--data-dir DIR]     # 20 tasks x 100 steps, batch 20
     python benchmarks/meta_step.py --quick                            # CPU: 4 tasks x 10 steps
@@ -73,6 +79,50 @@ class RandomOmniglot:
                     y.repeat_interleave(5), NUM_CLASSES, augment=augment, source=source)
 
 
+def flops_per_meta_step(trainer: MetaTrainer, precision: str, with_test: bool) -> float:
+    """FLOPs of one meta-step's inner loop: T tasks x K steps of forward + backward on a
+    batch of B, plus (``with_test``) each task's forward over its test set (counted on
+    task 0). The meta-update and Leap's hook are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, loop = trainer.model, trainer.loop
+    task, generator = trainer.draw_tasks(0)[0]
+    x, y = task.sample(loop.batch_size, generator)
+    with FlopCounterMode(display=False) as step, loop.precision_context(x.device):
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad()
+    with FlopCounterMode(display=False) as test, torch.no_grad(), loop.precision_context(x.device):
+        model(task.test_x)
+    return trainer.meta_batch * (loop.steps * step.get_total_flops() + with_test * test.get_total_flops())
+
+
+#: Dense peak TFLOP/s from the data sheets (SXM parts): fp32, tf32, bf16.
+GPU_PEAK_TFLOPS = {"H100": (67.0, 495.0, 989.0), "H200": (67.0, 495.0, 989.0), "A100": (19.5, 156.0, 312.0)}
+
+
+def peak_gflops(device: torch.device, precision: str) -> tuple[float | None, str]:
+    """The machine's peak for ``precision`` and how it was estimated (None: unknown)."""
+    column = {"fp32": 0, "tf32": 1, "bf16": 2}[precision]
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return 1000 * peaks[column], f"{name} data sheet, dense {precision}"
+        return None, f"{name}: unknown, pass --peak-gflops"
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line.split(":")[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    if not mhz or "fma" not in flags:
+        return None, "unknown CPU, pass --peak-gflops"
+    # Two 256-bit FMA pipes (16 fp32 FMAs = 32 FLOP per cycle): AVX2 cores and AMD's
+    # AVX-512 (double-pumped); avx512_bf16's dot products double that for bf16. Intel
+    # cores with two 512-bit FMA units reach twice the fp32 figure: pass --peak-gflops.
+    per_cycle = 64 if precision == "bf16" and "avx512_bf16" in flags else 32
+    threads = torch.get_num_threads()
+    return threads * max(mhz) / 1000 * per_cycle, (
+        f"{threads} thread(s) x {max(mhz) / 1000:.2f} GHz x {per_cycle} FLOP/cycle, an estimate")
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -86,7 +136,8 @@ def plain_meta_step(trainer: MetaTrainer, init: dict[str, torch.Tensor]) -> None
         opt = loop.make_optimizer(model.parameters())
         for _ in range(loop.steps):
             x, y = task.sample(loop.batch_size, generator)
-            loss = F.cross_entropy(model(x), y)
+            with loop.precision_context(x.device):
+                loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -105,8 +156,9 @@ def worker(args: argparse.Namespace) -> dict:
     cfg = RunConfig(method="leap", benchmark="builtin" if args.benchmark == "builtin" else "omniglot",
                     meta_batch=args.tasks, task_steps=args.steps, task_batch=args.batch,
                     device=args.device, engine=engine,
-                    compile=args.variant == "compiled", val_every=0).resolved()
+                    compile=args.variant == "compiled", val_every=0, precision=args.precision).resolved()
     trainer = MetaTrainer(cfg, benchmark)
+    flops = flops_per_meta_step(trainer, args.precision, with_test=args.variant != "plain")  # plain tests nothing
     init = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
     def meta_step() -> None:
@@ -132,8 +184,13 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
         where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    peak_flops, peak_note = peak_gflops(device, args.precision)
+    if args.peak_gflops:
+        peak_flops, peak_note = args.peak_gflops, "given with --peak-gflops"
     return {"variant": args.variant, "ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times),
-            "peak_mib": peak, "device": f"{device} ({where})", "data": data, "torch": torch.__version__}
+            "peak_mib": peak, "device": f"{device} ({where})", "data": data, "torch": torch.__version__,
+            "gflops": flops / statistics.median(times) / 1e9, "peak_gflops": peak_flops, "peak_note": peak_note,
+            "precision": args.precision}
 
 
 def main() -> None:
@@ -148,6 +205,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed meta-steps (default 5; quick 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed meta-steps first (compilation)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "tf32"],
+                        help="arithmetic of the inner loop (leap train --precision)")
+    parser.add_argument("--peak-gflops", type=float, help="the machine's peak GFLOP/s (default: an estimate)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = parser.parse_args()
@@ -172,14 +232,20 @@ def main() -> None:
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{variant:>10}: {r['ms']:9.1f} ms per meta-step (min {r['min_ms']:.1f}), peak {r['peak_mib']:.0f} MiB",
-              flush=True)
+        print(f"{variant:>10}: {r['ms']:9.1f} ms per meta-step (min {r['min_ms']:.1f}), peak {r['peak_mib']:.0f} MiB, "
+              f"{r['gflops']:.1f} GFLOP/s", flush=True)
     if not results:
         sys.exit(1)
     first = results[0]
     print(f"device: {first['device']}; torch {first['torch']}; data: {first['data']}")
-    print(f"meta-step: {args.tasks} tasks x {args.steps} steps, batch {args.batch}; "
+    print(f"meta-step: {args.tasks} tasks x {args.steps} steps, batch {args.batch}, {args.precision}; "
           f"median of {args.repeats} after {args.warmup} warm-up")
+    if first["peak_gflops"]:
+        best = max(r["gflops"] for r in results)
+        print(f"peak: {first['peak_gflops']:.0f} GFLOP/s ({first['peak_note']}); the fastest variant reaches "
+              f"{best:.1f} GFLOP/s, {100 * best / first['peak_gflops']:.1f}% of it")
+    else:
+        print(f"peak: {first['peak_note']}")
     base = {r["variant"]: r["ms"] for r in results}
     if "sequential" in base:
         for r in results:

@@ -8,6 +8,8 @@ lives in :func:`maml_task`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,10 @@ from leap.tasks.base import Task
 from leap.util import checks
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+#: Arithmetic of a task's forward and backward passes; parameters, their gradients, θ0
+#: and the meta-gradient stay float32 in every case. bf16: ``torch.autocast`` to
+#: bfloat16 (CPU and CUDA); tf32: TensorFloat-32 matmuls and convolutions (CUDA only).
+PRECISIONS = ("fp32", "bf16", "tf32")
 #: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
 #: result and the batched engine evaluates in the same chunks.
 TEST_CHUNK = 1000
@@ -40,15 +46,67 @@ class InnerLoop:
     batch_size: int
     lr: float
     optimizer: str = "sgd"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         checks.positive_ints(self, ("steps", "batch_size"))
         checks.positive_number("lr", self.lr)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         return make_optimizer(self.optimizer, params, self.lr)
+
+    def precision_context(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The context a task's forward passes run in (see :data:`PRECISIONS`)."""
+        return precision_context(self.precision, device)
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """fp32: nothing; bf16: ``torch.autocast(device.type, torch.bfloat16)`` with batch
+    norm in float32; tf32: TF32 matmuls and cuDNN convolutions for the duration (CUDA
+    only; raises on a CPU)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return _bf16(device)
+    if precision == "tf32":
+        if device.type != "cuda":
+            raise ValueError(f"precision 'tf32' applies to CUDA devices only, not {device.type}")
+        return _tf32()
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+@contextlib.contextmanager
+def _bf16(device: torch.device) -> Iterator[None]:
+    # Batch norm is on neither of autocast's lists, so it would run on bfloat16 inputs with
+    # float32 weights; under torch.func's vmap + grad (the batched engine) that mix fails
+    # in backward ("expected scalar type BFloat16 but found Float"). Its inputs are cast to
+    # float32 instead, in both engines, so that they compute the same function.
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(_batch_norm_in_float32)
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        hook.remove()
+
+
+def _batch_norm_in_float32(module: nn.Module, args: tuple) -> tuple | None:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and args and args[0].dtype != torch.float32:
+        return (args[0].float(), *args[1:])
+    return None
+
+
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @dataclass
@@ -81,11 +139,13 @@ def train_task(
     """
     model.train()
     opt = loop.make_optimizer(params if params is not None else list(model.parameters()))
+    device = task.test_y.device
     losses, errors = [], []
     for _ in range(loop.steps):
         x, y = task.sample(loop.batch_size, generator)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with loop.precision_context(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if learner is not None:
@@ -100,8 +160,12 @@ def train_task(
         else:
             sample = task.sample if kind == "train" else task.sample_test
             x, y = sample(loop.batch_size, generator)
-            learner.end_task(model, F.cross_entropy(model(x), y))
-    return TaskCurve(torch.stack(losses), torch.stack(errors), test_error(model, task))
+            with loop.precision_context(device):
+                final_loss = F.cross_entropy(model(x), y)
+            learner.end_task(model, final_loss)
+    with loop.precision_context(device):
+        error = test_error(model, task)
+    return TaskCurve(torch.stack(losses), torch.stack(errors), error)
 
 
 @torch.no_grad()
@@ -134,16 +198,19 @@ def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Ge
     term is a training loss and not part of MAML's objective, so it is left out here."""
     learner.init_task()
     fast = learner.fast_params(model)
+    device = task.test_y.device
     losses, errors = [], []
     for _ in range(loop.steps):
         x, y = task.sample(loop.batch_size, generator)
-        logits = learner.forward(model, fast, x)
-        loss = F.cross_entropy(logits, y)
+        with loop.precision_context(device):
+            logits = learner.forward(model, fast, x)
+            loss = F.cross_entropy(logits, y)
         fast = learner.adapt(loss, fast)
         losses.append(loss.detach())
         errors.append((logits.detach().argmax(1) != y).float().mean())
     chunks = [(task.test_x[i : i + loop.batch_size], task.test_y[i : i + loop.batch_size])
               for i in range(0, len(task.test_y), loop.batch_size)]
-    query = torch.stack([F.cross_entropy(learner.forward(model, fast, x), y) for x, y in chunks]).mean()
+    with loop.precision_context(device):
+        query = torch.stack([F.cross_entropy(learner.forward(model, fast, x), y) for x, y in chunks]).mean()
     learner.end_task(loss=query)
     return TaskCurve(torch.stack(losses), torch.stack(errors), torch.full((), float("nan")))

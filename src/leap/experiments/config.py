@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leap.engine.batched import BF16_NOT_BATCHED
+from leap.engine.inner import PRECISIONS
 from leap.engine.rundir import RunMatcher, check_out_dir
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
@@ -78,6 +80,9 @@ class RunConfig:
     engine: str = "auto"
     compile: bool | None = None
     max_tasks_per_chunk: int | None = None
+    # Arithmetic of the tasks' forward and backward passes (leap.engine.inner.PRECISIONS);
+    # θ0 and the meta-gradient are float32 whatever it is.
+    precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
     # [from_step, lr] pairs: the meta learning rate from meta-step from_step on (a run
     # continued with another --meta-lr after it diverged, leap train --resume --meta-lr X).
@@ -122,6 +127,10 @@ class RunConfig:
             raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
         for _, lr in self.meta_lr_changes:
             RUN_FIELDS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
+        if self.precision == "bf16" and self.engine == "batched" and METHODS[self.method].batched:
+            raise ValueError(BF16_NOT_BATCHED)
+        if self.precision == "tf32" and not str(self.device).startswith("cuda"):
+            raise ValueError(f"precision tf32 applies to CUDA devices only, not {self.device!r} (use bf16 or fp32)")
 
     def meta_lr_at(self, step: int) -> float:
         """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by
@@ -190,6 +199,9 @@ RUN_OPTIONS = (
            choices=("auto", "batched", "sequential"), applies_to=FEWSHOT_BENCHMARKS),
     Option("compile", "batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)", boolean,
            optional=True, applies_to=FEWSHOT_BENCHMARKS),
+    Option("precision", "arithmetic of the tasks' forward and backward passes: fp32, bf16 (autocast; CPU and "
+           "CUDA) or tf32 (CUDA); parameters, θ0 and the meta-gradient stay float32", default="fp32",
+           choices=PRECISIONS, applies_to=FEWSHOT_BENCHMARKS),
     Option("max_tasks_per_chunk", "batched engine: most tasks trained at once (default: the whole meta-batch, "
            "halved on CUDA out-of-memory)", int, low=1, optional=True, applies_to=FEWSHOT_BENCHMARKS),
 )
@@ -257,6 +269,7 @@ def run_matcher(cfg: RunConfig) -> RunMatcher:
         if existing.get("benchmark") == "omniglot":
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
+        existing = {"precision": "fp32", **existing}  # written before the option existed
         # A continued run appends to meta_lr_changes: the directory's must be a prefix of cfg's.
         changes = existing.get("meta_lr_changes", [])
         if [list(c) for c in cfg.meta_lr_changes[: len(changes)]] != [list(c) for c in changes]:

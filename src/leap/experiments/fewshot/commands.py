@@ -67,7 +67,7 @@ def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
     anything is written (:mod:`leap.engine.memory`)."""
     generator = torch.Generator().manual_seed(0)
     example, _ = benchmark.task("train", 0, generator).sample(1, generator)
-    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched) == "batched"
+    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched, cfg.precision) == "batched"
     at_once = min(cfg.meta_batch, cfg.max_tasks_per_chunk or cfg.meta_batch) if batched else 1
     batch = max(cfg.task_batch, cfg.eval_batch)
     what = f"--task-batch {cfg.task_batch}, --eval-batch {cfg.eval_batch}" + (

@@ -72,7 +72,7 @@ class MetaTrainer(HookTrainerState):
         if self.learner is not None:
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
         steps = cfg.maml_steps if self.method.differentiates_inner_loop else cfg.task_steps
-        self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer)
+        self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer, cfg.precision)
         # The batched engine (all of a meta-batch at once), or None: one task at a time.
         self.engine = select_engine(self.model, self.loop, engine=cfg.engine, compile=cfg.compile,
                                     max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched)
@@ -271,7 +271,7 @@ def _finite_mean(values: list[Tensor]) -> float:
 
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
-    return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer)
+    return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer, cfg.precision)
 
 
 def engine_options(cfg: RunConfig) -> dict[str, Any]:
