@@ -33,11 +33,14 @@ from torch import Tensor, nn
 
 from leap.cli import main as cli_main
 from leap.engine.batched import (
+    CPU_BATCHED_BELOW_FLOPS,
     BatchedEngine,
     StackedOptimizer,
     check_batchable,
+    inner_step_flops,
     resolve_compile,
     resolve_engine,
+    select_engine,
 )
 from leap.engine.evaluation import evaluate
 from leap.engine.inner import InnerLoop, TaskCurve, train_task
@@ -386,12 +389,36 @@ def test_stacked_adam_follows_torch_optim_adam_per_task():
 
 
 # ---------------------------------------------------------------------- choosing the engine
-def test_auto_is_batched_on_cuda_and_sequential_on_cpu():
-    assert resolve_engine("auto", "cpu") == "sequential"
+def test_auto_is_batched_on_cuda_and_on_cpu_only_for_cheap_inner_steps():
     assert resolve_engine("auto", "cuda") == "batched"
+    assert resolve_engine("auto", "cpu") == "sequential"  # cost unknown
+    assert resolve_engine("auto", "cpu", step_flops=CPU_BATCHED_BELOW_FLOPS / 2) == "batched"
+    assert resolve_engine("auto", "cpu", step_flops=CPU_BATCHED_BELOW_FLOPS * 2) == "sequential"
     assert resolve_engine("batched", "cpu") == "batched"
     assert resolve_engine("sequential", "cuda") == "sequential"
     assert resolve_compile(None, "cuda") and not resolve_compile(None, "cpu")
+
+
+def test_inner_step_flops_counts_forward_and_backward_without_touching_the_model():
+    """The built-in MLP (16-64-64-5) on a batch of 20: forward 2 x 20 x (16x64 + 64x64 +
+    64x5) multiply-adds, backward twice that except the first layer's input gradient."""
+    model = BuiltinBenchmark().make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    macs = 16 * 64 + 64 * 64 + 64 * 5
+    expected = 2 * 20 * (macs + 2 * macs - 16 * 64)
+    assert inner_step_flops(model, torch.zeros(1, 16), 20) == expected
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_auto_on_cpu_batches_the_builtin_mlp_and_not_the_omniglot_convnet(bench):
+    """The measured rule (docs/benchmarks.md): the MLP's inner step costs 0.6 MFLOP, the
+    Omniglot convnet's about 1,160."""
+    loop = InnerLoop(5, 20, 0.1)
+    mlp = bench.make_model()
+    assert select_engine(mlp, loop, example=lambda: torch.zeros(1, 16)) is not None
+    assert select_engine(ConvNet(), loop, example=lambda: torch.zeros(1, 1, 28, 28)) is None
+    assert select_engine(mlp, loop) is None  # no example: the cost is unknown
 
 
 @pytest.mark.parametrize("name", ["maml", "finetune", "none"])

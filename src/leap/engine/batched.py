@@ -42,6 +42,7 @@ same generator states, and the smaller size is kept for later calls.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
 from leap.engine.stacked_optim import StackedOptimizer
@@ -70,14 +72,30 @@ BF16_NOT_BATCHED = ("the batched engine cannot run --precision bf16: torch.autoc
                     "under torch.func.vmap; use --engine sequential (or auto)")
 
 
-def resolve_engine(engine: str, device: torch.device | str, batchable: bool = True, precision: str = "fp32") -> str:
+#: ``auto`` on a CPU trains batched when one inner step (forward + backward on a batch)
+#: costs fewer FLOPs than this. Measured (docs/benchmarks.md, benchmarks/engine_crossover.py,
+#: one thread): batched was faster at 0.6 and 6.7 MFLOP per step in both runs, mixed at 22,
+#: slower at 79 and 299, and slower on the Omniglot convnet (1,160 MFLOP).
+CPU_BATCHED_BELOW_FLOPS = 10e6
+
+
+def resolve_engine(
+    engine: str,
+    device: torch.device | str,
+    batchable: bool = True,
+    precision: str = "fp32",
+    step_flops: float | None = None,
+) -> str:
     """``"batched"`` or ``"sequential"`` for a requested ``engine`` (one of ``ENGINES``).
 
-    ``auto`` is batched on CUDA, where one launch for T tasks beats T launches, and
-    sequential on CPU, where the work per kernel is already large enough (see
-    docs/benchmarks.md). ``batchable=False`` is always sequential: the method's
-    meta-training cannot be batched (MAML differentiates through the inner loop,
-    finetuning carries one model from task to task; ``Method.batched`` says which).
+    ``auto`` is batched on CUDA, where one launch for T tasks beats T launches. On a CPU
+    it is batched only for models whose inner step costs fewer than
+    :data:`CPU_BATCHED_BELOW_FLOPS` (``step_flops``, see :func:`inner_step_flops`; None:
+    unknown, sequential): there the per-step overheads of one small task dominate, while
+    larger models give each kernel enough work already (docs/benchmarks.md).
+    ``batchable=False`` is always sequential: the method's meta-training cannot be
+    batched (MAML differentiates through the inner loop, finetuning carries one model
+    from task to task; ``Method.batched`` says which).
     ``precision="bf16"`` is sequential too (:data:`BF16_NOT_BATCHED`; ``"batched"`` raises).
     """
     if engine not in ENGINES:
@@ -89,8 +107,21 @@ def resolve_engine(engine: str, device: torch.device | str, batchable: bool = Tr
             raise ValueError(BF16_NOT_BATCHED)
         return "sequential"
     if engine == "auto":
-        return "batched" if torch.device(device).type == "cuda" else "sequential"
+        if torch.device(device).type == "cuda":
+            return "batched"
+        return "batched" if step_flops is not None and step_flops < CPU_BATCHED_BELOW_FLOPS else "sequential"
     return engine
+
+
+def inner_step_flops(model: nn.Module, example: Tensor, batch: int) -> float:
+    """FLOPs of one inner step of ``model``: forward and backward on a batch of ``batch``
+    copies of ``example`` (a batch of one), counted on the ``meta`` device (no memory, no
+    compute, the model untouched)."""
+    meta_model = copy.deepcopy(model).to("meta")
+    x = example[:1].to("meta").expand(max(batch, 2), *example.shape[1:])  # batch norm refuses one
+    with FlopCounterMode(display=False) as counter:
+        meta_model(x).float().sum().backward()
+    return float(counter.get_total_flops())
 
 
 def resolve_compile(compile: bool | None, device: torch.device | str) -> bool:
@@ -385,15 +416,20 @@ def select_engine(
     compile: bool | None = None,
     max_tasks_per_chunk: int | None = None,
     batchable: bool = True,
+    example: Callable[[], Tensor] | None = None,
 ) -> BatchedEngine | None:
     """The (shared) batched engine to train ``model``'s tasks with, or None for the
     sequential loop, following :func:`resolve_engine` on the model's device.
+    ``example`` gives one input (called only when ``auto`` on a CPU needs the step's cost).
 
     ``auto`` falls back to sequential for a model the engine cannot batch; an explicit
     ``"batched"`` raises ``ValueError`` for it instead.
     """
     device = next(model.parameters()).device
-    if resolve_engine(engine, device, batchable, loop.precision) == "sequential":
+    flops = None
+    if engine == "auto" and device.type == "cpu" and batchable and example is not None:
+        flops = inner_step_flops(model, example(), loop.batch_size)
+    if resolve_engine(engine, device, batchable, loop.precision, flops) == "sequential":
         return None
     if engine == "auto":
         try:

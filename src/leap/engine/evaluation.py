@@ -16,7 +16,7 @@ from torch import Tensor
 from leap.engine.batched import select_engine
 from leap.engine.inner import InnerLoop, train_task
 from leap.models import reset_head, reset_running_stats
-from leap.tasks.base import Benchmark
+from leap.tasks.base import Benchmark, example_input
 from leap.util import distributed
 from leap.util.seeding import derived_generator
 
@@ -83,7 +83,8 @@ def evaluate(
     # Row per task: test error, then the training-error curve (K,). Other ranks' rows stay
     # zero here; summing over ranks (x + 0 is exact) gives every rank the whole table.
     table = torch.zeros(n, 1 + loop.steps, device=next(model.parameters()).device)
-    batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk)
+    batched = select_engine(model, loop, engine=engine, compile=compile, max_tasks_per_chunk=max_tasks_per_chunk,
+                            example=lambda: example_input(benchmark, split))
     pending = []  # batched: (source, (task, generator), starting parameters), trained together below
     mine = distributed.shard(range(n))
     for done, source in enumerate(mine, 1):

@@ -75,8 +75,9 @@ class RunConfig:
     bn_eval: str | None = None
     device: str = "cpu"
     data_dir: str | None = None
-    # How tasks are trained (leap.engine.batched): "auto" is batched on CUDA, sequential
-    # on CPU; compile None = on for CUDA; chunk None = the whole meta-batch at once.
+    # How tasks are trained (leap.engine.batched): "auto" is batched on CUDA, and on CPU
+    # for cheap inner steps (resolve_engine); compile None = on for CUDA; chunk None = the
+    # whole meta-batch at once.
     engine: str = "auto"
     compile: bool | None = None
     max_tasks_per_chunk: int | None = None
@@ -195,7 +196,8 @@ RUN_OPTIONS = (
     Option("data_dir", "dataset directory (benchmarks that read data)", optional=True,
            applies_to=("omniglot", "multicv")),
     Option("engine", "train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
-           "batched on CUDA, sequential on CPU; MAML and finetuning always train sequentially", default="auto",
+           "batched on CUDA, and on CPU for models whose inner step costs under 10 MFLOP (the built-in "
+           "benchmark's); MAML and finetuning always train sequentially", default="auto",
            choices=("auto", "batched", "sequential"), applies_to=FEWSHOT_BENCHMARKS),
     Option("compile", "batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)", boolean,
            optional=True, applies_to=FEWSHOT_BENCHMARKS),

@@ -103,3 +103,11 @@ class Benchmark(Protocol):
         what the task is (e.g. which characters, in which label order), the same at every
         visit; ``generator`` draws this visit's randomness (augmentation)."""
         ...
+
+
+def example_input(benchmark: Benchmark, split: str = "train") -> Tensor:
+    """One input of ``benchmark`` (a batch of one), from its first task of ``split``:
+    what the checks made before a run (memory, the engine's cost) measure the model on."""
+    generator = torch.Generator().manual_seed(0)
+    x, _ = benchmark.task(split, 0, generator).sample(1, generator)
+    return x

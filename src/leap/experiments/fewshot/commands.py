@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from leap.engine.batched import resolve_engine
+from leap.engine.batched import inner_step_flops, resolve_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
 from leap.engine.memory import check_fits, estimate_bytes
@@ -31,6 +29,7 @@ from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, p
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
 from leap.tasks import Benchmark
+from leap.tasks.base import example_input
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
@@ -65,15 +64,16 @@ def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
 def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
     """Refuse batch sizes (and tasks trained at once) beyond the device's memory, before
     anything is written (:mod:`leap.engine.memory`)."""
-    generator = torch.Generator().manual_seed(0)
-    example, _ = benchmark.task("train", 0, generator).sample(1, generator)
-    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched, cfg.precision) == "batched"
+    example = example_input(benchmark)
+    model = benchmark.make_model()
+    flops = inner_step_flops(model, example, cfg.task_batch)  # what auto decides by on a CPU
+    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched, cfg.precision, flops) == "batched"
     at_once = min(cfg.meta_batch, cfg.max_tasks_per_chunk or cfg.meta_batch) if batched else 1
     batch = max(cfg.task_batch, cfg.eval_batch)
     what = f"--task-batch {cfg.task_batch}, --eval-batch {cfg.eval_batch}" + (
         f" with {at_once} tasks at once" if at_once > 1 else "")
     try:
-        check_fits(what, estimate_bytes(benchmark.make_model(), example, batch, at_once), cfg.device)
+        check_fits(what, estimate_bytes(model, example, batch, at_once), cfg.device)
     except ValueError as err:
         raise UsageError(str(err)) from err
 

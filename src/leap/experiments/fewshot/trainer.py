@@ -26,6 +26,7 @@ from leap.experiments.methods import METHODS
 from leap.learners import MAML
 from leap.models import reset_head
 from leap.tasks import Benchmark, Task, make_benchmark
+from leap.tasks.base import example_input
 from leap.util import distributed
 from leap.util.seeding import derived_generator
 
@@ -75,7 +76,8 @@ class MetaTrainer(HookTrainerState):
         self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer, cfg.precision)
         # The batched engine (all of a meta-batch at once), or None: one task at a time.
         self.engine = select_engine(self.model, self.loop, engine=cfg.engine, compile=cfg.compile,
-                                    max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched)
+                                    max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched,
+                                    example=lambda: example_input(benchmark))
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
         self.step_count = 0
         self.consecutive_failures = 0  # meta-steps in a row in which every task failed
