@@ -124,6 +124,25 @@ def inner_step_flops(model: nn.Module, example: Tensor, batch: int) -> float:
     return float(counter.get_total_flops())
 
 
+def choose_engine(
+    model: nn.Module,
+    engine: str,
+    *,
+    batch: int,
+    batchable: bool = True,
+    precision: str = "fp32",
+    example: Callable[[], Tensor] | None = None,
+) -> str:
+    """:func:`resolve_engine` for ``model`` on its own device, counting its inner step's
+    FLOPs (on a batch of ``batch`` copies of ``example()``) only where the choice depends
+    on them: ``auto`` on a CPU for a batchable method."""
+    device = next(model.parameters()).device
+    flops = None
+    if engine == "auto" and device.type == "cpu" and batchable and precision != "bf16" and example is not None:
+        flops = inner_step_flops(model, example(), batch)
+    return resolve_engine(engine, device, batchable, precision, flops)
+
+
 def resolve_compile(compile: bool | None, device: torch.device | str) -> bool:
     """``torch.compile`` on or off: ``None`` means on for CUDA and off on CPU (where the
     compile time is not paid back in short runs)."""
@@ -425,12 +444,10 @@ def select_engine(
     ``auto`` falls back to sequential for a model the engine cannot batch; an explicit
     ``"batched"`` raises ``ValueError`` for it instead.
     """
-    device = next(model.parameters()).device
-    flops = None
-    if engine == "auto" and device.type == "cpu" and batchable and example is not None:
-        flops = inner_step_flops(model, example(), loop.batch_size)
-    if resolve_engine(engine, device, batchable, loop.precision, flops) == "sequential":
+    if choose_engine(model, engine, batch=loop.batch_size, batchable=batchable, precision=loop.precision,
+                     example=example) == "sequential":
         return None
+    device = next(model.parameters()).device
     if engine == "auto":
         try:
             check_batchable(model)

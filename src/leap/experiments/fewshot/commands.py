@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leap.engine.batched import inner_step_flops, resolve_engine
+from leap.engine.batched import choose_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
 from leap.engine.memory import check_fits, estimate_bytes
@@ -66,8 +66,8 @@ def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
     anything is written (:mod:`leap.engine.memory`)."""
     example = example_input(benchmark)
     model = benchmark.make_model()
-    flops = inner_step_flops(model, example, cfg.task_batch)  # what auto decides by on a CPU
-    batched = resolve_engine(cfg.engine, cfg.device, METHODS[cfg.method].batched, cfg.precision, flops) == "batched"
+    batched = choose_engine(model, cfg.engine, batch=cfg.task_batch, batchable=METHODS[cfg.method].batched,
+                            precision=cfg.precision, example=lambda: example) == "batched"
     at_once = min(cfg.meta_batch, cfg.max_tasks_per_chunk or cfg.meta_batch) if batched else 1
     batch = max(cfg.task_batch, cfg.eval_batch)
     what = f"--task-batch {cfg.task_batch}, --eval-batch {cfg.eval_batch}" + (
