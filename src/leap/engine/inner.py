@@ -53,8 +53,7 @@ class InnerLoop:
         checks.positive_number("lr", self.lr)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         return make_optimizer(self.optimizer, params, self.lr)
@@ -64,27 +63,34 @@ class InnerLoop:
         return precision_context(self.precision, device)
 
 
+def check_precision(precision: str, device: torch.device | str | None = None) -> None:
+    """Raise ``ValueError`` for an unknown precision, or tf32 off CUDA (``device`` None:
+    not known yet)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "tf32" and device is not None and not str(device).startswith("cuda"):  # also for a bad string
+        raise ValueError(f"precision tf32 applies to CUDA devices only, not {str(device)!r} (use bf16 or fp32)")
+
+
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """fp32: nothing; bf16: ``torch.autocast(device.type, torch.bfloat16)`` with batch
     norm in float32; tf32: TF32 matmuls and cuDNN convolutions for the duration (CUDA
     only; raises on a CPU)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
+    check_precision(precision, device)
     if precision == "bf16":
         return _bf16(device)
     if precision == "tf32":
-        if device.type != "cuda":
-            raise ValueError(f"precision 'tf32' applies to CUDA devices only, not {device.type}")
         return _tf32()
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
 def _bf16(device: torch.device) -> Iterator[None]:
     # Batch norm is on neither of autocast's lists, so it would run on bfloat16 inputs with
-    # float32 weights; under torch.func's vmap + grad (the batched engine) that mix fails
-    # in backward ("expected scalar type BFloat16 but found Float"). Its inputs are cast to
-    # float32 instead, in both engines, so that they compute the same function.
+    # float32 weights; its inputs are cast to float32 so that the normalization statistics
+    # are computed in float32. (The same mix also fails in backward under torch.func's
+    # vmap + grad, "expected scalar type BFloat16 but found Float"; the batched engine now
+    # refuses bf16 altogether, see leap.engine.batched.BF16_NOT_BATCHED.)
     hook = torch.nn.modules.module.register_module_forward_pre_hook(_batch_norm_in_float32)
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16):

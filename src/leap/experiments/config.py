@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leap.engine.batched import BF16_NOT_BATCHED
-from leap.engine.inner import PRECISIONS
+from leap.engine.batched import resolve_engine
+from leap.engine.inner import PRECISIONS, check_precision
 from leap.engine.rundir import RunMatcher, check_out_dir
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
@@ -128,10 +128,9 @@ class RunConfig:
             raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
         for _, lr in self.meta_lr_changes:
             RUN_FIELDS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
-        if self.precision == "bf16" and self.engine == "batched" and METHODS[self.method].batched:
-            raise ValueError(BF16_NOT_BATCHED)
-        if self.precision == "tf32" and not str(self.device).startswith("cuda"):
-            raise ValueError(f"precision tf32 applies to CUDA devices only, not {self.device!r} (use bf16 or fp32)")
+        check_precision(self.precision, self.device)
+        if self.precision == "bf16":  # raises for an explicitly batched engine
+            resolve_engine(self.engine, self.device, METHODS[self.method].batched, self.precision)
 
     def meta_lr_at(self, step: int) -> float:
         """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by
