@@ -40,7 +40,9 @@ def inject() -> None:
 def report_threads() -> None:
     if os.environ.get("LEAP_REPORT_THREADS") == "1":
         names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
-        print(f"rank {os.environ.get('RANK')} threads after the command: {names}", file=sys.stderr, flush=True)
+        # One write(2) of the whole line: the ranks share the pipe, and print's separate
+        # writes of text and newline interleaved two ranks' reports on one line.
+        os.write(2, f"rank {os.environ.get('RANK')} threads after the command: {names}\n".encode())
 
 
 if __name__ == "__main__":
