@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +23,28 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+    def stacked_forward(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """T copies of the network at once, each with its own parameters: ``params[name]``
+        is (T, *shape of parameter ``name``), x (T, B, in_dim) -> logits (T, B, num_classes).
+
+        The same function as ``vmap(functional_call(self, ...))`` (tested), written with
+        batched matrix products: on a network this small, vmap's and functional_call's
+        per-call overheads cost more than the arithmetic (docs/benchmarks.md). The
+        batched engine uses it when present (:class:`leap.engine.batched.BatchedEngine`).
+        """
+        h = x
+        for name, layer in self.encoder.named_children():
+            if isinstance(layer, nn.Linear):
+                h = stacked_linear(h, params[f"encoder.{name}.weight"], params[f"encoder.{name}.bias"])
+            else:  # elementwise (ReLU): any shape
+                h = layer(h)
+        return stacked_linear(h, params["head.weight"], params["head.bias"])
+
+
+def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """T linear layers at once: x (T, B, in), weight (T, out, in), bias (T, out) -> (T, B, out)."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 class ConvNet(nn.Module):

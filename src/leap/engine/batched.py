@@ -189,6 +189,14 @@ class BatchedEngine:
         self._grad_and_loss = vmap(grad_and_value(self._loss, has_aux=True))
         self._loss_value = vmap(self._loss_only)
         self._forward = vmap(self._logits)
+        # A model may compute T tasks' forward passes itself (``stacked_forward(params, x)``,
+        # e.g. leap.models.MLP); one ordinary backward of the summed task losses then gives
+        # each task its own gradient (task j's loss depends on its parameters alone), without
+        # vmap's and functional_call's per-call overheads, which dominate small models on a
+        # CPU (docs/benchmarks.md). Not for models with buffers (the method takes none) and
+        # not under torch.compile, which traces the vmap form.
+        stacked = getattr(model, "stacked_forward", None)
+        self._stacked_forward = stacked if callable(stacked) and not compile and not self.buffer_names else None
         self._step_fn: Callable[..., Any] = self._step
         self._segment_fn: Callable[..., Any] = accumulate_segment_
         if compile:
@@ -270,10 +278,35 @@ class BatchedEngine:
         """One inner step of T tasks (eq. 1): x (T, B, *input), y (T, B); ``buffers``
         (T, ...) each, updated in place. Returns (θ_{i+1}, ∇f(θ_i), f(θ_i) (T,),
         minibatch error (T,))."""
-        grads, (loss, logits) = self._grad_and_loss(dict(zip(self.names, params, strict=True)), buffers, x, y)
-        grads = [grads[n] for n in self.names]
+        if self._stacked_forward is not None:
+            grads, loss, logits = self._stacked_grad_and_loss(params, x, y)
+        else:
+            by_name, (loss, logits) = self._grad_and_loss(self._as_dict(params), buffers, x, y)
+            grads = [by_name[n] for n in self.names]
         error = (logits.argmax(-1) != y).float().mean(-1)
         return self.optimizer.update(params, grads, state), grads, loss, error
+
+    def _stacked_grad_and_loss(self, params: list[Tensor], x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """(∇f(θ_i) per tensor, f(θ_i) (T,), logits (T, B, C)) through ``stacked_forward``."""
+        assert self._stacked_forward is not None
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_() for p in params]
+            logits = self._stacked_forward(self._as_dict(leaves), x)
+            loss = _task_losses(logits, y)
+            grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True, materialize_grads=True)
+        return list(grads), loss.detach(), logits.detach()
+
+    def _task_logits(self, params: list[Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Logits (T, B, C) of T tasks' models on x (T, B, *input), without gradients."""
+        if self._stacked_forward is not None:
+            return self._stacked_forward(self._as_dict(params), x)
+        return self._forward(self._as_dict(params), buffers, x)
+
+    def _task_loss_values(self, params: list[Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        """Each task's loss (T,) on x (T, B, *input), y (T, B), without gradients."""
+        if self._stacked_forward is not None:
+            return _task_losses(self._stacked_forward(self._as_dict(params), x), y)
+        return self._loss_value(self._as_dict(params), buffers, x, y)
 
     def _stack_starts(
         self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
@@ -349,7 +382,7 @@ class BatchedEngine:
             if is_leap:
                 assert prev is not None
                 # f(θ_K) on a fresh training batch, as Leap.end_task
-                final_loss = self._loss_value(self._as_dict(params), buffers, stream.x[steps], stream.y[steps])
+                final_loss = self._task_loss_values(params, buffers, stream.x[steps], stream.y[steps])
                 self._segment_fn(acc, *prev, params, final_loss, **segment)
                 contributions = [acc[order[n]] for n in learner.param_names]
             else:
@@ -384,7 +417,7 @@ class BatchedEngine:
             y = torch.stack([t.test_y for t, _ in tasks])
             wrong = torch.zeros(len(tasks), device=y.device)
             for start in range(0, n, TEST_CHUNK):
-                logits = self._forward(self._as_dict(params), buffers, x[:, start : start + TEST_CHUNK])
+                logits = self._task_logits(params, buffers, x[:, start : start + TEST_CHUNK])
                 wrong += (logits.argmax(-1) != y[:, start : start + TEST_CHUNK]).sum(-1)
             return wrong / n
         errors = []
@@ -397,6 +430,13 @@ class BatchedEngine:
                 wrong += (logits.argmax(1) != task.test_y[start : start + TEST_CHUNK]).sum()
             errors.append(wrong / len(task.test_y))
         return torch.stack(errors)
+
+
+def _task_losses(logits: Tensor, y: Tensor) -> Tensor:
+    """Each task's mean cross-entropy: logits (T, B, C), y (T, B) -> (T,), in at least
+    float32 as :meth:`BatchedEngine._loss`."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
 
 
 # ---------------------------------------------------------------------- shared engines
