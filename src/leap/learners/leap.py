@@ -37,7 +37,7 @@ class Leap(MetaLearner):
     loss_K)`` (or one more ``update``) supplies f(θ_K); without it a task of K steps
     contributes its first K-1 segments.
 
-    Cost per step: two ``cat`` copies (θ_i and ∇f(θ_i) into packed buffers) and about a
+    Cost per step: two ``_foreach_copy_`` calls (θ_i and ∇f(θ_i) into packed buffers) and about a
     dozen kernels over whole buffers (:class:`leap.learners.base.Packed`), however many
     tensors the model has; no host sync, no autograd graph.
 
@@ -165,8 +165,9 @@ def accumulate_segment_(
             # torch 2.13 fails to compile the latter for 5-dim conv weights)
             sq = sum(t.square().sum(dim=tuple(range(1, t.dim()))) if t.dim() > 1 else t.square()
                      for t in neg_dtheta)
-        else:  # one fused kernel over the whole list
-            sq = torch.stack(torch._foreach_norm(neg_dtheta)).square().sum()
+        else:  # one dot product per tensor (one in all for packed buffers): BLAS, the fastest
+            # reduction measured on a CPU (docs/benchmarks.md), and no square of a rounded norm
+            sq = torch.stack([torch.dot(t.reshape(-1), t.reshape(-1)) for t in neg_dtheta]).sum()
         if loss_in_manifold:
             sq = sq + delta_f.square()
         inv_n = sq.sqrt().clamp_min(eps).reciprocal()
