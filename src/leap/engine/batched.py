@@ -187,7 +187,6 @@ class BatchedEngine:
         self.optimizer = StackedOptimizer(loop.optimizer, loop.lr)
         self.compiled = compile
         self._grad_and_loss = vmap(grad_and_value(self._loss, has_aux=True))
-        self._loss_value = vmap(self._loss_only)
         self._forward = vmap(self._logits)
         # A model may compute T tasks' forward passes itself (``stacked_forward(params, x)``,
         # e.g. leap.models.MLP); one ordinary backward of the summed task losses then gives
@@ -269,9 +268,6 @@ class BatchedEngine:
         # The loss in at least float32 (as autocast computes it), float64 models untouched.
         return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y), logits
 
-    def _loss_only(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return self._loss(params, buffers, x, y)[0]
-
     def _step(
         self, params: list[Tensor], buffers: dict[str, Tensor], state: dict[str, Any], x: Tensor, y: Tensor
     ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
@@ -301,12 +297,6 @@ class BatchedEngine:
         if self._stacked_forward is not None:
             return self._stacked_forward(self._as_dict(params), x)
         return self._forward(self._as_dict(params), buffers, x)
-
-    def _task_loss_values(self, params: list[Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        """Each task's loss (T,) on x (T, B, *input), y (T, B), without gradients."""
-        if self._stacked_forward is not None:
-            return _task_losses(self._stacked_forward(self._as_dict(params), x), y)
-        return self._loss_value(self._as_dict(params), buffers, x, y)
 
     def _stack_starts(
         self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
@@ -382,7 +372,7 @@ class BatchedEngine:
             if is_leap:
                 assert prev is not None
                 # f(θ_K) on a fresh training batch, as Leap.end_task
-                final_loss = self._task_loss_values(params, buffers, stream.x[steps], stream.y[steps])
+                final_loss = _task_losses(self._task_logits(params, buffers, stream.x[steps]), stream.y[steps])
                 self._segment_fn(acc, *prev, params, final_loss, **segment)
                 contributions = [acc[order[n]] for n in learner.param_names]
             else:
