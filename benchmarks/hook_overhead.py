@@ -31,7 +31,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_block(model, learner, opt, data, device) -> tuple[float, float]:
+def time_block(model, hook, opt, data, device) -> tuple[float, float]:
     """Seconds per step over one block of steps: the whole step, and the part after
     ``backward`` (hook + optimizer step + zero_grad), which is where the variants differ."""
     sync(device)
@@ -42,8 +42,8 @@ def time_block(model, learner, opt, data, device) -> tuple[float, float]:
         loss.backward()
         sync(device)
         tail = time.perf_counter()
-        if learner is not None:
-            learner.update(loss, model)
+        if hook is not None:
+            hook(loss, model)
         opt.step()
         opt.zero_grad()
         sync(device)
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=20, help="blocks per variant")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time hooks that only copy θ_i and ∇f(θ_i) (a lower bound for eq. 8)")
     parser.add_argument("--cache-study", action="store_true",
                         help="also time one update alone: caches warm, evicted, and right after forward+backward")
     args = parser.parse_args()
@@ -68,36 +70,61 @@ def main() -> None:
             for _ in range(args.steps)]
     learner.init_task()
     learner.to(model)
-    for variant in (None, learner):  # warm-up
-        time_block(model, variant, opt, data[:5], device)
-    plain, hooked, ratios, plain_tail, hooked_tail = [], [], [], [], []
+    hooks = {"plain": None, "Leap.update": learner.update}
+    if args.floor:
+        hooks.update(floor_hooks(model))
+    for hook in hooks.values():  # warm-up
+        time_block(model, hook, opt, data[:5], device)
+    steps: dict[str, list[float]] = {name: [] for name in hooks}
+    tails: dict[str, list[float]] = {name: [] for name in hooks}
+    ratios = []
     for repeat in range(args.repeats):
-        # ABBA order: a drift in machine speed within a pair hits both variants alike
-        order = (None, learner) if repeat % 2 == 0 else (learner, None)
-        times = {id(v): time_block(model, v, opt, data, device) for v in order}
-        (p_step, p_tail), (h_step, h_tail) = times[id(None)], times[id(learner)]
-        plain.append(p_step)
-        hooked.append(h_step)
-        ratios.append(h_step / p_step)
-        plain_tail.append(p_tail)
-        hooked_tail.append(h_tail)
-    p, h = statistics.median(plain), statistics.median(hooked)
+        # ABBA order: a drift in machine speed within a round hits every variant alike
+        order = list(hooks) if repeat % 2 == 0 else list(reversed(hooks))
+        for name in order:
+            step, tail = time_block(model, hooks[name], opt, data, device)
+            steps[name].append(step)
+            tails[name].append(tail)
+        ratios.append(steps["Leap.update"][-1] / steps["plain"][-1])
+    p = statistics.median(steps["plain"])
     low, high = bootstrap_median_interval(ratios)
-    added = statistics.median(hooked_tail) - statistics.median(plain_tail)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {device} ({where}); torch {torch.__version__}")
     print(f"plain SGD step:      {1000 * p:.3f} ms (median of {args.repeats} blocks of {args.steps})")
-    print(f"with Leap.update:    {1000 * h:.3f} ms")
-    # Forward and backward are the same in both variants and carry most of the noise, so
+    print(f"with Leap.update:    {1000 * statistics.median(steps['Leap.update']):.3f} ms")
+    # Forward and backward are the same in every variant and carry most of the noise, so
     # the added cost is measured where the variants differ: after backward.
-    print(f"after backward:      {1000 * statistics.median(plain_tail):.3f} ms plain, "
-          f"{1000 * statistics.median(hooked_tail):.3f} ms with the hook")
+    plain_tail = statistics.median(tails["plain"])
+    for name in hooks:
+        tail = statistics.median(tails[name])
+        extra = tail - plain_tail
+        added = "" if name == "plain" else f", {1000 * extra:+.3f} ms = {100 * extra / p:+.2f} % of a step"
+        print(f"after backward, {name + ':':22s} {1000 * tail:.3f} ms{added}")
+    added = statistics.median(tails["Leap.update"]) - plain_tail
     print(f"hook overhead:       {100 * added / p:+.2f} % of a step (the added time after backward)")
     print(f"whole-step check:    {100 * (statistics.median(ratios) - 1):+.2f} % (median over the {args.repeats} "
-          f"pairs of adjacent blocks; 95% bootstrap interval {100 * (low - 1):+.2f} % to {100 * (high - 1):+.2f} %)")
+          f"rounds; 95% bootstrap interval {100 * (low - 1):+.2f} % to {100 * (high - 1):+.2f} %)")
     if args.cache_study:
         cache_study(model, learner, data, device)
+
+
+def floor_hooks(model: torch.nn.Module) -> dict:
+    """Hooks that only keep the previous point: θ_i and ∇f(θ_i), or θ_i alone, copied
+    with one ``_foreach_copy_`` into packed buffers as ``Leap.update`` does."""
+    params = list(model.parameters())
+    theta, grads = leap.learners.base.Packed(params), leap.learners.base.Packed(params)
+
+    @torch.no_grad()
+    def copy_theta_and_grad(loss, model):
+        theta.load_(params)
+        grads.load_([q.grad for q in params])
+
+    @torch.no_grad()
+    def copy_theta(loss, model):
+        theta.load_(params)
+
+    return {"copy θ_i and ∇f(θ_i)": copy_theta_and_grad, "copy θ_i": copy_theta}
 
 def cache_study(model, learner, data, device, calls: int = 60) -> None:
     """Median time of one ``update`` alone, by the state of the caches before it."""

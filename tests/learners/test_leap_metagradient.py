@@ -191,3 +191,29 @@ def test_last_segment_counts_only_with_end_task():
     learner.end_task(model, torch.tensor(0.5, dtype=torch.float64))
     learner.normalize()
     assert next(learner.parameters()).grad.item() == -5.0
+
+
+@pytest.mark.parametrize(
+    "metric,loss_in_manifold,stabilizer",
+    list(itertools.product(["length", "energy"], [True, False], [True, False])),
+)
+def test_segment_with_tensor_scalars_equals_segment_with_float_scalars(metric, loss_in_manifold, stabilizer):
+    # A CPU hook keeps f, Δf and n_i as Python floats, a GPU hook as 0-dim tensors (no host
+    # sync): both forms of eq. 8's one function must add the same g_i.
+    from leap.learners.leap import accumulate_segment_
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(6, 4), (6,), (3, 6)]
+    prev_params, prev_grads, params = ([torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+                                       for _ in range(3))
+    start = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    options = dict(metric=metric, loss_in_manifold=loss_in_manifold, stabilizer=stabilizer, eps=1e-12)
+    results = []
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    for prev_loss, loss in ((1.25, 0.5), (as_tensor(1.25), as_tensor(0.5))):
+        acc = [t.clone() for t in start]
+        accumulate_segment_(acc, [t.clone() for t in prev_params], prev_grads, prev_loss, params, loss, **options)
+        results.append(acc)
+    for from_floats, from_tensors, before in zip(*results, start, strict=True):
+        assert not torch.equal(from_floats, before)  # the segment added something
+        torch.testing.assert_close(from_floats, from_tensors, rtol=1e-12, atol=1e-14)

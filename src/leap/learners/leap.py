@@ -17,6 +17,7 @@ The meta-gradient is the mean over tasks of Σ_i g_i; the meta-optimizer applies
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -37,9 +38,12 @@ class Leap(MetaLearner):
     loss_K)`` (or one more ``update``) supplies f(θ_K); without it a task of K steps
     contributes its first K-1 segments.
 
-    Cost per step: two ``_foreach_copy_`` calls (θ_i and ∇f(θ_i) into packed buffers) and about a
-    dozen kernels over whole buffers (:class:`leap.learners.base.Packed`), however many
-    tensors the model has; no host sync, no autograd graph.
+    Cost per step: two ``_foreach_copy_`` calls (θ_i and ∇f(θ_i) into packed buffers) and at most
+    four kernels over whole buffers (:class:`leap.learners.base.Packed`), however many tensors
+    the model has; no autograd graph. On a GPU the segment's scalars (f, Δf, n_i) stay
+    0-dim tensors, so there is no host sync; on a CPU, where reading a value costs nothing,
+    they are Python floats, which measured faster than a dozen 0-dim tensor ops
+    (docs/benchmarks.md).
 
     Args:
         model: network whose initialization is learned (all parameters or ``params``).
@@ -75,7 +79,9 @@ class Leap(MetaLearner):
         # The previous point (θ_i, ∇f(θ_i)) and the current θ, packed; ``_prev`` and
         # ``_current`` swap roles after each step instead of copying.
         self._prev, self._current, self._prev_grads = Packed(self._init), Packed(self._init), Packed(self._init)
-        self._prev_loss = torch.zeros((), dtype=self._init[0].dtype, device=self._init[0].device)
+        self._host_scalars = self._init[0].device.type == "cpu"
+        self._prev_loss: Tensor | float = (
+            0.0 if self._host_scalars else torch.zeros((), dtype=self._init[0].dtype, device=self._init[0].device))
         self._has_prev = False
 
     def __repr__(self) -> str:
@@ -96,23 +102,33 @@ class Leap(MetaLearner):
         """Record the point (θ_i, f(θ_i), ∇f(θ_i)) and count the segment that ends here."""
         self._require_open("update")
         params = self.params_of(model)
-        loss = loss.detach().to(self._prev_loss.dtype)
+        loss_value = self._loss_value(loss)
         self._current.load_(params)
         if self._has_prev:
-            self._add_segment(loss)
+            self._add_segment(loss_value)
         self._prev, self._current = self._current, self._prev
         self._prev_grads.load_(self._grads(params))
-        self._prev_loss.copy_(loss)
+        if self._host_scalars:
+            self._prev_loss = loss_value
+        else:
+            self._prev_loss.copy_(loss_value)
         self._has_prev = True
+
+    def _loss_value(self, loss: Tensor) -> Tensor | float:
+        """f(θ) as the segment's scalars are kept: a Python float on a CPU, else a
+        detached 0-dim tensor of θ0's dtype."""
+        if self._host_scalars:
+            return float(loss)
+        return loss.detach().to(self._init[0].dtype)
 
     def _finish_task(self, model: nn.Module | None, loss: Tensor | None) -> None:
         if model is not None and loss is not None and self._has_prev:
             with torch.no_grad():
                 self._current.load_(self.params_of(model))
-                self._add_segment(loss.detach().to(self._prev_loss.dtype))
+                self._add_segment(self._loss_value(loss))
         self._has_prev = False
 
-    def _add_segment(self, loss: Tensor) -> None:
+    def _add_segment(self, loss: Tensor | float) -> None:
         """Add g_i of the segment (previous point -> ``_current``, whose loss is ``loss``)
         to the task accumulator (eq. 8), over whole packed buffers.
 
@@ -129,9 +145,9 @@ def accumulate_segment_(
     acc: list[Tensor],
     prev_params: list[Tensor],
     prev_grads: list[Tensor],
-    prev_loss: Tensor,
+    prev_loss: Tensor | float,
     params: list[Tensor],
-    loss: Tensor,
+    loss: Tensor | float,
     *,
     metric: Metric,
     loss_in_manifold: bool,
@@ -144,9 +160,10 @@ def accumulate_segment_(
     stabilizer; no Δf term and n_i over θ alone when the loss is not in the manifold;
     n_i = 1 for the energy metric).
 
-    Shapes: either one task, ``loss``/``prev_loss`` 0-dim and every list entry shaped like
-    its parameter, or T tasks at once (the batched engine), ``loss``/``prev_loss`` (T,)
-    and every list entry (T, *parameter shape); n_i is then computed per task.
+    Shapes: either one task, ``loss``/``prev_loss`` 0-dim tensors or Python floats (then
+    n_i and the coefficients are computed as floats) and every list entry shaped like its
+    parameter, or T tasks at once (the batched engine), ``loss``/``prev_loss`` (T,) and
+    every list entry (T, *parameter shape); n_i is then computed per task.
     ``prev_params`` (θ_i), ``prev_grads`` (∇f(θ_i)) and ``prev_loss`` (f(θ_i)) describe the
     start point, ``params`` (θ_{i+1}) and ``loss`` (f(θ_{i+1})) the frozen forward point.
 
@@ -155,7 +172,8 @@ def accumulate_segment_(
     term is added with one ``addcmul`` pass: on a CPU the hook's cost is memory traffic
     over buffers that the training step has evicted from the caches (docs/benchmarks.md).
     """
-    batched = loss.dim() > 0
+    on_host = isinstance(loss, float)
+    batched = not on_host and loss.dim() > 0
     neg_dtheta = prev_params
     torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
     delta_f = loss - prev_loss  # Δf_i, 0-dim or (T,)
@@ -167,23 +185,29 @@ def accumulate_segment_(
                      for t in neg_dtheta)
         else:  # one dot product per tensor (one in all for packed buffers): BLAS, the fastest
             # reduction measured on a CPU (docs/benchmarks.md), and no square of a rounded norm
-            sq = torch.stack([torch.dot(t.reshape(-1), t.reshape(-1)) for t in neg_dtheta]).sum()
+            dots = [torch.dot(t.reshape(-1), t.reshape(-1)) for t in neg_dtheta]
+            sq = math.fsum(d.item() for d in dots) if on_host else torch.stack(dots).sum()
         if loss_in_manifold:
-            sq = sq + delta_f.square()
-        inv_n = sq.sqrt().clamp_min(eps).reciprocal()
+            sq = sq + delta_f * delta_f
+        if on_host:
+            inv_n = 1.0 / max(math.sqrt(sq), eps)
+        else:
+            inv_n = sq.sqrt().clamp_min(eps).reciprocal()
         _add_scaled_(acc, neg_dtheta, inv_n)
     else:
         inv_n = None
         torch._foreach_add_(acc, neg_dtheta)
     if loss_in_manifold:
-        df = -delta_f.abs() if stabilizer else delta_f
+        df = -abs(delta_f) if stabilizer else delta_f
         coef = -df if inv_n is None else -df * inv_n
         _add_scaled_(acc, prev_grads, coef)
 
-def _add_scaled_(acc: list[Tensor], tensors: list[Tensor], coef: Tensor) -> None:
-    """``acc += coef * tensors`` in one pass per tensor (``addcmul``, no temporary):
-    ``coef`` 0-dim, or (T,) broadcast over each tensor's leading task dim."""
-    if coef.dim() == 0:
+def _add_scaled_(acc: list[Tensor], tensors: list[Tensor], coef: Tensor | float) -> None:
+    """``acc += coef * tensors`` in one pass per tensor (no temporary): ``coef`` a Python
+    float, a 0-dim tensor, or (T,) broadcast over each tensor's leading task dim."""
+    if isinstance(coef, float):
+        torch._foreach_add_(acc, tensors, alpha=coef)
+    elif coef.dim() == 0:
         torch._foreach_addcmul_(acc, tensors, [coef] * len(tensors))
     else:
         for a, t in zip(acc, tensors, strict=True):
