@@ -169,14 +169,15 @@ def accumulate_segment_(
 
     ``prev_params`` is consumed in place (it becomes -Δθ) so that a segment allocates
     nothing model-sized; callers overwrite it with the next point afterwards. Each scaled
-    term is added with one ``addcmul`` pass: on a CPU the hook's cost is memory traffic
+    term is added with one pass (``add`` with a float ``alpha``, or ``addcmul`` with a
+    tensor coefficient): on a CPU most of the hook's cost is memory traffic
     over buffers that the training step has evicted from the caches (docs/benchmarks.md).
     """
     on_host = isinstance(loss, float)
     batched = not on_host and loss.dim() > 0
     neg_dtheta = prev_params
     torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
-    delta_f = loss - prev_loss  # Δf_i, 0-dim or (T,)
+    delta_f = loss - prev_loss  # Δf_i: a float, 0-dim or (T,)
     if metric == "length":
         if batched:  # one squared norm per task: reduce every dim but the task dim
             # (a plain sum over dims, not flatten + stack: inductor's CPU backend in
