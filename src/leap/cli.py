@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import faulthandler
 import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from leap.engine.rundir import check_output_dir
+from leap.engine.rundir import check_output_dir, lock
 from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
@@ -37,7 +38,7 @@ from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_
 from leap.experiments.rl.options import RL_BENCHMARKS
 from leap.experiments.rl.report import RESULT_FILE, write_rl_report
 from leap.util import distributed, tensorboard
-from leap.util.errors import RunStopped, UsageError, debugging, environment_error
+from leap.util.errors import CorruptFileError, RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
 from leap.util.threads import thread_policy
 from leap.util.version import VERSION
@@ -47,6 +48,9 @@ NEEDS = {c: ("matplotlib",) for c in ("compare", "sweep", "report", "ablation", 
 
 #: Commands whose --out is a directory they create.
 OUTPUT_DIR_COMMANDS = ("train", "compare", "sweep", "ablation", "jacobian")
+
+#: Arguments that name a path (attribute -> how the command line spells it).
+PATH_ARGUMENTS = {"out": "--out", "run": "RUN", "dir": "DIR", "data_dir": "--data-dir", "cache_dir": "--cache-dir"}
 
 #: Commands that run under torchrun (every rank runs them; the others are single-process).
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -63,10 +67,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
+    if run.is_dir() and distributed.launch_rank() == 0:
+        # The run's lock before its config and init are read: no train --overwrite can
+        # replace the run while its result is computed and written beside it.
+        lock(run)
     overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed), ("device", args.device),
                                    ("engine", args.engine), ("compile", args.compile)) if v is not None}
     cfg = read_run_config(run, overrides)
     if cfg.benchmark in RL_BENCHMARKS:  # learned vs random encoder, curves of returns
+        given = [flag for flag, value in (("--split", args.split != "test"), ("--engine", args.engine is not None),
+                                          ("--compile", args.compile is not None)) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: not options of an RL run's evaluation (agents trained on games)")
         rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
                     seeds=None if args.seed is None else [args.seed])
         return 0
@@ -90,9 +102,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise UsageError(f"{out}: no such directory")
-    paths = write_analysis_report(out) or write_report(out) or multicv.write_multicv_report(out)
-    if (out / RESULT_FILE).is_file():
-        paths = [*paths, *write_rl_report(out)]
+    try:
+        paths = write_analysis_report(out) or write_report(out) or multicv.write_multicv_report(out)
+        if (out / RESULT_FILE).is_file():
+            paths = [*paths, *write_rl_report(out)]
+    except CorruptFileError as err:  # a damaged record, named
+        raise UsageError(str(err)) from err
     if not paths:
         raise UsageError(f"{out}: no finished runs (eval-test.json, or multicv's result.json, beside config.json, "
                          "or rl-eval.json) found")
@@ -129,7 +144,22 @@ class HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line and a pointer to ``--help`` (not the whole usage), with a
+    "did you mean" for a near miss among an option's choices."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"leap: error: {message} (see '{self.prog} --help')\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices], n=1)
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r} (did you mean {close[0]!r}?)")
+        super()._check_value(action, value)
+
+
+class CommandParser(OneLineErrors):
     """A subcommand's parser: options must be spelled out in full (so that
     ``check_options_apply`` sees each one), and ``--help`` shows defaults."""
 
@@ -140,7 +170,7 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
+    parser = OneLineErrors(prog="leap", description="Meta-learn initializations with Leap (ICLR 2019).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
@@ -212,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{args.command} runs in a single process; under torchrun use "
                              f"{' or '.join(DISTRIBUTED_COMMANDS)}")
         command = parser.command_parsers[args.command]  # type: ignore[attr-defined]
+        for name, flag in PATH_ARGUMENTS.items():
+            value = getattr(args, name, None)
+            if isinstance(value, str) and not value.strip():
+                # Path("") is the working directory: an unset variable must not make it the run's.
+                raise UsageError(f"{flag}: an empty path (an unset shell variable?); name a directory")
         check_parsed(command, argv[1:], args)  # each value within its declared range
         missing = [m for m in NEEDS.get(args.command, ()) if importlib.util.find_spec(m) is None]
         if missing:  # a base install: refuse before training anything whose report cannot be written

@@ -145,6 +145,19 @@ def test_two_processes_learn_the_init_of_one_process_and_only_rank_0_writes(tmp_
     assert proc.stdout.count("wrote") == 1
 
 
+def test_ranks_launched_with_different_options_are_refused_before_rank_0_writes_anything(tmp_path):
+    out = tmp_path / "run"
+    # Each rank gets its own seed, as two nodes started with different arguments would.
+    script = tmp_path / "rank_seed.py"
+    script.write_text("import os, sys\nfrom leap.cli import main\n"
+                      f"sys.exit(main({train_args('reptile', out)!r} + ['--seed', os.environ['RANK']]))\n")
+    proc = subprocess.run(torchrun(str(script)), capture_output=True, text=True, timeout=LIMIT_S)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"[rank {rank}/2] the run configuration differs from that of rank(s) [{1 - rank}]" in proc.stderr
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through Linux's /proc")
 def test_no_process_group_thread_outlives_a_finished_run(tmp_path):
     # A gloo worker thread alive while the interpreter finalizes can abort its rank at exit

@@ -98,6 +98,26 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes_the_same_run(tmp_path, 
     assert_same_run(out, reference)
 
 
+def test_a_signal_during_a_long_meta_step_is_acknowledged_at_once_and_the_run_stops_after_it(tmp_path):
+    # A meta-step of RL or Multi-CV takes minutes to hours: the user must hear at once that
+    # the signal was taken, not only when the meta-step ends.
+    out = tmp_path / "run"
+    long_steps = ["train", "--method", "leap", "--meta-steps", "3", "--meta-batch", "3", "--task-steps", "4000",
+                  "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(leap_cmd(*long_steps), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not steps_in(out):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # meta-step 2 is in flight
+    line = proc.stderr.readline()
+    alive = proc.poll() is None
+    rest = proc.communicate(timeout=120)[1]
+    assert line.strip() == "leap: SIGTERM received: stopping after the meta-step in flight, with a checkpoint"
+    assert alive and steps_in(out) == [1, 2]  # heard during meta-step 2, which then finished
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted at meta-step 2" in rest
+
+
 def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):
     out = tmp_path / "run"
     proc = start_and_wait(out, 7)
@@ -311,7 +331,8 @@ def test_evaluate_refuses_an_init_that_does_not_fit_the_model_with_one_line(tmp_
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"leap: error: {run / 'init.safetensors'}: ") and message in err and "\n" not in err
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "init.safetensors"]  # nothing written
+    # No result written; the run's lock file is there because evaluate holds the run's lock.
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json", "init.safetensors"]
 
 
 def copy_run(reference: Path, out: Path) -> Path:
@@ -381,7 +402,7 @@ def test_a_second_writer_of_a_run_directory_is_refused_with_one_line(tmp_path):
 
 def test_overwrite_removes_the_old_runs_outputs_and_resume_overwrite_starts_afresh(tmp_path, reference, capsys):
     out = copy_run(reference, tmp_path / "run")
-    (out / "eval-test.json").write_text("{}")  # the old run's evaluation
+    (out / "eval-test.json").write_text('{"test_error": 0.5}')  # the old run's evaluation
     (out / "checkpoints" / ".checkpoint-00000014.pt.x1.tmp").write_bytes(b"a killed write")
     short = ["train", "--method", "reptile", "--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3",
              "--no-progress", "--out", str(out)]
@@ -390,6 +411,56 @@ def test_overwrite_removes_the_old_runs_outputs_and_resume_overwrite_starts_afre
     assert not (out / "eval-test.json").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000002.pt"]
     assert steps_in(out) == [1, 2] and json.loads((out / "config.json").read_text())["method"] == "reptile"
+
+
+def test_overwrite_refuses_a_directory_holding_what_leap_did_not_write_and_deletes_nothing(tmp_path, reference,
+                                                                                           capsys):
+    # The case: --out pointing at a user's project, whose files carry a run's names.
+    out = tmp_path / "project"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "model.ckpt").write_bytes(b"the user's model")
+    (out / "config.json").write_text('{"learning_rate": 3}')
+    (out / "result.json").write_text('{"accuracy": 0.9}')
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "notes.txt").write_text("the user's notes")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for extra in ([], ["--resume"]):
+        assert main([*RUN, "--out", str(out), "--overwrite", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"leap: error: {out} holds checkpoints (and 3 more), which leap did not write")
+        assert "\n" not in err
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # One foreign file beside a real run is enough to refuse, and it is named.
+    run = copy_run(reference, tmp_path / "run")
+    (run / "notes.txt").write_text("mine")
+    assert main([*RUN, "--seed", "3", "--out", str(run), "--overwrite"]) == 2
+    assert f"{run} holds notes.txt, which leap did not write" in capsys.readouterr().err
+    assert (run / "init.safetensors").read_bytes() == (reference / "init.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [["train", "--out", ""], ["train", "--out", "  "], ["compare", "--out", ""],
+                                  ["train", "--out", "x", "--data-dir", ""], ["evaluate", ""], ["report", " "],
+                                  ["train", "--benchmark", "multicv", "--held-out", "mnist", "--out", "x",
+                                   "--cache-dir", ""]])
+def test_an_empty_or_blank_path_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)  # Path("") is the working directory: it must stay untouched
+    (tmp_path / "mine.txt").write_text("the user's")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leap: error: ") and "an empty path" in err and "\n" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_a_finished_run_extended_by_more_meta_steps_equals_the_longer_run_and_cannot_be_shortened(tmp_path,
+                                                                                                 reference, capsys):
+    short = ["--meta-steps", "8"] + [a for a in RUN[RUN.index("--meta-batch"):]]
+    out = tmp_path / "run"
+    assert main(["train", "--method", "leap", *short, "--out", str(out)]) == 0
+    assert main([*RUN, "--out", str(out), "--resume"]) == 0  # RUN has --meta-steps 12
+    assert_same_run(out, reference)
+    assert json.loads((out / "config.json").read_text())["meta_steps"] == 12
+    assert main(["train", "--method", "leap", *short, "--out", str(out), "--resume"]) == 2
+    assert "--meta-steps 8: the run in" in capsys.readouterr().err and steps_in(out) == list(range(1, 13))
 
 
 def test_a_resumed_runs_progress_continues_and_its_time_covers_every_segment(tmp_path, reference):

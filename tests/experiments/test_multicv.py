@@ -35,6 +35,7 @@ from leap.experiments.multicv import (
     Budget,
     MultiCVConfig,
     PlainView,
+    collect_results,
     fit_task,
     run_multicv,
     write_multicv_report,
@@ -582,6 +583,28 @@ def test_finished_run_is_not_run_again_and_another_config_is_refused(pool_dir, t
     assert run_multicv(cfg, tmp_path / "run", log=lambda m: None) == first
     with pytest.raises(UsageError, match="different run"):
         run_multicv(tiny("gtsrb", "none", pool_dir, seed=1), tmp_path / "run", log=lambda m: None)
+
+
+def test_a_result_json_that_is_not_the_runs_evaluation_is_evaluated_again_and_left_out_of_the_report(
+        pool_dir, tmp_path, capsys):
+    # result.json names its source (the config, the digest of the pretrained state): one
+    # edited by hand or left from another pretraining is never shown as the run's result.
+    cfg = tiny("gtsrb", "leap", pool_dir)
+    run = tmp_path / "run"
+    first = run_multicv(cfg, run, log=lambda m: None)
+    assert first["config"] == cfg.to_dict() and len(first["pretrained_sha256"]) == 64
+    planted = {**first, "test_error": 0.0, "config": {**first["config"], "eval_epochs": 99}}
+    (run / "result.json").write_text(json.dumps(planted))
+    assert collect_results(tmp_path) == []
+    assert "result.json was made by another configuration" in capsys.readouterr().err
+    messages: list[str] = []
+    again = run_multicv(cfg, run, log=messages.append)
+    assert any("evaluating again: result.json was made by another configuration" in m for m in messages)
+    assert again["test_error"] == first["test_error"]
+    newest = sorted((run / "checkpoints").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes() + b"another pretraining")
+    assert collect_results(tmp_path) == []
+    assert "another pretrained state" in capsys.readouterr().err
 
 
 def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir, tmp_path):

@@ -292,6 +292,53 @@ def test_minatar_smoke_run_through_the_cli(tmp_path, capsys):
     assert "| breakout | Leap | 2 |" in capsys.readouterr().out
 
 
+@needs_minatar
+def test_rl_eval_keeps_earlier_agents_only_when_they_were_trained_from_the_same_init(tmp_path):
+    import hashlib
+
+    out = tmp_path / "run"
+    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "1",
+            "--eval-games", "breakout", *TINY]
+    assert main(["train", *args, "--out", str(out)]) == 0
+    assert main(["rl-eval", str(out), "--no-progress"]) == 0
+    path = out / "rl-eval.json"
+    result = json.loads(path.read_text())
+    assert result["init_sha256"] == hashlib.sha256((out / "init.safetensors").read_bytes()).hexdigest()
+    planted = {**result["runs"]["breakout"]["leap"]["0"], "planted": True}
+    result["runs"]["breakout"]["leap"]["0"] = planted
+    path.write_text(json.dumps(result))
+    assert main(["rl-eval", str(out), "--no-progress"]) == 0  # same init: the earlier agents are kept
+    assert json.loads(path.read_text())["runs"]["breakout"]["leap"]["0"].get("planted")
+    other = tmp_path / "other"
+    assert main(["train", *args, "--seed", "1", "--out", str(other)]) == 0
+    (out / "init.safetensors").write_bytes((other / "init.safetensors").read_bytes())
+    assert main(["rl-eval", str(out), "--no-progress"]) == 0  # another init: every agent trained again
+    again = json.loads(path.read_text())
+    assert "planted" not in again["runs"]["breakout"]["leap"]["0"]
+    assert again["init_sha256"] == hashlib.sha256((other / "init.safetensors").read_bytes()).hexdigest()
+
+
+@needs_minatar
+@pytest.mark.parametrize("damage", ["nan", "another model"])
+def test_rl_eval_refuses_an_init_that_is_not_this_agents_encoder_with_one_line(tmp_path, capsys, damage):
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    assert main(["train", "--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "1",
+                 "--eval-games", "breakout", *TINY, "--out", str(out)]) == 0
+    state = load_file(str(out / "init.safetensors"))
+    if damage == "nan":
+        next(iter(state.values())).view(-1)[0] = float("nan")
+    else:
+        state = {"layer.weight": torch.zeros(3, 3)}
+    save_file(state, str(out / "init.safetensors"))
+    capsys.readouterr()
+    assert main(["rl-eval", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"leap: error: {out / 'init.safetensors'}: ") and "\n" not in err, err
+    assert not (out / "rl-eval.json").exists()
+
+
 # ---------------------------------------------------------------------- ALE
 @needs_ale
 def test_ale_frames_are_84x84_rgb_and_stack_along_channels():

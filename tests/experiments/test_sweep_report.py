@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ import pytest
 from leap.cli import main
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.report import collect_runs, sweep_table, write_report
+from leap.experiments.fewshot.results import stamp
 from leap.tasks.omniglot import download_omniglot
 
 BUDGET = ["--meta-steps", "2", "--meta-batch", "2", "--task-steps", "3", "--eval-steps", "4", "--no-progress"]
@@ -56,9 +58,12 @@ def fake_run(root: Path, method: str, n: int, seed: int, test_error: float, auc:
     run.mkdir(parents=True)
     cfg = RunConfig(method=method, benchmark=benchmark, seed=seed, pretrain_tasks=n, **config).resolved()
     (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (run / "eval-test.json").write_text(json.dumps(
-        {"test_error": test_error, "test_error_std": 0.0, "auc": auc, "test_errors": [test_error],
-         "aucs": [auc], "curve": [auc] * 10}))
+    init = f"the init of {run}".encode()  # report reads only its digest
+    (run / "init.safetensors").write_bytes(init)
+    result = {"test_error": test_error, "test_error_std": 0.0, "auc": auc, "test_errors": [test_error],
+              "aucs": [auc], "curve": [auc] * 10}
+    (run / "eval-test.json").write_text(json.dumps(stamp(result, cfg, "test", hashlib.sha256(init).hexdigest())))
+    return run
 
 
 def test_report_table_has_counts_as_rows_methods_as_columns_and_mean_std_over_seeds(tmp_path):
@@ -89,6 +94,34 @@ def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys
     assert "The paper's Table 2" in text
     assert "| 25 | 24.8 | 29.4 | 23.5 | 42.9 | 44.0 | 82.8 |" in text
     assert (tmp_path / "figure3.png").is_file()
+
+
+def test_report_leaves_out_results_of_another_evaluation_or_init_and_says_why(tmp_path, capsys):
+    kept = fake_run(tmp_path, "leap", 20, 0, 0.30, 0.5)
+    other_settings = fake_run(tmp_path, "leap", 20, 1, 0.10, 0.1)
+    path = other_settings / "eval-test.json"
+    result = json.loads(path.read_text())
+    result["evaluation"]["eval_steps"] = 2
+    path.write_text(json.dumps(result))
+    retrained = fake_run(tmp_path, "leap", 20, 2, 0.10, 0.1)
+    (retrained / "init.safetensors").write_bytes(b"a later run's init")
+    old_format = fake_run(tmp_path, "leap", 20, 3, 0.10, 0.1)
+    result = json.loads((old_format / "eval-test.json").read_text())
+    del result["evaluation"], result["init_sha256"]
+    (old_format / "eval-test.json").write_text(json.dumps(result))
+    garbage = fake_run(tmp_path, "leap", 20, 4, 0.10, 0.1)
+    (garbage / "config.json").write_text("[]")
+
+    assert main(["report", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    text = (tmp_path / "report.md").read_text()
+    assert "| 20 | 30.0 (n=1) |" in text  # the one result that is its run's
+    assert f"{kept}" not in err
+    for run, why in ((other_settings, "other evaluation settings (eval_steps 2, the run's 100)"),
+                     (retrained, "another initialization"), (old_format, "written by an older leap"),
+                     (garbage, "config.json cannot be read")):
+        assert f"left out {run}: " in err and why in err
+        assert f"{run}: " in text
 
 
 def test_report_of_a_directory_without_runs_is_a_usage_error(tmp_path, capsys):

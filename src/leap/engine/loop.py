@@ -197,7 +197,7 @@ def fit(
     recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=2)
     before_failures: tuple[int, dict[str, Any]] | None = None
     board = TensorBoardLog(out, trainer.step_count + 1) if main and tensorboard else None
-    with _stop_signals(trainer.stop_requests), contextlib.closing(board) if board else contextlib.nullcontext(), \
+    with _stop_signals(trainer.stop_requests, log), contextlib.closing(board) if board else contextlib.nullcontext(), \
             metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
         while not trainer.finished:
             recent.append((trainer.step_count, copy.deepcopy(trainer.state_dict())))
@@ -323,14 +323,23 @@ def _restore(trainer: Trainer, ckpt_dir: Path, metrics_path: Path, resume: bool,
 
 
 @contextlib.contextmanager
-def _stop_signals(requests: list[int]) -> Iterator[None]:
+def _stop_signals(requests: list[int], log: Callable[[str], None]) -> Iterator[None]:
     """SIGINT and SIGTERM append to ``requests`` instead of killing the process (the loop
-    stops after the meta-step in flight); the previous handlers come back afterwards."""
+    stops after the meta-step in flight) and are acknowledged at once on ``log``: a
+    meta-step can take minutes to hours (RL, Multi-CV). The previous handlers come back
+    afterwards."""
     requests.clear()
     handlers = {}
+
+    def request(signum: int, frame: Any) -> None:
+        if not requests:
+            log(f"{signal.Signals(signum).name} received: stopping after the meta-step in flight, with a "
+                "checkpoint")
+        requests.append(signum)
+
     for sig in STOP_SIGNALS:
         try:
-            handlers[sig] = signal.signal(sig, lambda signum, frame: requests.append(signum))
+            handlers[sig] = signal.signal(sig, request)
         except ValueError:  # not the main thread: leave signals alone
             pass
     try:

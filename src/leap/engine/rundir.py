@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -31,12 +32,26 @@ def holds_run(out: Path, matches: RunMatcher, record: str = "config.json") -> bo
 
 def check_out_dir(out: Path, matches: RunMatcher, overwrite: bool, record: str = "config.json") -> None:
     """Refuse ``out`` when its ``record`` describes another run (:func:`holds_run` is
-    False) unless ``overwrite``, when it is not a directory, or when it is unwritable."""
+    False) unless ``overwrite``, when it is not a directory, or when it is unwritable.
+    With ``overwrite``, a directory holding anything leap did not write is refused too
+    (:func:`foreign_entries`): --overwrite deletes a leap run's files, never a user's."""
     out = Path(out)
     if (out / record).exists() and not overwrite:
         if not holds_run(out, matches, record):
             raise UsageError(f"{out} holds a different run (its {record} differs); use --overwrite to replace it")
     check_output_dir(out)
+    if record == "config.json":  # a run directory: what the run will write must fit, before any work
+        for name in RUN_FILES:
+            if (out / name).exists() and not (out / name).is_file():
+                raise UsageError(f"{out / name} is in the way: leap writes a file there; move it or use another --out")
+        if (out / "checkpoints").exists() and not (out / "checkpoints").is_dir():
+            raise UsageError(f"{out / 'checkpoints'} is in the way: leap writes a folder there; move it or use "
+                             "another --out")
+    foreign = foreign_entries(out) if overwrite else []
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise UsageError(f"{out} holds {foreign[0].name}{more}, which leap did not write: --overwrite replaces only "
+                         "a leap run's directory; use another --out")
 
 
 def check_output_dir(out: Path) -> None:
@@ -74,6 +89,46 @@ def check_output_dir(out: Path) -> None:
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "init.safetensors", "checkpoints", "eval-*.json", "result.json",
                "rl-eval.json", "rl-eval.md", "rl-eval.png", "tensorboard")
 LOCK_FILE = ".lock"
+#: The files (not folders) a run writes into its directory.
+RUN_FILES = ("config.json", "metrics.jsonl", "init.safetensors", "eval-test.json", "eval-val.json", "result.json",
+             LOCK_FILE)
+#: Files leap draws into a run directory besides what the run writes (``leap report``, ``rl-eval``,
+#: the Jacobian study's directory).
+REPORT_OUTPUTS = ("report.md", "figure3.png", "rl-curves.png", "jacobian.md", "jacobian.png")
+#: JSON records leap writes, each an object with one of these keys.
+_RECORD_KEYS = {"config.json": ("method",), "result.json": ("method",), "jacobian.json": ("protocol",),
+                "rl-eval.json": ("runs",)}
+
+
+def _written_by_leap(path: Path) -> bool:
+    """Whether ``path``, an entry of a run directory, is one that leap writes: by name, and
+    for its JSON records and folders by content (a user's config.json is not a run's)."""
+    name = path.name
+    if name == LOCK_FILE or (name.startswith(".") and name.endswith(".tmp")):
+        return True  # the lock, a killed atomic write's temporary file
+    if path.is_symlink():
+        return False
+    if name in _RECORD_KEYS or fnmatch.fnmatch(name, "eval-*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        keys = _RECORD_KEYS.get(name, ("test_error",))
+        return isinstance(record, dict) and any(k in record for k in keys)
+    if name == "checkpoints":
+        return path.is_dir() and all(_written_by_leap(p) or (fnmatch.fnmatch(p.name, "checkpoint-*.pt") and p.is_file())
+                                     for p in path.iterdir())
+    if name == "tensorboard":
+        return path.is_dir() and all(p.name.startswith("events.out.tfevents.") and p.is_file() for p in path.iterdir())
+    return path.is_file() and (name in RUN_OUTPUTS or name in REPORT_OUTPUTS)
+
+
+def foreign_entries(out: Path) -> list[Path]:
+    """The entries of ``out`` that leap did not write (sorted; [] for a missing directory)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if not _written_by_leap(p))
 _held: dict[Path, int] = {}  # run directories this process holds the lock of -> the lock's descriptor
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from leap.util import checks, distributed
 from leap.util.errors import UsageError
 from leap.util.files import list_checkpoints
 from leap.util.options import Option, add_options, boolean, by_name, check_fields
+from leap.util.threads import MAX_THREADS
 
 BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
     "builtin": dict(
@@ -226,10 +228,11 @@ EXECUTION_OPTIONS = (
 EXECUTION_FIELDS = by_name(EXECUTION_OPTIONS)
 #: Every command that computes takes it (leap.util.threads: the thread policy).
 THREADS = Option("threads", "intra-op CPU threads (default: 1 for small models, else the free cores; "
-                 "OMP_NUM_THREADS if set)", int, low=1, optional=True)
+                 "OMP_NUM_THREADS if set)", int, low=1, high=MAX_THREADS, optional=True)
 DIST_TIMEOUT = Option(
     "dist_timeout", "under torchrun: how long a rank waits for the others at a collective before failing "
     f"(default {distributed.DEFAULT_TIMEOUT_S:g})", float, default=distributed.DEFAULT_TIMEOUT_S, above=0,
+    high=distributed.MAX_TIMEOUT_S,
     applies_to=FEWSHOT_BENCHMARKS, metavar="SECONDS")
 CONFIG_FIELDS = tuple(RUN_FIELDS)
 
@@ -262,11 +265,14 @@ def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
         raise UsageError(str(err)) from err
 
 
-def run_matcher(cfg: RunConfig) -> RunMatcher:
+def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
     """Whether a config.json describes the run ``cfg`` (for :func:`leap.engine.rundir.holds_run`).
     Keys a newer version added (execution options such as the engine) take this run's
-    values, so directories written before a new option was introduced still match."""
+    values, so directories written before a new option was introduced still match. With
+    ``extending`` (``train --resume``), a run of fewer meta-steps is ``cfg``'s too."""
     def matches(existing: dict[str, Any]) -> bool:
+        if extending and isinstance(existing.get("meta_steps"), int) and existing["meta_steps"] <= cfg.meta_steps:
+            existing = {**existing, "meta_steps": cfg.meta_steps}
         if existing.get("benchmark") == "omniglot":
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
@@ -286,14 +292,20 @@ def continued_config(out: Path, cfg: RunConfig, meta_lr_given: bool) -> RunConfi
     A run continued with another meta learning rate (``--meta-lr X``, e.g. after it
     diverged) records the change in ``meta_lr_changes``, from the newest checkpoint's
     meta-step on, so that training the recorded config from scratch gives the same run;
-    resuming without ``--meta-lr`` keeps the changes already recorded. ``cfg`` is returned
-    unchanged when the run differs in anything else (the directory check refuses it)."""
+    resuming without ``--meta-lr`` keeps the changes already recorded. A run is extended
+    by a larger ``--meta-steps`` (the loop's checkpoints allow it); a smaller one than the
+    run already has is refused. ``cfg`` is returned unchanged when the run differs in
+    anything else (the directory check refuses it)."""
     try:
         existing = RunConfig.from_dict(json.loads((out / "config.json").read_text())).resolved()
     except (OSError, ValueError, TypeError):
         return cfg
-    if dataclasses.replace(existing, meta_lr=cfg.meta_lr, meta_lr_changes=[]) != cfg:
+    if dataclasses.replace(existing, meta_lr=cfg.meta_lr, meta_lr_changes=[], meta_steps=cfg.meta_steps) != cfg:
         return cfg  # another run: not ours to continue
+    if cfg.meta_steps < existing.meta_steps:
+        raise UsageError(f"--meta-steps {cfg.meta_steps}: the run in {out} has {existing.meta_steps}; a run can be "
+                         "extended, not shortened")
+    existing = dataclasses.replace(existing, meta_steps=cfg.meta_steps)
     current = existing.meta_lr_at(2**62)
     if not meta_lr_given:
         return existing if cfg.meta_lr == existing.meta_lr else cfg
@@ -305,10 +317,26 @@ def continued_config(out: Path, cfg: RunConfig, meta_lr_given: bool) -> RunConfi
     return dataclasses.replace(existing, meta_lr_changes=changes).resolved()
 
 
+def resumed_config(out: Path, cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The config ``leap train`` runs into ``out``: with ``--resume`` (and no
+    ``--overwrite``), :func:`continued_config` (a longer run, a changed meta learning rate,
+    said on stderr by rank 0); else ``cfg``."""
+    if not args.resume or args.overwrite:
+        return cfg
+    continued = continued_config(out, cfg, meta_lr_given=args.meta_lr is not None)
+    if len(continued.meta_lr_changes) > len(cfg.meta_lr_changes) and distributed.launch_rank() == 0:
+        step, lr = continued.meta_lr_changes[-1]
+        print(f"leap: continuing {out} with meta learning rate {lr:g} from meta-step {step} "
+              "(recorded in config.json as meta_lr_changes)", file=sys.stderr)
+    return continued
+
+
 def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
     """The config of the run in ``run`` (a run directory or a file in it), from its
     config.json with ``overrides`` applied and resolved; a missing or unreadable file is a
     :class:`~leap.util.errors.UsageError` naming it."""
+    if not run.exists():
+        raise UsageError(f"{run}: no such run directory or init file")
     config_path = (run if run.is_dir() else run.parent) / "config.json"
     if not config_path.is_file():
         raise UsageError(f"{config_path}: no config.json beside the initialization")
@@ -318,6 +346,7 @@ def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
         raise UsageError(f"{config_path}: {err}") from err
 
 
-def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool) -> None:
-    """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg``."""
-    check_out_dir(out, run_matcher(cfg), overwrite)
+def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool, extending: bool = False) -> None:
+    """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg`` (``extending``: see
+    :func:`run_matcher`)."""
+    check_out_dir(out, run_matcher(cfg, extending), overwrite)

@@ -8,8 +8,10 @@ rebuilt, and failing to write one never fails a run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from leap.util.files import atomic_write_bytes
+from leap.util.files import atomic_write_bytes, temp_files_of
 
 T = TypeVar("T")
 
@@ -34,10 +36,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leap"
 
 
+#: A cache's temporary file older than this was left by a killed writer (a write takes seconds).
+ABANDONED_AFTER_S = 3600.0
+
+
+def remove_abandoned_temps(path: Path) -> None:
+    """Delete the temporary files of ``path``'s atomic writes that a killed process left
+    (older than :data:`ABANDONED_AFTER_S`: a live writer's is seconds old). Caches have no
+    lock, so age tells a dead writer's file from one being written now."""
+    now = time.time()
+    for temp in temp_files_of(path):
+        with contextlib.suppress(OSError):
+            if now - temp.stat().st_mtime > ABANDONED_AFTER_S:
+                temp.unlink()
+
+
 def read_cache(path: Path, key: str, build: Callable[[dict[str, np.ndarray]], T], what: str) -> T | None:
     """``build(arrays)`` from the cache at ``path`` if it exists and holds ``key``; None
     otherwise. ``build`` may raise ``ValueError``/``KeyError`` to reject the contents.
     ``what`` names the dataset in the warning."""
+    remove_abandoned_temps(path)
     if not path.is_file():
         return None
     try:
@@ -62,7 +80,6 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray], stale: str, what: str
             if old != path:
                 old.unlink(missing_ok=True)
         atomic_write_bytes(path, buf.getvalue())
-        path.chmod(0o644)  # the temporary file was private; the cache holds nothing secret
     except OSError as err:  # a cache is an optimization: never fail the run for it
         warnings.warn(f"{path}: could not write the {what} cache ({err}); the next run decodes again",
                       stacklevel=3)

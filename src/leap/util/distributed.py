@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 #: Seconds a collective (or the initial rendezvous) may wait for the other ranks.
 DEFAULT_TIMEOUT_S = 300.0
+#: The longest wait allowed (30 days): far beyond any collective, and within what a
+#: datetime.timedelta (the process group's timeout) can hold.
+MAX_TIMEOUT_S = 30 * 86400.0
 
 _timeout_s = DEFAULT_TIMEOUT_S
 
@@ -55,6 +58,12 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as err:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
+
+
+def launch_rank() -> int:
+    """This process's rank from torchrun's environment (0 when not launched by it): known
+    before :func:`setup`, e.g. to let rank 0 alone take a run directory's lock first."""
+    return _env_int("RANK", 0) if launched() else 0
 
 
 def active() -> bool:

@@ -5,6 +5,7 @@ Nothing here unpickles: inits are safetensors, JSON is JSON.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -16,10 +17,24 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import Tensor
 
 from leap.util.errors import CorruptFileError
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_files_of(path: str | os.PathLike) -> list[Path]:
+    """The temporary files that atomic writes of ``path`` create beside it (a killed
+    writer leaves its own behind)."""
+    path = Path(path)
+    return list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -29,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's file is private (0600); the result honours the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -51,6 +67,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """A report (markdown, a table) written atomically: a killed writer leaves the old file."""
     atomic_write_bytes(path, text.encode())
+
+
+def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object leap wrote (a result, a study, a report's source) with the ``required``
+    keys; anything else is a :class:`CorruptFileError` naming the file (one line)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptFileError(f"{path}: not a readable JSON record ({err})") from err
+    if not isinstance(record, dict):
+        raise CorruptFileError(f"{path}: not a JSON object")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise CorruptFileError(f"{path}: lacks {', '.join(missing)} (damaged, or not written by leap)")
+    return record
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (metrics.jsonl); damage is a :class:`CorruptFileError`
+    naming the file and the line."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise CorruptFileError(f"{path}: line {number} is not JSON ({err})") from err
+            if not isinstance(record, dict):
+                raise CorruptFileError(f"{path}: line {number} is not a JSON object")
+            records.append(record)
+    return records
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> None:
@@ -94,15 +141,32 @@ def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[
 
 def load_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Tensor]:
     """Load an initialization written by :func:`save_init`; a clear error names the file."""
+    return read_init(path, device)[0]
+
+
+def read_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], str]:
+    """An initialization (a run directory's init.safetensors, or the file) and the sha256
+    of the bytes it was read from: one read, so the digest names exactly what was loaded
+    (results record it: :func:`file_sha256` of the same file must give it back)."""
     path = Path(path)
     if path.is_dir():
         path = path / "init.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such initialization file")
     try:
-        return load_file(str(path), device=str(device))
+        data = path.read_bytes()
+        state = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CorruptFileError(f"{path}: not a readable safetensors file ({err})") from err
+    return {k: v.to(device) for k, v in state.items()}, hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of a file's bytes, or None when it cannot be read (no such file)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------- run checkpoints

@@ -24,14 +24,23 @@ from collections.abc import Iterator
 
 import torch
 
+from leap.util.errors import UsageError
+
 #: Benchmarks whose models are small enough that one thread is fastest.
 SMALL_MODEL_BENCHMARKS = ("builtin", "atari", "minatar")
+
+
+#: The most intra-op threads a command takes: torch's thread pool crashes the process
+#: (SIGSEGV) when asked for 100,000.
+MAX_THREADS = 1024
 
 
 def _env_threads() -> int | None:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
+            if int(value) > MAX_THREADS:
+                raise UsageError(f"{name}={value}: at most {MAX_THREADS} threads")
             return int(value)
     return None
 

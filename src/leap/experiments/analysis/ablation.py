@@ -32,9 +32,10 @@ from leap.engine.rundir import holds_run
 from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, moving_average
+from leap.experiments.fewshot.results import eval_file, read_result
 from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
-from leap.util.files import atomic_write_json, atomic_write_text, save_figure
+from leap.util.files import atomic_write_json, atomic_write_text, read_json_record, read_jsonl, save_figure
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -119,7 +120,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def summarize(config: AblationConfig, run_dir: Path, evaluation: dict[str, Any],
@@ -163,7 +164,7 @@ def write_ablation_report(directory: str | Path, window: int | None = None) -> l
     """ablation.md (table) and ablation.png (Figure 6) from ``directory``/ablation.json
     and each configuration's metrics.jsonl. Returns the paths written."""
     directory = Path(directory)
-    result = json.loads((directory / "ablation.json").read_text())
+    result = read_json_record(directory / "ablation.json", ("configs", "protocol"))
     rows = result["configs"]
     proto = result["protocol"]
     meta_lrs = ", ".join(sorted({f"{r['meta_lr']:g}" for r in rows if r.get("meta_lr") is not None})) or "-"
@@ -263,10 +264,11 @@ def collect_rows(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
         run_dir = out / config.name
         try:
             cfg = json.loads((run_dir / "config.json").read_text())
-            evaluation = json.loads((run_dir / "eval-test.json").read_text())
-        except (OSError, ValueError):
+            evaluation, _ = read_result(run_dir, RunConfig.from_dict(cfg).resolved())
+        except (OSError, ValueError, TypeError, AttributeError):
             continue
-        if cfg.get("method") != config.method or any(cfg[k] != v for k, v in protocol.items() if k in cfg):
+        if evaluation is None or cfg.get("method") != config.method or any(
+                cfg[k] != v for k, v in protocol.items() if k in cfg):
             continue
         meta_lr = cfg.get("meta_lr") if METHODS[config.method].has_learner else None
         rows.append(summarize(config, run_dir, evaluation, meta_lr))
@@ -292,9 +294,9 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     for config in chosen:
         cfg = configs[config.name]
         run_dir = out / config.name
-        eval_path = run_dir / "eval-test.json"
+        eval_path = eval_file(run_dir)
         same = holds_run(run_dir, run_matcher(cfg))
-        if same and (run_dir / "init.safetensors").exists() and eval_path.exists():
+        if same and read_result(run_dir, cfg)[0] is not None:
             log(f"{config.name}: finished earlier, skipped")
         else:
             if not same and eval_path.exists():

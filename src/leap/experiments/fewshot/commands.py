@@ -22,10 +22,11 @@ from leap.experiments.config import (
     RunConfig,
     check_run_dir,
     config_from_args,
-    continued_config,
+    resumed_config,
     run_matcher,
 )
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, plot_curves, write_report
+from leap.experiments.fewshot.results import eval_file, read_result, stamp
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
 from leap.tasks import Benchmark
@@ -33,7 +34,7 @@ from leap.tasks.base import example_input
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, atomic_write_text, check_state, load_init
+from leap.util.files import atomic_write_json, atomic_write_text, check_state, read_init
 from leap.util.progress import Progress, TaskProgress
 
 
@@ -98,6 +99,8 @@ def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
 def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
     main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
+    # Ranks launched with different options are refused before rank 0 writes anything.
+    distributed.check_same(json.dumps(cfg.to_dict(), sort_keys=True), "run configuration")
     if main:
         begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = MetaTrainer(cfg, benchmark)
@@ -113,7 +116,7 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
 def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
                  progress: bool = False) -> dict[str, Any]:
     try:
-        init = load_init(init_path, cfg.device)
+        init, digest = read_init(init_path, cfg.device)
         where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)
         check_state(init, benchmark.make_model().state_dict(), where)
     except (FileNotFoundError, CorruptFileError) as err:
@@ -124,9 +127,9 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
                           on_tasks=bar.update, **engine_options(cfg))
     finally:
         bar.close()
-    # Which protocol produced the numbers travels with them.
+    # Which protocol and which init produced the numbers travels with them.
     protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
-    return {**result.to_dict(), **protocol}
+    return stamp({**result.to_dict(), **protocol}, cfg, split, digest)
 
 
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
@@ -134,14 +137,8 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     join_workers(cfg, args)
     benchmark = prepare(cfg, args.download)
     out = Path(args.out)
-    if args.resume and not args.overwrite:
-        continued = continued_config(out, cfg, meta_lr_given=args.meta_lr is not None)
-        if len(continued.meta_lr_changes) > len(cfg.meta_lr_changes) and distributed.is_main():
-            step, lr = continued.meta_lr_changes[-1]
-            print(f"leap: continuing {out} with meta learning rate {lr:g} from meta-step {step} "
-                  "(recorded in config.json as meta_lr_changes)", file=sys.stderr)
-        cfg = continued
-    check_run_dir(out, cfg, args.overwrite)
+    cfg = resumed_config(out, cfg, args)
+    check_run_dir(out, cfg, args.overwrite, extending=args.resume)
     info = train_run(cfg, benchmark, out, args)
     if distributed.is_main():
         print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
@@ -157,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     if not distributed.is_main():
         return 0
     if run.is_dir():
-        atomic_write_json(run / f"eval-{args.split}.json", result)
+        atomic_write_json(eval_file(run, args.split), result)
     print(f"{cfg.method}: test error {100 * result['test_error']:.1f}% ± {100 * result['test_error_std']:.1f}, "
           f"AUC {100 * result['auc']:.1f}% over {len(result['test_errors'])} {args.split} tasks")
     return 0
@@ -183,17 +180,22 @@ def parse_ints(option: str, text: str) -> list[int]:
 
 def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Train and evaluate one run, or read its result if it already finished with this
-    config (so an interrupted compare or sweep continues where it stopped; a run cut off
-    mid-way resumes from its newest checkpoint)."""
-    result_path = run_dir / "eval-test.json"
+    config and its eval-test.json is the evaluation of this config's settings and of the
+    run's init (so an interrupted compare or sweep continues where it stopped; a run cut
+    off mid-way resumes from its newest checkpoint; a result of another evaluation, e.g.
+    ``leap evaluate --eval-steps N``, is evaluated again, saying why)."""
     same = holds_run(run_dir, run_matcher(cfg))
-    if same and result_path.is_file():
-        return json.loads(result_path.read_text())
+    if same:
+        result, why = read_result(run_dir, cfg)
+        if result is not None:
+            return result
+        if why is not None:
+            print(f"leap: {run_dir}: evaluating again: {why}", file=sys.stderr)
     resume_args = argparse.Namespace(**{**vars(args), "resume": same})
     info = train_run(cfg, benchmark, run_dir, resume_args)
     result = evaluate_run(cfg, benchmark, run_dir, progress=not args.no_progress)
     result.update(info)
-    atomic_write_json(result_path, result)
+    atomic_write_json(eval_file(run_dir), result)
     return result
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.results import read_result
 from leap.experiments.methods import METHODS
 from leap.util.files import atomic_write_text, save_figure
 
@@ -84,18 +87,29 @@ PAPER_TABLE2 = {
 METHOD_ORDER = ["leap", "reptile", "finetune", "maml", "fomaml", "none"]
 
 
-def collect_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every finished run under ``root``: its config.json merged with its eval-test.json."""
+def collect_runs(root: str | Path, left_out: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every finished run under ``root``: its config.json merged with its eval-test.json,
+    when that file is the evaluation of the run as it is now (:func:`read_result`: the
+    config's evaluation settings, the digest of its init.safetensors). Runs left out are
+    appended to ``left_out`` as "DIR: why"."""
     import json
 
     runs = []
     for result_path in sorted(Path(root).rglob("eval-test.json")):
-        config_path = result_path.parent / "config.json"
-        if not config_path.is_file():
+        run_dir = result_path.parent
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+            cfg = RunConfig.from_dict(config).resolved()
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            why = f"config.json cannot be read as a run's configuration ({err})"
+            cfg = None
+        else:
+            result, why = read_result(run_dir, cfg)
+        if cfg is None or result is None:
+            if left_out is not None:
+                left_out.append(f"{run_dir}: {why}")
             continue
-        config = json.loads(config_path.read_text())
-        result = json.loads(result_path.read_text())
-        runs.append({**config, **result, "dir": str(result_path.parent), "config": config})
+        runs.append({**config, **result, "dir": str(run_dir), "config": config})
     return runs
 
 
@@ -234,7 +248,10 @@ def write_report(root: str | Path) -> list[Path]:
     for Omniglot, the protocol of the runs) and figure3.png for a sweep or compare
     directory. Returns the files written (none if no finished run was found)."""
     root = Path(root)
-    runs = collect_runs(root)
+    left_out: list[str] = []
+    runs = collect_runs(root, left_out)
+    for line in left_out:
+        print(f"leap: report: left out {line}", file=sys.stderr)
     if not runs:
         return []
     first = runs[0]
@@ -250,6 +267,9 @@ def write_report(root: str | Path) -> list[Path]:
     if first["benchmark"] == "omniglot":
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
+    if left_out:
+        text += ["\n## Runs left out (their result is not the evaluation of the run as it is now)\n",
+                 "".join(f"- {line}\n" for line in left_out)]
     md = root / "report.md"  # its own file: compare's results.md is never overwritten
     atomic_write_text(md, "\n".join(text))
     return [md, plot_figure3(runs, root / "figure3.png")]

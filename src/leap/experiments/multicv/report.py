@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from leap.experiments.multicv.config import METHOD_LABELS, TABLE_METHODS
+from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
 from leap.util.files import atomic_write_bytes, atomic_write_json
 
@@ -35,13 +37,14 @@ def collect_results(directory: str | Path) -> list[tuple[dict[str, Any], dict[st
     """(config, result) of every finished run under ``directory`` (any depth)."""
     found = []
     for result_path in sorted(Path(directory).rglob("result.json")):
-        config_path = result_path.parent / "config.json"
         try:
-            result = json.loads(result_path.read_text())
-            config = json.loads(config_path.read_text())
+            config = json.loads((result_path.parent / "config.json").read_text())
         except (OSError, ValueError):
             continue
-        if {"held_out", "method", "test_error"} <= set(result):
+        result, why = read_result(result_path.parent, config)
+        if result is None:
+            print(f"leap: report: left out {result_path.parent}: {why}", file=sys.stderr)
+        elif {"held_out", "method", "test_error"} <= set(result):
             found.append((config, result))
     return found
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +17,7 @@ from leap.engine.rundir import RunMatcher, begin_run, check_out_dir
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import make_method
 from leap.experiments.multicv.report import write_multicv_report
+from leap.experiments.multicv.results import read_result, result_source
 from leap.experiments.multicv.training import error_rate
 from leap.tasks.multicv import MultiCV
 from leap.util.files import atomic_write_json
@@ -114,9 +114,13 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     result_path = out / "result.json"
     same_config: RunMatcher = lambda existing: existing == cfg.to_dict()  # noqa: E731
     check_out_dir(out, same_config, overwrite)
-    if resume and not overwrite and result_path.is_file():
-        log(f"{out}: finished earlier, result.json kept")
-        return json.loads(result_path.read_text())
+    if resume and not overwrite:
+        kept, why = read_result(out, cfg.to_dict())
+        if kept is not None:
+            log(f"{out}: finished earlier, result.json kept")
+            return kept
+        if why is not None:
+            log(f"{out}: evaluating again: {why}")
     begin_run(out, cfg.to_dict(), same_config, overwrite=overwrite, resume=resume)
     result_path.unlink(missing_ok=True)
 
@@ -132,7 +136,8 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     fit(trainer, out, resume=resume and not overwrite, checkpoint_every=1, on_step=log_step,
         log=lambda msg: log(f"{out}: {msg}"))
 
-    result = {**evaluate_held_out(trainer, bench), "total_seconds": time.perf_counter() - start}
+    result = {**evaluate_held_out(trainer, bench), "total_seconds": time.perf_counter() - start,
+              **result_source(out, cfg.to_dict())}
     atomic_write_json(result_path, result)
     log(f"{cfg.held_out}/{cfg.method}: test error {100 * result['test_error']:.1f}%, "
         f"train error {100 * result['train_error']:.1f}%, AUC {100 * result['auc']:.1f} ({result['eval_steps']} steps)")

@@ -17,8 +17,16 @@ from typing import Any
 import torch
 
 from leap.engine.loop import fit
-from leap.engine.rundir import begin_run, holds_run
-from leap.experiments.config import RUN_FIELDS, THREADS, RunConfig, check_run_dir, read_run_config, run_matcher
+from leap.engine.rundir import begin_run, holds_run, lock
+from leap.experiments.config import (
+    RUN_FIELDS,
+    THREADS,
+    RunConfig,
+    check_run_dir,
+    read_run_config,
+    resumed_config,
+    run_matcher,
+)
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import AgentCurve
 from leap.experiments.rl.envs import check_games
@@ -28,7 +36,7 @@ from leap.experiments.rl.report import summary_table, write_rl_report
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, load_init
+from leap.util.files import atomic_write_json, check_state, read_init
 
 RESULT_FILE = "rl-eval.json"
 BASELINE = "random"  # the label of the randomly initialized encoder
@@ -91,7 +99,8 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     setup = RLSetup.from_config(cfg)
     check_rl_games(setup)
     out = Path(args.out)
-    check_run_dir(out, cfg, args.overwrite)
+    cfg = resumed_config(out, cfg, args)
+    check_run_dir(out, cfg, args.overwrite, extending=args.resume)
     begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = RLMetaTrainer(cfg, setup)
     progress = RLProgress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
@@ -138,10 +147,15 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     if not seeds or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds: need distinct seeds, got {seeds}")
     run_dir = run if run.is_dir() else run.parent
+    lock(run_dir)  # no train --overwrite replaces the run while its agents are evaluated
     inits: dict[str, dict[str, torch.Tensor] | None] = {}
+    digest = None
     if METHODS[cfg.method].meta_trains:
         try:
-            inits[cfg.method] = load_init(run, cfg.device)
+            inits[cfg.method], digest = read_init(run, cfg.device)
+            # The encoder of this benchmark's agent, as meta-training builds it (heads are per game).
+            template = RLMetaTrainer(cfg, setup).init_state()
+            check_state(inits[cfg.method], template, str(run / "init.safetensors" if run.is_dir() else run))
         except (FileNotFoundError, CorruptFileError) as err:
             raise UsageError(str(err)) from err
     if baseline or not inits:
@@ -150,10 +164,11 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     header = {
         "benchmark": cfg.benchmark, "method": cfg.method, "games": list(setup.eval_games), "seeds": seeds,
         "labels": list(inits), "settings": dataclasses.asdict(setup.evaluation), "spec": dataclasses.asdict(setup.spec),
-        "run": str(run_dir),
+        "run": str(run_dir), "init_sha256": digest,
     }
-    # Runs in an earlier result file with the same settings are kept (the one "holds this run" policy).
-    same = {k: header[k] for k in ("settings", "spec", "benchmark")}
+    # Runs in an earlier result file with the same settings, of the same init, are kept
+    # (the one "holds this run" policy).
+    same = {k: header[k] for k in ("settings", "spec", "benchmark", "init_sha256")}
     done = None
     if holds_run(out.parent, lambda previous: {k: previous.get(k) for k in same} == same, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}

@@ -8,7 +8,6 @@ deviations across seeds (the paper: two), one line per initialization.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from leap.util.files import atomic_write_text, save_figure
+from leap.util.files import atomic_write_text, read_json_record, save_figure
 
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
 RESULT_FILE = "rl-eval.json"
@@ -132,7 +131,7 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
     """From ``directory/rl-eval.json`` write ``rl-curves.png`` (Figure 4's shape) and
     ``rl-eval.md`` (summary table); returns the paths written."""
     directory = Path(directory)
-    result = json.loads((directory / result_file).read_text())
+    result = read_json_record(directory / result_file, ("runs",))
     stem = Path(result_file).stem.replace("rl-eval", "rl")
     png = plot_rl_curves(result, directory / f"{stem}-curves.png", window, spread)
     md = directory / f"{Path(result_file).stem}.md"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
-from leap.util.files import atomic_write_text, save_figure
+from leap.util.files import atomic_write_text, read_json_record, save_figure
 
 
 # ---------------------------------------------------------------------- report
@@ -15,7 +14,7 @@ def write_jacobian_report(out: Path) -> list[Path]:
     """jacobian.md (ρ at the reported steps, mean ± std over tasks) and jacobian.png
     (Figure 5: ρ against the step, log scale, one line per learning rate) from
     ``out``/jacobian.json. Returns the paths written."""
-    result = json.loads((Path(out) / "jacobian.json").read_text())
+    result = read_json_record(Path(out) / "jacobian.json", ("protocol", "runs"))
     protocol = JacobianProtocol(**result["protocol"])
     steps = protocol.reported_steps()
     data_note = ("Omniglot" if protocol.data == "omniglot"

@@ -1,0 +1,38 @@
+"""Multi-CV's result.json and whether it belongs to a run: it names its source (the run's
+configuration, which holds the evaluation settings, and the digest of the pretrained state
+it evaluated), and a sweep or report takes it only when both match the run as it is now."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from leap.util.files import file_sha256, list_checkpoints
+
+
+def result_source(out: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """What produced a run's result.json: its configuration (which holds the evaluation
+    settings) and the sha256 of the newest checkpoint, the pretrained state it evaluated
+    (None for a method without pretraining)."""
+    found = list_checkpoints(out / "checkpoints")
+    return {"config": config, "pretrained_sha256": file_sha256(found[-1][1]) if found else None}
+
+
+def read_result(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """``(result, None)`` when ``out``'s result.json is the evaluation of the run ``config`` (its config.json)
+    with the pretrained state now in ``out``; else ``(None, why)`` (why None: no file)."""
+    path = Path(out) / "result.json"
+    if not path.is_file():
+        return None, None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"result.json cannot be read ({err})"
+    if not isinstance(result, dict) or "config" not in result or "pretrained_sha256" not in result:
+        return None, "result.json records no configuration or pretrained-state digest (written by an older leap)"
+    if result["config"] != config:
+        return None, "result.json was made by another configuration"
+    if result["pretrained_sha256"] != result_source(out, config)["pretrained_sha256"]:
+        return None, "result.json evaluated another pretrained state than the run's newest checkpoint"
+    return result, None
