@@ -76,7 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = read_run_config(run, overrides)
     if cfg.benchmark in RL_BENCHMARKS:  # learned vs random encoder, curves of returns
         given = [flag for flag, value in (("--split", args.split != "test"), ("--engine", args.engine is not None),
-                                          ("--compile", args.compile is not None)) if value]
+                                          ("--compile", args.compile is not None),
+                                          ("--checkpoint", args.checkpoint is not None)) if value]
         if given:
             raise UsageError(f"{', '.join(given)}: not options of an RL run's evaluation (agents trained on games)")
         rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("eval_steps", "seed", "device"):  # default None: the run's own
         dataclasses.replace(RUN_FIELDS[name], default=None, applies_to=None, help=RUN_FIELDS[name].help
                             .replace(" (default: the benchmark's)", "") + " (default: the run's)").add_to(p)
+    Option("checkpoint", "evaluate θ0 as it was at this meta-step's checkpoint (writes "
+           "eval-SPLIT-step-STEP.json)", int, low=0, optional=True, metavar="STEP").add_to(p)
     add_engine_options(p)
     add_dist_options(p)
     THREADS.add_to(p)

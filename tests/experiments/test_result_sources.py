@@ -72,3 +72,25 @@ def test_evaluate_holds_the_runs_lock_so_no_other_run_replaces_it_meanwhile(tmp_
     assert proc.stderr.strip() == (f"leap: error: {run} is being written by another leap process (pid {holder.pid}); "
                                    "wait for it to finish or use another --out")
     assert not (run / "eval-test.json").exists()
+
+
+def test_theta0_at_a_kept_checkpoint_is_evaluated_into_its_own_file_and_the_last_one_is_the_init(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY, "--meta-steps", "3", "--checkpoint-every", "1",
+                 "--keep-checkpoints", "0"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        f"checkpoint-0000000{s}.pt" for s in (1, 2, 3)]
+    assert main(["evaluate", str(run), "--no-progress"]) == 0
+    for step in (1, 3):
+        assert main(["evaluate", str(run), "--checkpoint", str(step), "--no-progress"]) == 0
+    final = json.loads((run / "eval-test.json").read_text())
+    last = json.loads((run / "eval-test-step-00000003.json").read_text())
+    first = json.loads((run / "eval-test-step-00000001.json").read_text())
+    # θ0 of the last checkpoint is the saved init, byte for byte: same digest, same numbers.
+    assert last["init_sha256"] == final["init_sha256"] == sha256(run / "init.safetensors")
+    assert last["test_errors"] == final["test_errors"] and last["meta_step"] == 3
+    assert first["init_sha256"] != final["init_sha256"] and first["meta_step"] == 1
+    assert first["evaluation"] == final["evaluation"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--checkpoint", "7", "--no-progress"]) == 2
+    assert "--checkpoint 7: no checkpoint-00000007.pt" in capsys.readouterr().err

@@ -98,6 +98,8 @@ def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys
 
 def test_report_leaves_out_results_of_another_evaluation_or_init_and_says_why(tmp_path, capsys):
     kept = fake_run(tmp_path, "leap", 20, 0, 0.30, 0.5)
+    archived = fake_run(tmp_path, "leap", 20, 5, 0.40, 0.5)
+    (archived / "init.safetensors").unlink()  # as committed under results/: checked on its settings alone
     other_settings = fake_run(tmp_path, "leap", 20, 1, 0.10, 0.1)
     path = other_settings / "eval-test.json"
     result = json.loads(path.read_text())
@@ -115,8 +117,8 @@ def test_report_leaves_out_results_of_another_evaluation_or_init_and_says_why(tm
     assert main(["report", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     text = (tmp_path / "report.md").read_text()
-    assert "| 20 | 30.0 (n=1) |" in text  # the one result that is its run's
-    assert f"{kept}" not in err
+    assert "| 20 | 35.0 ± 5.0 (n=2) |" in text  # the results that are their runs'
+    assert f"{kept}" not in err and f"{archived}" not in err
     for run, why in ((other_settings, "other evaluation settings (eval_steps 2, the run's 100)"),
                      (retrained, "another initialization"), (old_format, "written by an older leap"),
                      (garbage, "config.json cannot be read")):
@@ -142,3 +144,24 @@ def test_download_offline_says_which_files_to_put_where(tmp_path, monkeypatch):
             "--out", str(tmp_path / "run"), *BUDGET]
     assert main(argv) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_report_shows_test_error_against_meta_steps_from_checkpoint_evaluations(tmp_path):
+    leap0 = fake_run(tmp_path, "leap", 20, 0, 0.30, 0.5, meta_steps=300)
+    leap1 = fake_run(tmp_path, "leap", 20, 1, 0.40, 0.5, meta_steps=300)
+    fake_run(tmp_path, "none", 20, 0, 0.80, 0.9, meta_steps=300)
+    for run, errors in ((leap0, {25: 0.70, 100: 0.50}), (leap1, {25: 0.60, 100: 0.40})):
+        final = json.loads((run / "eval-test.json").read_text())
+        for step, error in errors.items():
+            (run / f"eval-test-step-{step:08d}.json").write_text(json.dumps(
+                {**final, "test_error": error, "meta_step": step, "init_sha256": f"theta0 at {step}"}))
+    bad = json.loads((leap0 / "eval-test-step-00000025.json").read_text())
+    bad["evaluation"]["eval_steps"] = 5  # another evaluation: left out, named
+    (leap0 / "eval-test-step-00000050.json").write_text(json.dumps({**bad, "meta_step": 50}))
+    paths = write_report(tmp_path)
+    assert tmp_path / "budget.png" in paths
+    text = (tmp_path / "report.md").read_text()
+    table = text.split("## Test error (%) against meta-training")[1].split("\n\n")[1].splitlines()
+    assert table[0] == "| Meta-steps | Leap |"  # no pretraining was not evaluated along meta-training
+    assert table[2:] == ["| 25 | 65.0 ± 5.0 (n=2) |", "| 100 | 45.0 ± 5.0 (n=2) |", "| 300 | 35.0 ± 5.0 (n=2) |"]
+    assert "eval-test-step-00000050.json: it was made with other evaluation settings" in text

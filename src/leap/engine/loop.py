@@ -157,6 +157,7 @@ def fit(
     *,
     resume: bool = False,
     checkpoint_every: int = 0,
+    keep_checkpoints: int = 2,
     max_failed_steps: int = 10,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] = print,
@@ -164,7 +165,8 @@ def fit(
 ) -> dict[str, Any]:
     """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
 
-    Checkpoints are written every ``checkpoint_every`` meta-steps, on SIGINT/SIGTERM
+    Checkpoints are written every ``checkpoint_every`` meta-steps (the newest
+    ``keep_checkpoints`` are kept; 0: all), on SIGINT/SIGTERM
     (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
     lost every task (both raise :class:`RunStopped`). With ``resume`` the newest readable
     checkpoint is loaded and metrics.jsonl is cut back to its step, so the finished run is
@@ -188,7 +190,7 @@ def fit(
         if not main:
             return checkpoint_path(ckpt_dir, step)
         return save_checkpoint(ckpt_dir, step, {**trainer.state_dict(), "metrics": history,
-                                                "config": trainer.config})
+                                                "config": trainer.config}, keep=keep_checkpoints)
 
     start = time.perf_counter()
     # The state at the start of the last two meta-steps: when every task of a meta-step

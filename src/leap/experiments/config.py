@@ -219,6 +219,8 @@ EXECUTION_OPTIONS = (
            applies_to=TRAINED_BY_FIT),
     Option("checkpoint_every", "checkpoint every M meta-steps (0: only at the end)", int, default=0, low=0,
            applies_to=TRAINED_BY_FIT),
+    Option("keep_checkpoints", "keep the newest K checkpoints (0: all, e.g. to evaluate θ0 along meta-training "
+           "with leap evaluate RUN --checkpoint STEP)", int, default=2, low=0, applies_to=TRAINED_BY_FIT),
     Option("max_failed_steps", "stop after R consecutive meta-steps in which every task was non-finite", int,
            default=10, low=1, applies_to=TRAINED_BY_FIT),
     Option("no_progress", "no progress bar", action="store_true"),

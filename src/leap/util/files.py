@@ -135,8 +135,14 @@ def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[
     bad = non_finite(state)
     if bad:
         raise ValueError(f"{path}: refusing to save a non-finite initialization ({', '.join(bad[:3])})")
+    atomic_write_bytes(path, init_bytes(state, metadata))
+
+
+def init_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The bytes :func:`save_init` writes for ``state`` (their sha256 names an init that
+    was never saved, e.g. θ0 read from a checkpoint)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return save(tensors, metadata=metadata)
 
 
 def load_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Tensor]:
@@ -203,7 +209,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, An
     payload = buffer.getvalue()
     path = checkpoint_path(directory, step)
     atomic_write_bytes(path, payload + CHECKSUM_MARK + hashlib.sha256(payload).hexdigest().encode())
-    for _, old in list_checkpoints(directory)[:-keep]:
+    for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:  # keep 0: all
         old.unlink(missing_ok=True)
     return path
 

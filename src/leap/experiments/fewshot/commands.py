@@ -7,10 +7,13 @@ Every option is checked before any work is done; bad input raises
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from torch import Tensor
 
 from leap.engine.batched import choose_engine
 from leap.engine.evaluation import evaluate
@@ -34,7 +37,16 @@ from leap.tasks.base import example_input
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, atomic_write_text, check_state, read_init
+from leap.util.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_state,
+    checkpoint_path,
+    init_bytes,
+    list_checkpoints,
+    load_checkpoint,
+    read_init,
+)
 from leap.util.progress import Progress, TaskProgress
 
 
@@ -107,16 +119,34 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
     bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
     try:
         return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   keep_checkpoints=args.keep_checkpoints,
                    max_failed_steps=args.max_failed_steps, tensorboard=args.tensorboard, on_step=bar.update,
                    log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
     finally:
         bar.close()
 
 
-def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
-                 progress: bool = False) -> dict[str, Any]:
+def checkpoint_init(cfg: RunConfig, benchmark: Benchmark, path: Path) -> tuple[dict[str, Tensor], str]:
+    """θ0 as it was at a checkpoint of the run ``cfg`` (a verified checkpoint loaded into
+    a fresh trainer) and the sha256 of the init file it would have been saved as."""
     try:
-        init, digest = read_init(init_path, cfg.device)
+        trainer = MetaTrainer(cfg, benchmark)
+        trainer.load_state_dict(load_checkpoint(path))
+    except CorruptFileError as err:
+        raise UsageError(str(err)) from err
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise UsageError(f"{path}: not a checkpoint of this run ({err})") from err
+    init = trainer.init_state()
+    return init, hashlib.sha256(init_bytes(init)).hexdigest()
+
+
+def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
+                 progress: bool = False, loaded: tuple[dict[str, Tensor], str] | None = None) -> dict[str, Any]:
+    """Evaluate the init at ``init_path`` (a run directory or an init file), or ``loaded``
+    (θ0 and its digest, e.g. :func:`checkpoint_init`), on ``split``; the result names its
+    source (:func:`leap.experiments.fewshot.results.stamp`)."""
+    try:
+        init, digest = loaded if loaded is not None else read_init(init_path, cfg.device)
         where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)
         check_state(init, benchmark.make_model().state_dict(), where)
     except (FileNotFoundError, CorruptFileError) as err:
@@ -149,12 +179,26 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     """``leap evaluate`` of a few-shot run (``cfg``: its config with the command's overrides)."""
     run = Path(args.run)
     join_workers(cfg, args)
+    benchmark = prepare(cfg)
+    loaded, path = None, eval_file(run, args.split)
+    if args.checkpoint is not None:  # θ0 as it was at that meta-step
+        if not run.is_dir():
+            raise UsageError(f"--checkpoint: {run} is not a run directory")
+        ckpt = checkpoint_path(run / "checkpoints", args.checkpoint)
+        if not ckpt.is_file():
+            kept = [step for step, _ in list_checkpoints(run / "checkpoints")]
+            raise UsageError(f"--checkpoint {args.checkpoint}: no {ckpt.name} in {run / 'checkpoints'} (it has "
+                             f"{kept or 'none'}; train with --keep-checkpoints 0 to keep them all)")
+        loaded = checkpoint_init(cfg, benchmark, ckpt)
+        path = eval_file(run, args.split, meta_step=args.checkpoint)
     # Under torchrun, tasks are split over ranks.
-    result = evaluate_run(cfg, prepare(cfg), run, args.split, progress=not args.no_progress)
+    result = evaluate_run(cfg, benchmark, run, args.split, progress=not args.no_progress, loaded=loaded)
     if not distributed.is_main():
         return 0
+    if args.checkpoint is not None:
+        result["meta_step"] = args.checkpoint
     if run.is_dir():
-        atomic_write_json(eval_file(run, args.split), result)
+        atomic_write_json(path, result)
     print(f"{cfg.method}: test error {100 * result['test_error']:.1f}% ± {100 * result['test_error_std']:.1f}, "
           f"AUC {100 * result['auc']:.1f}% over {len(result['test_errors'])} {args.split} tasks")
     return 0

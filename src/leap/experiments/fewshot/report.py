@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from leap.experiments.config import RunConfig
-from leap.experiments.fewshot.results import read_result
+from leap.experiments.fewshot.results import mismatch, read_result
 from leap.experiments.methods import METHODS
 from leap.util.files import atomic_write_text, save_figure
 
@@ -243,6 +243,80 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     return path
 
 
+def budget_points(runs: list[dict[str, Any]], left_out: list[str] | None = None) -> list[tuple[str, int, float]]:
+    """(column, meta-step, test error %) of every run's evaluations along meta-training:
+    its eval-test-step-*.json (θ0 at a checkpoint, ``leap evaluate --checkpoint``) whose
+    settings are the run's, and its final evaluation at its last meta-step."""
+    import json
+
+    points = []
+    for r, column in zip(runs, columns(runs), strict=True):
+        cfg = RunConfig.from_dict(r["config"]).resolved()
+        for path in sorted(Path(r["dir"]).glob("eval-test-step-*.json")):
+            try:
+                result = json.loads(path.read_text())
+                why = mismatch(result, cfg, "test", None) if isinstance(result, dict) else "not a result"
+                step = result["meta_step"] if why is None else None
+            except (OSError, ValueError, KeyError) as err:
+                why = str(err)
+            if why is not None or not isinstance(step, int):
+                if left_out is not None:
+                    left_out.append(f"{path}: {why or 'no meta_step'}")
+                continue
+            points.append((column, step, 100 * result["test_error"]))
+    along = {c for c, _, _ in points}  # the methods evaluated along meta-training: add their final results
+    return points + [(c, r["meta_steps"], 100 * r["test_error"]) for r, c in zip(runs, columns(runs), strict=True)
+                     if c in along]
+
+
+def budget_table(points: list[tuple[str, int, float]]) -> str:
+    """Rows = meta-steps, columns = methods: mean test error over the runs evaluated there (n)."""
+    methods = sorted({c for c, _, _ in points}, key=lambda c: (
+        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
+    steps = sorted({s for _, s, _ in points})
+    lines = ["| Meta-steps | " + " | ".join(_label(m) for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for step in steps:
+        cells = []
+        for m in methods:
+            values = [v for c, s, v in points if c == m and s == step]
+            if not values:
+                cells.append("-")
+            else:
+                mean, std = _mean_std(values)
+                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_budget(points: list[tuple[str, int, float]], paper: dict[str, float], path: Path, title: str) -> Path:
+    """Test error against meta-steps: each run's evaluations (dots), the mean over runs
+    (line) and the paper's value (dashed) per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for method in sorted({c for c, _, _ in points}):
+        steps = sorted({s for c, s, _ in points if c == method})
+        means = [sum(v for c, s, v in points if c == method and s == st) /
+                 sum(1 for c, s, _ in points if c == method and s == st) for st in steps]
+        (line,) = ax.plot(steps, means, marker="o", label=_label(method))
+        ax.scatter([s for c, s, _ in points if c == method], [v for c, _, v in points if c == method],
+                   color=line.get_color(), s=10, alpha=0.5)
+        base = method.split(" ")[0]
+        if base in paper:
+            ax.axhline(paper[base], color=line.get_color(), linestyle="--", linewidth=1,
+                       label=f"{_label(base)}: paper ({paper[base]:.1f})")
+    ax.set(xlabel="meta-steps", ylabel="test error on held-out tasks (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_report(root: str | Path) -> list[Path]:
     """report.md (Table 2's shape for test error and AUC, the paper's Table 2 beside it
     for Omniglot, the protocol of the runs) and figure3.png for a sweep or compare
@@ -267,9 +341,18 @@ def write_report(root: str | Path) -> list[Path]:
     if first["benchmark"] == "omniglot":
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
+    points = budget_points(runs, left_out)
+    figures = []
+    if points:
+        paper = PAPER_TABLE2.get(counts[-1], {}) if first["benchmark"] == "omniglot" else {}
+        text += ["\n## Test error (%) against meta-training (θ0 at checkpoints, `leap evaluate --checkpoint`)\n",
+                 budget_table(points)]
+        figures.append(plot_budget(points, paper, root / "budget.png",
+                                   f"{BENCHMARK_NAMES.get(first['benchmark'], first['benchmark'])}: test error "
+                                   "against meta-steps"))
     if left_out:
         text += ["\n## Runs left out (their result is not the evaluation of the run as it is now)\n",
                  "".join(f"- {line}\n" for line in left_out)]
     md = root / "report.md"  # its own file: compare's results.md is never overwritten
     atomic_write_text(md, "\n".join(text))
-    return [md, plot_figure3(runs, root / "figure3.png")]
+    return [md, plot_figure3(runs, root / "figure3.png"), *figures]

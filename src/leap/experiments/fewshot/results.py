@@ -22,8 +22,11 @@ EVALUATION_FIELDS = ("benchmark", "seed", "eval_steps", "eval_batch", "eval_lr",
                      "pipeline", "bn_eval")
 
 
-def eval_file(run_dir: Path, split: str = "test") -> Path:
-    return Path(run_dir) / f"eval-{split}.json"
+def eval_file(run_dir: Path, split: str = "test", meta_step: int | None = None) -> Path:
+    """eval-<split>.json: the evaluation of the run's init; with ``meta_step``,
+    eval-<split>-step-<meta_step>.json: of θ0 at that meta-step's checkpoint."""
+    name = f"eval-{split}" if meta_step is None else f"eval-{split}-step-{meta_step:08d}"
+    return Path(run_dir) / f"{name}.json"
 
 
 def evaluation_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
@@ -39,7 +42,9 @@ def stamp(result: dict[str, Any], cfg: RunConfig, split: str, init_sha256: str) 
 
 def mismatch(result: dict[str, Any], cfg: RunConfig, split: str, init_sha256: str | None) -> str | None:
     """Why ``result`` is not the evaluation of ``cfg``'s run on ``split`` with the init
-    whose digest is ``init_sha256`` (None: it is)."""
+    whose digest is ``init_sha256`` (None: it is). ``init_sha256`` None: the directory
+    holds no init (an archived run, as under results/): there is no other init the result
+    could be mistaken for, and only its settings are checked."""
     recorded = result.get("evaluation")
     if not isinstance(recorded, dict) or "init_sha256" not in result:
         return "it records no evaluation settings or init digest (written by an older leap)"
@@ -48,9 +53,7 @@ def mismatch(result: dict[str, Any], cfg: RunConfig, split: str, init_sha256: st
     if differing:
         return "it was made with other evaluation settings (" + ", ".join(
             f"{k} {recorded.get(k)!r}, the run's {expected[k]!r}" for k in differing) + ")"
-    if init_sha256 is None:
-        return "the run has no init.safetensors"
-    if result["init_sha256"] != init_sha256:
+    if init_sha256 is not None and result["init_sha256"] != init_sha256:
         return "it evaluated another initialization than the run's init.safetensors"
     return None
 

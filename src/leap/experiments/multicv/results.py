@@ -21,7 +21,8 @@ def result_source(out: Path, config: dict[str, Any]) -> dict[str, Any]:
 
 def read_result(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """``(result, None)`` when ``out``'s result.json is the evaluation of the run ``config`` (its config.json)
-    with the pretrained state now in ``out``; else ``(None, why)`` (why None: no file)."""
+    with the pretrained state now in ``out``; else ``(None, why)`` (why None: no file). A
+    directory without checkpoints (an archived run) is checked on its configuration alone."""
     path = Path(out) / "result.json"
     if not path.is_file():
         return None, None
@@ -33,6 +34,7 @@ def read_result(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | Non
         return None, "result.json records no configuration or pretrained-state digest (written by an older leap)"
     if result["config"] != config:
         return None, "result.json was made by another configuration"
-    if result["pretrained_sha256"] != result_source(out, config)["pretrained_sha256"]:
+    now = result_source(out, config)["pretrained_sha256"]
+    if now is not None and result["pretrained_sha256"] != now:  # None: archived without checkpoints
         return None, "result.json evaluated another pretrained state than the run's newest checkpoint"
     return result, None

@@ -107,6 +107,7 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     trainer.on_game = progress.game
     try:
         info = fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                   keep_checkpoints=args.keep_checkpoints,
                    max_failed_steps=args.max_failed_steps, tensorboard=args.tensorboard, on_step=progress.update,
                    log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
     finally:
