@@ -43,7 +43,10 @@ from leap.experiments.multicv import (
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "multicv"
+# The real data: $LEAP_TEST_DATA/multicv, else the checkout's ../shared/data/multicv.
+SHARED = Path(os.environ.get("LEAP_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data") / "multicv"
+NO_SHARED = (f"shared Multi-CV data not found at {SHARED}: set LEAP_TEST_DATA to a directory holding multicv/ "
+             "to run the tests on the real data")
 
 
 # ---------------------------------------------------------------------- fixtures in official layouts
@@ -560,10 +563,10 @@ def test_interrupted_run_resumes_from_its_last_meta_step_to_the_same_result(pool
     whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)
     original = mr.LeapMethod.pretrain_step
 
-    def crash_at_third(self, step):
+    def crash_at_third(self, step, **kwargs):
         if step == 2:
             raise KeyboardInterrupt
-        return original(self, step)
+        return original(self, step, **kwargs)
 
     monkeypatch.setattr(mr.LeapMethod, "pretrain_step", crash_at_third)
     with pytest.raises(KeyboardInterrupt):
@@ -613,25 +616,31 @@ def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir
     assert result["meta_stopped_early"] and result["meta_steps"] < 50
 
 
-def test_sigterm_stops_pretraining_after_the_meta_step_and_resume_gives_the_same_result(pool_dir, tmp_path,
-                                                                                          monkeypatch):
-    # Multi-CV's pretraining runs in the one loop (leap.engine.loop.fit), so a signal stops it
-    # after the meta-step in flight with a checkpoint, and --resume finishes it exactly.
-    cfg = tiny("gtsrb", "leap", pool_dir, meta_steps=3)
+@pytest.mark.parametrize("method", ["leap", "finetune", "hat", "progressive"])
+def test_sigterm_stops_pretraining_after_the_task_in_flight_and_resume_continues_inside_the_meta_step(
+        pool_dir, tmp_path, monkeypatch, method):
+    # A Multi-CV meta-step trains each task to convergence (minutes each): a real SIGTERM
+    # during the first task of meta-step 2 stops after that task with a checkpoint holding
+    # the partial meta-step, and the resumed run continues with its second task and ends
+    # exactly as an uninterrupted one.
+    cfg = tiny("gtsrb", method, pool_dir, meta_steps=3)
     whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)
-    original = mr.LeapMethod.pretrain_step
+    from leap.experiments.multicv.methods import METHOD_CLASSES
 
-    def terminated_during_the_second(self, step):
-        if step == 1:
+    cls = METHOD_CLASSES[method]
+    original = cls.train_task
+
+    def terminated_during_a_task(self, step, index, name, generator):
+        if (step, index) == (1, 0):
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, step)
+        return original(self, step, index, name, generator)
 
-    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", terminated_during_the_second)
-    with pytest.raises(RunStopped, match="interrupted at meta-step 2") as stopped:
+    monkeypatch.setattr(cls, "train_task", terminated_during_a_task)
+    with pytest.raises(RunStopped, match=r"interrupted inside meta-step 2 \(after task 1 of 2\)") as stopped:
         run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     assert not (tmp_path / "cut" / "result.json").exists()
-    monkeypatch.setattr(mr.LeapMethod, "pretrain_step", original)
+    monkeypatch.setattr(cls, "train_task", original)
     resumed = run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
     for key in ("test_error", "train_error", "auc", "curve", "meta_steps", "best_val_error", "eval_steps"):
         assert resumed[key] == whole[key], key
@@ -666,14 +675,36 @@ def test_cli_reports_bad_multicv_input_in_one_line_with_status_2(pool_dir, tmp_p
     assert "not in the pool" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["held-out", "device", "damaged pool dataset"])
+def test_bad_multicv_input_is_refused_before_anything_is_written(pool_dir, tmp_path, capsys, bad):
+    from leap.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(pool_dir, data)
+    out = tmp_path / "run"
+    args = ["train", "--benchmark", "multicv", "--held-out", "mnist", "--method", "leap", "--out", str(out),
+            "--data-dir", str(data), "--meta-steps", "1", "--meta-batch", "2", "--no-progress"]
+    if bad == "held-out":
+        args[args.index("mnist")] = "nosuch"
+    elif bad == "device":
+        args += ["--device", "cuda:7"]
+    else:  # the pool's cifar10.zip cut in half: found before the run writes, not after pretraining
+        blob = (data / "cifar10.zip").read_bytes()
+        (data / "cifar10.zip").write_bytes(blob[: len(blob) // 2])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leap: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------- the shared data, when present
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared Multi-CV data not found at {SHARED}")
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=NO_SHARED)
 
 
 @pytest.fixture(scope="module")
 def shared_sources():
     if not SHARED.is_dir():
-        pytest.skip(f"shared Multi-CV data not found at {SHARED}")
+        pytest.skip(NO_SHARED)
     return discover_datasets(SHARED)
 
 

@@ -232,34 +232,47 @@ def test_resumed_rl_run_equals_an_uninterrupted_one(tmp_path):
 
 
 @needs_minatar
-def test_sigterm_stops_rl_meta_training_after_the_step_and_resume_gives_the_same_init(tmp_path, monkeypatch):
-    # RL runs in the one loop: a real SIGTERM during meta-step 2 stops after that step with a
-    # checkpoint (exit status 128 + 15), and --resume finishes the run bit for bit.
+def test_sigterm_stops_rl_meta_training_after_the_game_in_flight_and_resume_continues_inside_the_meta_step(
+        tmp_path, monkeypatch):
+    # An RL meta-step trains several games (hours at the paper's scale): a real SIGTERM
+    # during the second game of meta-step 2 stops after that game with a checkpoint that
+    # holds the meta-step's partial state (exit status 128 + 15), and --resume continues
+    # with its third game and finishes the run bit for bit.
+    import leap.experiments.rl.meta as meta
     from leap.engine.loop import fit
     from leap.experiments.rl.meta import RLMetaTrainer
     from leap.util.errors import RunStopped
+    from leap.util.files import list_checkpoints, load_checkpoint
 
-    cfg = RunConfig(benchmark="minatar", meta_steps=3, meta_batch=1, task_steps=80, task_batch=8).resolved()
+    cfg = RunConfig(benchmark="minatar", meta_steps=3, meta_batch=3, task_steps=80, task_batch=8).resolved()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     fit(RLMetaTrainer(cfg), tmp_path / "a", log=lambda _: None)
-    original = RLMetaTrainer.step
+    original = meta.train_game
 
-    def terminated_during_the_second(self):
-        if self.step_count == 1:
+    def terminated_during_a_game(spec, game, settings, seed_parts, *args, **kwargs):
+        if seed_parts[2:] == (1, 1):  # meta-step 2 (0-based 1), its second game
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(self)
+        return original(spec, game, settings, seed_parts, *args, **kwargs)
 
-    monkeypatch.setattr(RLMetaTrainer, "step", terminated_during_the_second)
-    with pytest.raises(RunStopped, match="interrupted at meta-step 2") as stopped:
-        fit(RLMetaTrainer(cfg), tmp_path / "b", log=lambda _: None)
+    monkeypatch.setattr(meta, "train_game", terminated_during_a_game)
+    messages: list[str] = []
+    with pytest.raises(RunStopped, match=r"interrupted inside meta-step 2 \(after game 2 of 3\)") as stopped:
+        fit(RLMetaTrainer(cfg), tmp_path / "b", log=messages.append)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
-    monkeypatch.setattr(RLMetaTrainer, "step", original)
+    assert messages == ["SIGTERM received: stopping after the meta-step in flight, with a checkpoint"]
+    step, path = list_checkpoints(tmp_path / "b" / "checkpoints")[-1]
+    assert step == 1 and [g["game"] for g in load_checkpoint(path)["partial"]] == RLMetaTrainer(cfg).draw_games(1)[:2]
+    monkeypatch.setattr(meta, "train_game", original)
     fit(RLMetaTrainer(cfg), tmp_path / "b", resume=True, log=lambda _: None)
     a, b = load_file(tmp_path / "a" / "init.safetensors"), load_file(tmp_path / "b" / "init.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3]
+
+    def records(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert records("b") == records("a") and [r["step"] for r in records("b")] == [1, 2, 3]
 
 
 @needs_minatar

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import re
 import shutil
 import warnings
@@ -46,7 +47,9 @@ from leap.util.errors import CorruptFileError
 # tested once, explicitly.
 pytestmark = pytest.mark.filterwarnings("ignore::leap.tasks.omniglot.OmniglotSizeWarning")
 
-REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
+# The real data: $LEAP_TEST_DATA/omniglot, else the checkout's ../shared/data/omniglot.
+DATA = Path(os.environ.get("LEAP_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+REAL_DIR = DATA / "omniglot"
 
 # alphabet -> number of characters; "Delta" and "Theta" (< 20) must be dropped.
 BACKGROUND = {"Alpha": 20, "Beta": 22, "Gamma": 20, "Delta": 5}
@@ -588,7 +591,8 @@ def real_cache(tmp_path_factory) -> Path:
 def real(real_cache) -> OmniglotBenchmark:
     """The real Omniglot, decoded once per test session (about 8 s on one core)."""
     if not (REAL_DIR / "images_background.zip").is_file():
-        pytest.skip(f"Omniglot data not found at {REAL_DIR}")
+        pytest.skip(f"Omniglot data not found at {REAL_DIR}: set LEAP_TEST_DATA to a directory holding "
+                    "omniglot/images_background.zip to run the tests on the real data")
     with warnings.catch_warnings():
         warnings.simplefilter("error", OmniglotSizeWarning)  # the real data is complete
         return OmniglotBenchmark(REAL_DIR, cache_dir=real_cache)

@@ -127,6 +127,13 @@ class HookTrainerState:
         set_rng_state(state["rng"])
 
 
+class StepInterrupted(Exception):
+    """Raised by a trainer's ``step`` that stopped inside a long meta-step at a safe point
+    (e.g. between the games of an RL meta-step) because a stop was requested: its
+    ``state_dict`` then holds the partial meta-step, so the checkpoint :func:`fit` writes
+    resumes inside it, exactly."""
+
+
 def _write_record(record: dict[str, Any], metrics: Any, meta_batch: int, log: Callable[[str], None]) -> None:
     """Append a meta-step's record to metrics.jsonl (rank 0: ``metrics`` is None elsewhere),
     warning about tasks the step dropped."""
@@ -203,7 +210,12 @@ def fit(
             metrics_path.open("a") if main else contextlib.nullcontext() as metrics:
         while not trainer.finished:
             recent.append((trainer.step_count, copy.deepcopy(trainer.state_dict())))
-            record = trainer.step()
+            try:
+                record = trainer.step()
+            except StepInterrupted as inside:
+                raise RunStopped(f"interrupted inside meta-step {trainer.step_count + 1} ({inside}); checkpoint "
+                                 f"{checkpoint(trainer.step_count)} resumes there; continue with --resume",
+                                 128 + trainer.stop_requests[0]) from None
             if record.get("diverged"):  # the trainer kept θ0 as it was before this meta-step
                 raise RunStopped(DIVERGED.format(failed=record["step"], step=trainer.step_count,
                                                  checkpoint=checkpoint(trainer.step_count)), 1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from leap.baselines import HATNet, ProgressiveNet
+from leap.engine.loop import StepInterrupted
 from leap.experiments.multicv.config import Budget, MultiCVConfig
 from leap.experiments.multicv.training import (
     HATView,
@@ -35,6 +37,7 @@ class Method:
         self.device = torch.device(cfg.device)
         self.task_budget = Budget(cfg.task_epochs, cfg.task_batch, cfg.task_lr, cfg.patience, cfg.check_every)
         self.eval_budget = Budget(cfg.eval_epochs, cfg.eval_batch, cfg.eval_lr, cfg.patience, cfg.check_every)
+        self.partial: list[tuple[str, TaskRun]] = []  # the tasks of the meta-step in flight already trained
 
     def draw(self, step: int) -> list[tuple[int, str, torch.Generator]]:
         """Meta-step ``step``'s batch: (index, dataset, data generator), drawn with replacement."""
@@ -43,8 +46,26 @@ class Method:
         return [(i, self.pool[k], derived_generator(self.cfg.seed, "multicv-task", self.cfg.held_out, step, i))
                 for i, k in enumerate(chosen)]
 
-    def pretrain_step(self, step: int) -> list[tuple[str, TaskRun]]:
+    def pretrain_step(self, step: int, stop: Callable[[], bool] = lambda: False) -> list[tuple[str, TaskRun]]:
+        """Meta-step ``step``: train each task of its batch (:meth:`train_task`), then
+        :meth:`end_step`. A task trains to convergence (minutes), so when ``stop()`` turns
+        true between two tasks this raises :class:`StepInterrupted`; ``self.partial`` (in
+        the trainer's checkpoint) then holds the tasks done, and a resumed meta-step
+        continues with the next one."""
+        batch = self.draw(step)
+        for i, name, generator in batch[len(self.partial):]:
+            if stop():
+                raise StepInterrupted(f"after task {len(self.partial)} of {len(batch)}")
+            self.partial.append((name, self.train_task(step, i, name, generator)))
+        self.end_step()
+        runs, self.partial = self.partial, []
+        return runs
+
+    def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
         raise NotImplementedError
+
+    def end_step(self) -> None:
+        """What a meta-step does after its tasks (the meta-update)."""
 
     def evaluate(self, data: DatasetSplits, generator: torch.Generator) -> tuple[TaskRun, TaskView]:
         raise NotImplementedError
@@ -102,19 +123,18 @@ class LeapMethod(ConvNetMethod):
         self.learner = Leap(self.model, metric=cfg.metric, params=lambda n, p: n.startswith("encoder"))
         self.meta_opt = torch.optim.Adam(self.learner.parameters(), lr=cfg.meta_lr)
 
-    def pretrain_step(self, step: int) -> list[tuple[str, TaskRun]]:
-        runs = []
-        for i, name, generator in self.draw(step):
-            data = self.bench.get(name)
-            self.learner.init_task()
-            self.learner.to(self.model)
-            self.model.head = self.fresh_head(self.features, data.num_classes, "pretrain", step, i)
-            runs.append((name, fit_task(PlainView(self.model), data, self.task_budget, generator,
-                                        learner=self.learner, model=self.model, restore_best=False)))
+    def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
+        data = self.bench.get(name)
+        self.learner.init_task()
+        self.learner.to(self.model)
+        self.model.head = self.fresh_head(self.features, data.num_classes, "pretrain", step, index)
+        return fit_task(PlainView(self.model), data, self.task_budget, generator, learner=self.learner,
+                        model=self.model, restore_best=False)
+
+    def end_step(self) -> None:
         if int(self.learner.normalize().item()) > 0:
             self.meta_opt.step()
         self.meta_opt.zero_grad()
-        return runs
 
     def prepare_encoder(self) -> None:
         self.learner.to(self.model)
@@ -134,21 +154,18 @@ class Finetuning(ConvNetMethod):
         super().__init__(cfg, bench, pool)
         self.heads: dict[str, nn.Linear] = {}
 
-    def pretrain_step(self, step: int) -> list[tuple[str, TaskRun]]:
-        runs = []
-        for _, name, generator in self.draw(step):
-            data = self.bench.get(name)
-            if name not in self.heads:
-                self.heads[name] = self.fresh_head(self.features, data.num_classes, "finetune", name)
-            self.model.head = self.heads[name]
-            before = [p.detach().clone() for p in self.model.parameters()]
-            run = fit_task(PlainView(self.model), data, self.task_budget, generator)
-            if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-                # A diverged task must not poison the shared encoder: undo it.
-                with torch.no_grad():
-                    torch._foreach_copy_(list(self.model.parameters()), before)
-            runs.append((name, run))
-        return runs
+    def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
+        data = self.bench.get(name)
+        if name not in self.heads:
+            self.heads[name] = self.fresh_head(self.features, data.num_classes, "finetune", name)
+        self.model.head = self.heads[name]
+        before = [p.detach().clone() for p in self.model.parameters()]
+        run = fit_task(PlainView(self.model), data, self.task_budget, generator)
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            # A diverged task must not poison the shared encoder: undo it.
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.model.parameters()), before)
+        return run
 
     def state_dict(self) -> dict[str, Any]:
         return {"encoder": self.model.encoder.state_dict(),
@@ -180,13 +197,11 @@ class HATMethod(Method):
         n = len(data.train_y)
         return HATView(self.net, task, min(budget.steps_per_epoch(n), budget.max_steps(n)))
 
-    def pretrain_step(self, step: int) -> list[tuple[str, TaskRun]]:
-        runs = []
-        for _, name, generator in self.draw(step):
-            data, task = self.bench.get(name), self.pool.index(name)
-            runs.append((name, fit_task(self._view(task, data, self.task_budget), data, self.task_budget, generator)))
-            self.net.mark_trained(task)
-        return runs
+    def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
+        data, task = self.bench.get(name), self.pool.index(name)
+        run = fit_task(self._view(task, data, self.task_budget), data, self.task_budget, generator)
+        self.net.mark_trained(task)
+        return run
 
     def evaluate(self, data: DatasetSplits, generator: torch.Generator) -> tuple[TaskRun, TaskView]:
         task = with_seed(lambda: self.net.add_task(data.num_classes), self.cfg.seed, "multicv-hat-eval",
@@ -210,12 +225,9 @@ class ProgressiveMethod(Method):
         self.net = with_seed(lambda: ProgressiveNet.fully_connected(classes, in_channels=3, image_size=32),
                               cfg.seed, "multicv-progressive", cfg.held_out).to(self.device)
 
-    def pretrain_step(self, step: int) -> list[tuple[str, TaskRun]]:
-        runs = []
-        for _, name, generator in self.draw(step):
-            data, task = self.bench.get(name), self.pool.index(name)
-            runs.append((name, fit_task(ProgressiveView(self.net, task), data, self.task_budget, generator)))
-        return runs
+    def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
+        data, task = self.bench.get(name), self.pool.index(name)
+        return fit_task(ProgressiveView(self.net, task), data, self.task_budget, generator)
 
     def evaluate(self, data: DatasetSplits, generator: torch.Generator) -> tuple[TaskRun, TaskView]:
         task = with_seed(lambda: self.net.add_column(data.num_classes), self.cfg.seed, "multicv-progressive-eval",

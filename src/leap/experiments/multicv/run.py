@@ -18,8 +18,9 @@ from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfi
 from leap.experiments.multicv.methods import make_method
 from leap.experiments.multicv.report import write_multicv_report
 from leap.experiments.multicv.results import read_result, result_source
-from leap.experiments.multicv.training import error_rate
+from leap.experiments.multicv.training import TaskRun, error_rate
 from leap.tasks.multicv import MultiCV
+from leap.util.devices import check_device
 from leap.util.files import atomic_write_json
 from leap.util.seeding import derived_generator, rng_state, set_rng_state
 
@@ -56,7 +57,7 @@ class MultiCVTrainer:
 
     def step(self) -> dict[str, Any]:
         start = time.perf_counter()
-        runs = self.method.pretrain_step(self.step_count)
+        runs = self.method.pretrain_step(self.step_count, stop=lambda: bool(self.stop_requests))
         self.step_count += 1
         val = [r.best_val_error for _, r in runs]
         valid = sum(math.isfinite(v) for v in val)
@@ -83,7 +84,9 @@ class MultiCVTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_count, "consecutive_failures": self.consecutive_failures,
                 "best": self.best_val_error, "bad": self.bad_steps, "stopped_early": self.stopped_early,
-                "pretrain_seconds": self.pretrain_seconds, "method": self.method.state_dict(), "rng": rng_state()}
+                "pretrain_seconds": self.pretrain_seconds, "method": self.method.state_dict(), "rng": rng_state(),
+                # the tasks of a meta-step stopped between two of its tasks (StepInterrupted)
+                "partial": [{"name": name, **dataclasses.asdict(run)} for name, run in self.method.partial]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
@@ -91,6 +94,8 @@ class MultiCVTrainer:
         self.best_val_error, self.bad_steps = float(state["best"]), int(state["bad"])
         self.stopped_early, self.pretrain_seconds = bool(state["stopped_early"]), float(state["pretrain_seconds"])
         self.method.load_state_dict(state["method"])
+        self.method.partial = [(p["name"], TaskRun(**{k: v for k, v in p.items() if k != "name"}))
+                               for p in state.get("partial", [])]
         if "rng" in state:
             set_rng_state(state["rng"])
 
@@ -121,10 +126,15 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
             return kept
         if why is not None:
             log(f"{out}: evaluating again: {why}")
+    # Everything the run will read, checked before it writes anything: the device, and
+    # every dataset it trains on decoded (or read from the cache) and split.
+    check_device(cfg.device)
+    bench = bench if bench is not None else cfg.benchmark(cache_dir)
+    for name in [cfg.held_out, *(bench.pool(cfg.held_out) if cfg.method != "none" else [])]:
+        bench.get(name)
     begin_run(out, cfg.to_dict(), same_config, overwrite=overwrite, resume=resume)
     result_path.unlink(missing_ok=True)
 
-    bench = bench if bench is not None else cfg.benchmark(cache_dir)
     start = time.perf_counter()
     trainer = MultiCVTrainer(cfg, bench)
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from leap.engine.inner import make_optimizer
-from leap.engine.loop import HookTrainerState
+from leap.engine.loop import HookTrainerState, StepInterrupted
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
@@ -119,6 +119,10 @@ class RLMetaTrainer(HookTrainerState):
         self.stop_requests: list[int] = []
         self.stop_signal: int | None = None
         self.on_game: Callable[[int, str, AgentCurve], None] | None = None
+        # The games of the meta-step in flight already trained (their summaries), kept in
+        # checkpoints: a stop requested during a meta-step takes effect after the game in
+        # flight, and the resumed run continues with the next game (StepInterrupted).
+        self.partial: list[dict[str, Any]] = []
 
     @property
     def trains(self) -> bool:
@@ -141,39 +145,50 @@ class RLMetaTrainer(HookTrainerState):
 
     def step(self) -> dict[str, Any]:
         cfg = self.cfg
-        start = time.perf_counter()
         assert self.learner is not None and self.meta_opt is not None
-        curves = []
-        for index, game in enumerate(self.draw_games(self.step_count)):
-            curve = train_game(self.setup.spec, game, self.setup.train, (cfg.seed, "rl-task", self.step_count, index),
-                               cfg.device, learner=self.learner)
-            curves.append(curve)
+        games = self.draw_games(self.step_count)
+        for index in range(len(self.partial), len(games)):  # a resumed meta-step continues with its next game
+            if self.stop_requests:
+                raise StepInterrupted(f"after game {index} of {len(games)}")
+            start = time.perf_counter()
+            curve = train_game(self.setup.spec, games[index], self.setup.train,
+                               (cfg.seed, "rl-task", self.step_count, index), cfg.device, learner=self.learner)
+            self.partial.append({"game": curve.game, "loss": float(curve.losses.float().mean()), "steps": curve.steps,
+                                 # late return: the mean of the game's last 10% of episodes
+                                 "return": curve.mean_return(max(1, len(curve.episode_returns) // 10)),
+                                 "seconds": time.perf_counter() - start})
             if self.on_game is not None:
-                self.on_game(index, game, curve)
+                self.on_game(index, games[index], curve)
+        start = time.perf_counter()
         valid = int(self.learner.normalize().item())
         if valid > 0:
             self.meta_opt.step()
         self.meta_opt.zero_grad()
         self.step_count += 1
         self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
-        losses = torch.stack([c.losses.mean() for c in curves]).float()
-        finite = losses[torch.isfinite(losses)]
-        # The agents' returns late in training: mean over games of each game's last 10% of episodes.
-        returns = [c.mean_return(max(1, len(c.episode_returns) // 10)) for c in curves]
-        returns = [r for r in returns if np.isfinite(r)]
+        done, self.partial = self.partial, []
+        losses = [g["loss"] for g in done if np.isfinite(g["loss"])]
+        returns = [g["return"] for g in done if np.isfinite(g["return"])]
         return {
             "step": self.step_count,
-            "train_loss": float(finite.mean()) if len(finite) else float("nan"),
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
             # No error rate in RL; NaN keeps the column that the supervised runs log.
             "train_error": float("nan"),
             "train_return": float(np.mean(returns)) if returns else float("nan"),
-            "games": [c.game for c in curves],
-            "game_returns": [c.mean_return(max(1, len(c.episode_returns) // 10)) for c in curves],
-            "env_steps": sum(c.steps for c in curves),
+            "games": [g["game"] for g in done],
+            "game_returns": [g["return"] for g in done],
+            "env_steps": sum(g["steps"] for g in done),
             "valid_tasks": valid,
             "dropped_tasks": cfg.meta_batch - valid,
-            "seconds": time.perf_counter() - start,
+            "seconds": sum(g["seconds"] for g in done) + time.perf_counter() - start,  # over every segment
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "partial": [dict(g) for g in self.partial]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.partial = [dict(g) for g in state.get("partial", [])]
 
     def init_state(self) -> dict[str, Tensor]:
         """The learned initialization: the encoder's tensors (the heads are per game)."""

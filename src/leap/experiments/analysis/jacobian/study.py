@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
 from leap.experiments.analysis.jacobian.report import write_jacobian_report
 from leap.models import ConvNet
 from leap.tasks.base import Task
-from leap.util.files import atomic_write_json
+from leap.util.errors import CorruptFileError, UsageError
+from leap.util.files import atomic_write_json, read_json_record
 from leap.util.seeding import derive_seed, derived_generator
 
 
@@ -78,7 +78,10 @@ def load_runs(out: Path, protocol: JacobianProtocol) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     check_out_dir(Path(out), protocol_matcher(protocol), overwrite=False, record=STUDY_FILE)
-    previous = json.loads(path.read_text())
+    try:
+        previous = read_json_record(path, ("runs",))
+    except CorruptFileError as err:
+        raise UsageError(str(err)) from err
     return [r for r in previous.get("runs", []) if r["task"] < protocol.tasks and r["lr"] in protocol.lrs]
 
 
