@@ -34,16 +34,35 @@ def test_small_models_run_single_threaded(no_thread_env, benchmark):
 
 def test_convnets_get_the_free_cores_never_more_than_this_process_may_use(no_thread_env, monkeypatch):
     monkeypatch.setattr(threads, "cpus_available", lambda: 8)
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    monkeypatch.setattr(threads, "cpus_busy", lambda: 0.2)
     assert choose_threads(None, "omniglot") == (8, "free cores")
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (6.6, 0.0, 0.0))  # 7 cores busy with other work
+    monkeypatch.setattr(threads, "cpus_busy", lambda: 6.6)  # 7 cores busy with other work
     assert choose_threads(None, "omniglot")[0] == 1
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (40.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "cpus_busy", lambda: 40.0)
     assert choose_threads(None, "multicv")[0] == 1  # at least one
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "cpus_busy", lambda: 0.0)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun processes share the machine
     assert choose_threads(None, "omniglot")[0] == 2
     assert 1 <= cpus_available()
+
+
+def test_busy_cores_are_other_processes_cpu_time_now_not_the_load_average(monkeypatch):
+    # Over the window the affinity mask's 4 CPUs ran 400 ticks, 150 of them busy, 50 of which
+    # were this process's own: 100 / 400 of 4 CPUs = 1 core busy with other work. A load
+    # average still counting a command that just ended plays no part.
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    ticks = iter([(1000, 5000), (1150, 5400)])
+    own = iter([700, 750])
+    monkeypatch.setattr(threads, "_cpu_ticks", lambda cpus: next(ticks))
+    monkeypatch.setattr(threads, "_own_ticks", lambda: next(own))
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (3.9, 3.9, 3.9))
+    assert threads.cpus_busy(window=0.0) == pytest.approx(1.0)
+
+
+def test_busy_cores_are_read_from_this_machines_proc_stat():
+    if threads._cpu_ticks(set(range(1024))) is None:
+        pytest.skip("no /proc/stat on this system (the load average stands in)")
+    assert 0.0 <= threads.cpus_busy(window=0.05) <= cpus_available()
 
 
 def test_a_command_runs_with_the_policys_threads_and_restores_torchs(no_thread_env, tmp_path, monkeypatch):

@@ -10,8 +10,12 @@ measurements). So a command uses:
 2. else ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) when the user set it;
 3. else one thread for small models (the built-in benchmark, RL: :data:`SMALL_MODEL_BENCHMARKS`);
 4. else the cores it can actually get: the CPUs this process may run on
-   (``sched_getaffinity``), less those busy with other work (the 1-minute load average),
-   shared among the torchrun processes of this machine; at least one.
+   (``sched_getaffinity``), less those busy with other processes' work right now (their
+   CPU time over a short window, read from ``/proc/stat`` for those CPUs, this process's
+   own time excluded; elsewhere the 1-minute load average), shared among the torchrun
+   processes of this machine; at least one. The load average was the measure before: it
+   still counts a command that ended seconds ago, so in a loop of runs every run after the
+   first got one core of two (docs/benchmarks.md).
 
 The library (``leap.Leap`` in a user's loop) never changes torch's threads.
 """
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -53,14 +59,58 @@ def cpus_available() -> int:
         return os.cpu_count() or 1
 
 
+#: How long the CPUs' use is sampled (seconds): long enough for whole clock ticks (10 ms).
+SAMPLE_S = 0.2
+
+
+def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) clock ticks of ``cpus`` so far, from /proc/stat; None where there is none."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            busy += sum(ticks) - ticks[3] - ticks[4]
+            total += sum(ticks)
+    return (busy, total) if total else None
+
+
+def _own_ticks() -> int:
+    """This process's CPU time (user + system) in clock ticks."""
+    times = os.times()
+    return round((times.user + times.system) * os.sysconf("SC_CLK_TCK"))
+
+
+def cpus_busy(window: float = SAMPLE_S) -> float:
+    """CPUs (of this process's affinity mask) busy with other processes' work now: their
+    CPU time over ``window`` seconds, less this process's own; where /proc/stat is missing,
+    the 1-minute load average."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = set(range(os.cpu_count() or 1))
+    before, own = _cpu_ticks(cpus), _own_ticks()
+    if before is None:
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    time.sleep(window)
+    after, own = _cpu_ticks(cpus), _own_ticks() - own
+    if after is None or after[1] <= before[1]:
+        return 0.0
+    busy, total = after[0] - before[0] - own, after[1] - before[1]
+    return max(0.0, busy / total * len(cpus))
+
+
 def cpus_free() -> int:
     """CPUs not busy with other work, shared among this machine's torchrun processes."""
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        busy = 0
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, (cpus_available() - busy) // max(1, local_world))
+    return max(1, (cpus_available() - round(cpus_busy())) // max(1, local_world))
 
 
 def choose_threads(requested: int | None = None, benchmark: str | None = None) -> tuple[int, str]:
