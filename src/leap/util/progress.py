@@ -1,8 +1,14 @@
-"""Progress over meta-steps: a tqdm bar when available and wanted, else a line every 10%."""
+"""Progress over meta-steps: a tqdm bar on a terminal, else one line per meta-step.
+
+A bar written to a file or a pipe (a log, CI) would fill it with carriage returns, and
+``--no-progress`` asks for no bar: both get plain lines instead, so a long run still says
+how far it is.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,13 +18,17 @@ def loss_and_error(metrics: dict[str, Any]) -> dict[str, str]:
 
 
 class Progress:
-    """``update(metrics)`` after each meta-step; ``postfix`` picks what the bar shows."""
+    """``update(metrics)`` after each meta-step; ``postfix`` picks what is shown. Nothing
+    at all unless ``enabled`` (e.g. on torchrun's other ranks); a bar when ``bar`` is
+    wanted and stderr is a terminal; else a line per meta-step, or every ``every`` steps."""
 
     def __init__(self, total: int, desc: str, enabled: bool,
-                 postfix: Callable[[dict[str, Any]], dict[str, str]] = loss_and_error) -> None:
+                 postfix: Callable[[dict[str, Any]], dict[str, str]] = loss_and_error, bar: bool = True,
+                 every: int = 1) -> None:
         self.bar = None
         self.total, self.desc, self.enabled, self.n, self.postfix = total, desc, enabled, 0, postfix
-        if enabled:
+        self.every, self.start = max(1, every), time.perf_counter()
+        if enabled and bar and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
 
@@ -27,11 +37,11 @@ class Progress:
                 pass
 
     def write(self, message: str) -> None:
-        """A line that does not break the bar."""
+        """A line that does not break the bar (nothing unless enabled)."""
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr)
+        elif self.enabled:
+            print(message, file=sys.stderr, flush=True)
 
     def update(self, metrics: dict[str, Any]) -> None:
         """After a meta-step; a record's ``step`` sets the position, so a resumed run's bar
@@ -41,9 +51,9 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(**self.postfix(metrics))
             self.bar.update(advance)
-        elif self.enabled and (self.n == self.total or self.n % max(1, self.total // 10) == 0):
-            shown = " ".join(f"{k} {v}" for k, v in self.postfix(metrics).items())
-            print(f"{self.desc}: {self.n}/{self.total} {shown}", file=sys.stderr)
+        elif self.enabled and (self.n == self.total or self.n % self.every == 0):
+            shown = "".join(f" {k} {v}" for k, v in self.postfix(metrics).items())
+            self.write(f"{self.desc}: {self.n}/{self.total}{shown} ({time.perf_counter() - self.start:.0f} s)")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -58,8 +68,8 @@ class TaskProgress:
         self.desc, self.enabled, self.bar = desc, enabled, None
 
     def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = Progress(total, self.desc, self.enabled, postfix=lambda _: {})
+        if self.bar is None:  # as lines: every 10% of the tasks
+            self.bar = Progress(total, self.desc, self.enabled, postfix=lambda _: {}, every=total // 10)
         self.bar.update({"step": done})
 
     def close(self) -> None:

@@ -116,7 +116,7 @@ def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Na
     if main:
         begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = MetaTrainer(cfg, benchmark)
-    bar = Progress(cfg.meta_steps, cfg.method, main and not args.no_progress and trainer.trains)
+    bar = Progress(cfg.meta_steps, cfg.method, main and trainer.trains, bar=not args.no_progress)
     try:
         return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
                    keep_checkpoints=args.keep_checkpoints,

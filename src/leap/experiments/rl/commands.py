@@ -37,6 +37,7 @@ from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, check_state, read_init
+from leap.util.progress import Progress
 
 RESULT_FILE = "rl-eval.json"
 BASELINE = "random"  # the label of the randomly initialized encoder
@@ -49,45 +50,24 @@ def check_rl_games(setup: RLSetup) -> None:
         raise UsageError(str(err)) from err
 
 
-class RLProgress:
-    """A bar over meta-steps (loss, late-training return) and, since a meta-step can take
-    hours at the paper's scale, one line per game trained."""
+def rl_postfix(metrics: dict[str, Any]) -> dict[str, str]:
+    return {"loss": f"{metrics['train_loss']:.3f}", "return": f"{metrics['train_return']:.2f}"}
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.bar = None
-        self.enabled = enabled
-        self.total, self.desc, self.step = total, desc, 0
-        if enabled:
-            try:
-                from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, file=sys.stderr)
-            except ImportError:
-                pass
+class RLProgress(Progress):
+    """Progress over meta-steps (loss, late-training return) and, since a meta-step can
+    take hours at the paper's scale, one line per game trained."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, bar: bool = True) -> None:
+        super().__init__(total, desc, enabled, postfix=rl_postfix, bar=bar)
         self._game_start = time.perf_counter()
 
     def game(self, index: int, game: str, curve: AgentCurve) -> None:
-        if self.enabled:
-            seconds = time.perf_counter() - self._game_start
-            message = (f"{self.desc}: meta-step {self.step + 1}/{self.total}, game {index + 1} {game}: "
-                       f"{curve.steps} steps, {len(curve.episode_returns)} episodes, "
-                       f"late return {curve.mean_return(max(1, len(curve.episode_returns) // 10)):.2f} "
-                       f"({seconds:.0f} s)")
-            if self.bar is not None:
-                self.bar.write(message, file=sys.stderr)
-            else:
-                print(message, file=sys.stderr)
+        seconds = time.perf_counter() - self._game_start
+        self.write(f"{self.desc}: meta-step {self.n + 1}/{self.total}, game {index + 1} {game}: {curve.steps} steps, "
+                   f"{len(curve.episode_returns)} episodes, late return "
+                   f"{curve.mean_return(max(1, len(curve.episode_returns) // 10)):.2f} ({seconds:.0f} s)")
         self._game_start = time.perf_counter()
-
-    def update(self, metrics: dict[str, Any]) -> None:
-        self.step = int(metrics["step"])
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", ret=f"{metrics['train_return']:.2f}")
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
@@ -103,7 +83,7 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     check_run_dir(out, cfg, args.overwrite, extending=args.resume)
     begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = RLMetaTrainer(cfg, setup)
-    progress = RLProgress(cfg.meta_steps, cfg.method, not args.no_progress and trainer.trains)
+    progress = RLProgress(cfg.meta_steps, cfg.method, trainer.trains, bar=not args.no_progress)
     trainer.on_game = progress.game
     try:
         info = fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
