@@ -135,3 +135,15 @@ def test_help_shows_the_defaults(capsys):
     assert "seed of everything random in the run (default: 0)" in text
     assert "(default: 10)" in text  # --max-failed-steps
     assert "meta-training steps (default: the benchmark's)" in text
+
+
+def test_help_for_one_benchmark_shows_its_options_with_their_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--benchmark", "omniglot", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "meta-training steps (default: 1000 for omniglot)" in text
+    assert "--pipeline" in text and "--games" not in text and "--held-out" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--benchmark", "minatar", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--games" in text and "--pipeline" not in text and "(default: 8 for minatar)" in text

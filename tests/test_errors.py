@@ -148,6 +148,17 @@ def test_a_base_install_refuses_a_command_that_needs_the_cli_extra_before_any_wo
     assert not (tmp_path / "cmp").exists()
 
 
+def test_version_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    probe = "import sys; from leap.console import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout.split()
+    import leap
+
+    assert out == ["leap", leap.__version__, "False"]
+
+
 def test_version(capsys):
     import leap
 

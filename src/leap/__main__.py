@@ -1,3 +1,3 @@
-from leap.cli import main
+from leap.console import main
 
 raise SystemExit(main())

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import faulthandler
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -232,9 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def focus_help(parser: argparse.ArgumentParser, benchmark: str) -> None:
+    """``leap COMMAND --benchmark NAME --help``: hide the options that do not apply to NAME
+    and show that benchmark's own default where an option's help says "the benchmark's"."""
+    from leap.experiments.config import BENCHMARK_DEFAULTS
+    from leap.experiments.rl.options import EXTRA_DEFAULTS
+
+    defaults = {**BENCHMARK_DEFAULTS.get(benchmark, {}), **EXTRA_DEFAULTS.get(benchmark, {})}
+    for action in parser._actions:
+        option = getattr(action, "option", None)
+        if option is None or action.help in (None, argparse.SUPPRESS):
+            continue
+        if option.applies_to is not None and benchmark not in option.applies_to:
+            action.help = argparse.SUPPRESS
+        elif option.name in defaults and "the benchmark's" in action.help:
+            value = defaults[option.name]
+            shown = ",".join(value) if isinstance(value, list) else value
+            action.help = action.help.replace("the benchmark's", f"{shown} for {benchmark}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in parser.command_parsers and {"-h", "--help"} & set(argv):  # type: ignore[attr-defined]
+        benchmark = next((value for flag, value in itertools.pairwise(argv) if flag == "--benchmark"), None)
+        if benchmark is not None:
+            focus_help(parser.command_parsers[argv[0]], benchmark)  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     if distributed.launched():
         # A rank killed by a signal (e.g. SIGABRT from a native library) then leaves the
