@@ -73,7 +73,7 @@ def test_report_table_has_counts_as_rows_methods_as_columns_and_mean_std_over_se
     fake_run(tmp_path, "leap", 25, 0, 0.20, 0.4)
     table = sweep_table(collect_runs(tmp_path)).splitlines()
     assert table[0] == "| Pretraining tasks | Leap | No pretraining |"
-    assert table[2] == "| 5 | 35.0 ± 5.0 (n=2) | 80.0 (n=1) |"  # no spread claimed for one seed
+    assert table[2] == "| 5 | 35.0 ± 63.5 (n=2) | 80.0 (n=1) |"  # 95% interval over seeds; none for one seed
     assert table[3] == "| 25 | 20.0 (n=1) | - |"
 
 
@@ -83,7 +83,7 @@ def test_runs_of_one_method_with_different_configurations_are_never_averaged_as_
     fake_run(tmp_path, "maml", 20, 1, 0.44, 0.5, meta_steps=1300)
     table = sweep_table(collect_runs(tmp_path)).splitlines()
     assert table[0] == "| Pretraining tasks | MAML (meta_steps=1300) | MAML (meta_steps=300) |"
-    assert table[2] == "| 20 | 42.0 ± 2.0 (n=2) | 50.0 (n=1) |"
+    assert table[2] == "| 20 | 42.0 ± 25.4 (n=2) | 50.0 (n=1) |"
 
 
 def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys):
@@ -117,7 +117,7 @@ def test_report_leaves_out_results_of_another_evaluation_or_init_and_says_why(tm
     assert main(["report", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     text = (tmp_path / "report.md").read_text()
-    assert "| 20 | 35.0 ± 5.0 (n=2) |" in text  # the results that are their runs'
+    assert "| 20 | 35.0 ± 63.5 (n=2) |" in text  # the results that are their runs'
     assert f"{kept}" not in err and f"{archived}" not in err
     for run, why in ((other_settings, "other evaluation settings (eval_steps 2, the run's 100)"),
                      (retrained, "another initialization"), (old_format, "written by an older leap"),
@@ -163,5 +163,19 @@ def test_report_shows_test_error_against_meta_steps_from_checkpoint_evaluations(
     text = (tmp_path / "report.md").read_text()
     table = text.split("## Test error (%) against meta-training")[1].split("\n\n")[1].splitlines()
     assert table[0] == "| Meta-steps | Leap |"  # no pretraining was not evaluated along meta-training
-    assert table[2:] == ["| 25 | 65.0 ± 5.0 (n=2) |", "| 100 | 45.0 ± 5.0 (n=2) |", "| 300 | 35.0 ± 5.0 (n=2) |"]
+    assert table[2:] == ["| 25 | 65.0 ± 63.5 (n=2) |", "| 100 | 45.0 ± 63.5 (n=2) |", "| 300 | 35.0 ± 63.5 (n=2) |"]
     assert "eval-test-step-00000050.json: it was made with other evaluation settings" in text
+
+
+def test_report_gives_paired_differences_over_seeds_and_over_seed_task_pairs(tmp_path):
+    for seed, (leap_errors, reptile_errors) in enumerate((([0.2, 0.4], [0.3, 0.6]), ([0.3, 0.3], [0.4, 0.5]))):
+        for method, errors in (("leap", leap_errors), ("reptile", reptile_errors)):
+            run = fake_run(tmp_path, method, 20, seed, sum(errors) / 2, 0.5)
+            result = json.loads((run / "eval-test.json").read_text())
+            (run / "eval-test.json").write_text(json.dumps({**result, "test_errors": errors}))
+    fake_run(tmp_path, "finetune", 20, 5, 0.1, 0.1)  # no Leap run with seed 5: no pair
+    write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    # Leap - Reptile per seed: -15 and -15 points; per (seed, task): -10, -20, -10, -20.
+    assert "| Leap - Reptile | 20 | -15.0 ± 0.0 (n=2) | -15.0 ± 9.2 (n=4) |" in text
+    assert " - Leap | 20 |" not in text  # finetuning has no seed shared with Leap

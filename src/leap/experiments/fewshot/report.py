@@ -10,6 +10,7 @@ from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.results import mismatch, read_result
 from leap.experiments.methods import METHODS
 from leap.util.files import atomic_write_text, save_figure
+from leap.util.stats import format_ci
 
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
@@ -113,11 +114,6 @@ def collect_runs(root: str | Path, left_out: list[str] | None = None) -> list[di
     return runs
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-
-
 #: Config keys that do not change what a run is (how it ran, or what the table spreads over).
 NOT_CONFIGURATION = {"seed", "pretrain_tasks", "device", "engine", "compile", "max_tasks_per_chunk", "data_dir"}
 
@@ -159,7 +155,8 @@ def _label(column: str) -> str:
 
 
 def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
-    """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± std over seeds."""
+    """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± the
+    half-width of its 95% interval over seeds (:func:`leap.util.stats.format_ci`)."""
     grid = _grid(runs, key)
     methods = sorted({k[1] for k in grid}, key=lambda c: (
         METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
@@ -170,14 +167,36 @@ def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
         cells = []
         for m in methods:
             values = grid.get((n, m))
-            if values:
-                mean, std = _mean_std(values)
-                # No "± 0.0" for a single seed: a spread over one value says nothing.
-                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)")
-            else:
-                cells.append("-")
+            # No "± 0.0" for a single seed: a spread over one value says nothing.
+            cells.append(format_ci(values) if values else "-")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: Paired differences the report gives (the paper's claims: Leap below Reptile, finetuning below Leap).
+PAIRS = (("leap", "reptile"), ("finetune", "leap"))
+
+
+def paired_table(runs: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...] = PAIRS) -> str:
+    """Test error of A minus B (points) where both ran with the same seed and pretraining
+    count, so on the same held-out tasks: over seeds (each seed's mean over tasks), and
+    over every (seed, task) pair, each with its 95% interval. Empty when no pair ran."""
+    plain = [r for r, c in zip(runs, columns(runs), strict=True) if c == r["method"]]  # one configuration each
+    by_key = {(r["method"], r["pretrain_tasks"], r["seed"]): r for r in plain}
+    lines = []
+    for a, b in pairs:
+        for n in sorted({r["pretrain_tasks"] for r in plain}):
+            seeds = sorted(s for (m, c, s) in by_key if m == a and c == n and (b, n, s) in by_key)
+            if not seeds:
+                continue
+            over_seeds = [100 * (by_key[(a, n, s)]["test_error"] - by_key[(b, n, s)]["test_error"]) for s in seeds]
+            over_tasks = [100 * (x - y) for s in seeds for x, y in
+                          zip(by_key[(a, n, s)]["test_errors"], by_key[(b, n, s)]["test_errors"], strict=True)]
+            lines.append(f"| {_label(a)} - {_label(b)} | {n} | {format_ci(over_seeds)} | {format_ci(over_tasks)} |")
+    if not lines:
+        return ""
+    return ("| Difference (test error, points) | Pretraining tasks | Over seeds | Over (seed, task) pairs |\n"
+            "|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def paper_table2(counts: list[int]) -> str:
@@ -279,11 +298,7 @@ def budget_table(points: list[tuple[str, int, float]]) -> str:
         cells = []
         for m in methods:
             values = [v for c, s, v in points if c == m and s == step]
-            if not values:
-                cells.append("-")
-            else:
-                mean, std = _mean_std(values)
-                cells.append(f"{mean:.1f} ± {std:.1f} (n={len(values)})" if len(values) > 1 else f"{mean:.1f} (n=1)")
+            cells.append(format_ci(values) if values else "-")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -334,13 +349,17 @@ def write_report(root: str | Path) -> list[Path]:
     budgets = sorted({(r["meta_steps"], r["meta_batch"], r["task_steps"], r["eval_steps"]) for r in runs})
     text = [f"# Results: {first['benchmark']} benchmark\n",
             f"{len(runs)} runs; seeds {seeds}; (meta-steps, meta-batch, task steps, evaluation steps) = "
-            f"{', '.join(map(str, budgets))}. Mean ± std over seeds (n = number of seeds); each run's value is "
-            "the mean over the held-out tasks.\n",
+            f"{', '.join(map(str, budgets))}. Mean ± the half-width of its 95% confidence interval over seeds "
+            "(Student's t; n = number of seeds, no interval for one seed); each run's value is the mean over the "
+            "held-out tasks.\n",
             "## Test error (%) after the evaluation steps on held-out tasks\n", sweep_table(runs, "test_error"),
             "\n## Area under the training-error curve (%)\n", sweep_table(runs, "auc")]
     if first["benchmark"] == "omniglot":
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
+    paired = paired_table(runs)
+    if paired:
+        text += ["\n## Paired differences (same seeds, so the same held-out tasks)\n", paired]
     points = budget_points(runs, left_out)
     figures = []
     if points:

@@ -1,0 +1,43 @@
+"""Intervals over seeds (and tasks): the mean with the half-width of its 95% confidence
+interval from Student's t distribution, the form every report table uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+# t_{0.975, df} for df = 1..30; beyond, a Cornish-Fisher expansion around the normal's 1.96.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (df >= 1)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% confidence interval of the mean); the half-width is
+    NaN for fewer than two values (one seed says nothing about the spread)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, t975(n - 1) * sd / math.sqrt(n)
+
+
+def format_ci(values: Sequence[float], digits: int = 1) -> str:
+    """``mean ± half-width (n=k)``, or ``mean (n=1)``."""
+    mean, half = mean_ci95(values)
+    if math.isnan(half):
+        return f"{mean:.{digits}f} (n={len(values)})"
+    return f"{mean:.{digits}f} ± {half:.{digits}f} (n={len(values)})"
