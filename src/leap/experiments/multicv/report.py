@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from leap.experiments.multicv.config import METHOD_LABELS, TABLE_METHODS
 from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
 from leap.util.files import atomic_write_bytes, atomic_write_json
+from leap.util.stats import format_ci
 
 PAPER_TABLE4: dict[str, dict[str, tuple[float, float, float]]] = {
     "facescrub": {"leap": (19.9, 0.0, 11.6), "finetune": (32.7, 0.0, 13.2), "progressive": (18.0, 0.0, 8.9),
@@ -51,7 +51,7 @@ def collect_results(directory: str | Path) -> list[tuple[dict[str, Any], dict[st
 
 def multicv_table(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """Table 1's shape (held-out dataset x method; Test, Train, AUC), ours beside Table 4.
-    Several seeds of one cell are averaged (mean ± standard deviation, n)."""
+    Several seeds of one cell: the mean ± the half-width of its 95% interval over seeds (n)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _, r in entries:
         groups.setdefault((r["held_out"], r["method"]), []).append(r)
@@ -63,21 +63,13 @@ def multicv_table(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     previous = None
     for held_out, method in keys:
         runs = groups[(held_out, method)]
-        cells = [_mean_cell([100 * r[k] for r in runs]) for k in ("test_error", "train_error", "auc")]
+        cells = [format_ci([100 * r[k] for r in runs]) for k in ("test_error", "train_error", "auc")]
         paper = PAPER_TABLE4.get(held_out, {}).get(method)
         paper_cells = [f"{v:.1f}" for v in paper] if paper else ["-", "-", "-"]
         task = display_name(held_out) if held_out != previous else ""
         previous = held_out
         lines.append(f"| {task} | {METHOD_LABELS.get(method, method)} | " + " | ".join(cells + paper_cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _mean_cell(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.1f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-    return f"{mean:.1f} ± {std:.1f} (n={len(values)})"
 
 
 def write_multicv_report(directory: str | Path) -> list[Path]:
@@ -96,7 +88,8 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
     text = ["# Multi-CV results\n",
             "Rows: held-out dataset x method (Table 1's shape); Test and Train are error rates (%), AUC is the "
             "area under the training-error curve on the held-out dataset scaled to 0-100 (100 x mean minibatch "
-            "training error over the steps taken). Paper columns: Table 4 of Flennerhag et al. (2019).\n",
+            "training error over the steps taken); several seeds: mean ± the half-width of its 95% interval over seeds "
+            "(Student's t, n seeds). Paper columns: Table 4 of Flennerhag et al. (2019).\n",
             multicv_table(entries), "\n## Protocol\n"]
     text += [f"- `{p}`" for p in sorted(protocols)]
     if len(protocols) > 1:
