@@ -2,7 +2,7 @@
 
 Thin: it builds the parser from the experiments' options, sends each command to the
 experiment that runs it (few-shot, Multi-CV, RL, the analyses) and turns the error policy
-of :mod:`leap.util.errors` into exit codes: bad input exits 2 with one line on stderr.
+of [`leap.util.errors`][leap.util.errors] into exit codes: bad input exits 2 with one line on stderr.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ``leap`` command's entry point: ``leap --version`` answers without importing torch
-or the experiments; everything else goes to :func:`leap.cli.main`."""
+or the experiments; everything else goes to `leap.cli.main()`."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class MLP(nn.Module):
         The same function as ``vmap(functional_call(self, ...))`` (tested), written with
         batched matrix products: on a network this small, vmap's and functional_call's
         per-call overheads cost more than the arithmetic (docs/benchmarks.md). The
-        batched engine uses it when present (:class:`leap.engine.batched.BatchedEngine`).
+        batched engine uses it when present ([`leap.engine.batched.BatchedEngine`][leap.engine.batched.BatchedEngine]).
         """
         h = x
         for name, layer in self.encoder.named_children():

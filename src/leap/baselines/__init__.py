@@ -2,8 +2,8 @@
 
 Both are non-sequential: any task may be revisited, in any order, until convergence.
 
-- :mod:`leap.baselines.hat`: Hard Attention to the Task (Serra et al. 2018).
-- :mod:`leap.baselines.progressive`: Progressive Neural Networks (Rusu et al. 2016).
+- `leap.baselines.hat`: Hard Attention to the Task (Serra et al. 2018).
+- `leap.baselines.progressive`: Progressive Neural Networks (Rusu et al. 2016).
 """
 
 from leap.baselines.hat import HATNet, annealed_scale

@@ -12,7 +12,7 @@ the mask is (almost) binary: a hard choice of the units task t uses.
 Training task t (Serra et al., section 2):
 
 - **Annealed sigmoid.** Within an epoch of B batches, batch b (0-based) uses
-  s = 1/s_max + (s_max - 1/s_max) b / (B - 1) (:func:`annealed_scale`); evaluation
+  s = 1/s_max + (s_max - 1/s_max) b / (B - 1) (`annealed_scale()`); evaluation
   uses s = s_max.
 - **Protecting other tasks.** a_<t^l is the unit-wise maximum of the masks (at s_max)
   of the other tasks already trained. The gradient of a weight from unit j of layer
@@ -59,7 +59,7 @@ def annealed_scale(batch: int, num_batches: int, s_max: float = S_MAX) -> float:
 class HATNet(nn.Module):
     """The Multi-CV encoder with per-task hard-attention masks and per-task heads.
 
-    Tasks are added with :meth:`add_task` (an embedding of shape (layers, filters),
+    Tasks are added with `add_task()` (an embedding of shape (layers, filters),
     drawn from N(0, 1) as ``nn.Embedding`` does, and a fresh head). ``forward(x, task, s)``
     maps (B, C, H, W) to (B, num_classes of ``task``).
     """

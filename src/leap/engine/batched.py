@@ -5,18 +5,19 @@ bound by kernel launches, not arithmetic. Here every parameter carries a leading
 dimension, (T, *shape), and one inner step of all T tasks is one functional forward and
 backward (``torch.func.vmap`` over ``grad_and_value`` of ``functional_call``), one update
 of the stacked inner optimizer, and, for Leap, one batched call of the same eq. 8 code the
-hook runs (:func:`leap.learners.leap.accumulate_segment_`, with a per-task n_i). Under
+hook runs ([`leap.learners.leap.accumulate_segment_()`][leap.learners.leap.accumulate_segment_], with a per-task
+n_i). Under
 ``vmap`` each task's batch norm normalizes with its own batch statistics; buffers
 (batch norm's running statistics) are stacked per task too and updated in place by the
 functional forward, exactly as the sequential loop updates the model's, and test images
 are classified in eval mode with them.
 
-What stays exactly as in the sequential loop (:func:`leap.engine.inner.train_task`):
+What stays exactly as in the sequential loop ([`leap.engine.inner.train_task()`][leap.engine.inner.train_task]):
 
 - **Data.** Each task keeps its own generator and consumes it in the same order as
   ``Task.sample``: per step the minibatch indices (``Task.draw_index``) and, for an
   augmentation that splits its randomness from its application
-  (:class:`leap.tasks.base.SplitAugment`, e.g. Omniglot's affine maps), its draw; then
+  ([`leap.tasks.base.SplitAugment`][leap.tasks.base.SplitAugment], e.g. Omniglot's affine maps), its draw; then
   the final batch the learner asks for (Leap: a training batch). All draws of a chunk
   are made up front on the generators' device and moved to the model's device in one
   copy; gathering and the augmentation of every step of every task are then one gather
@@ -90,13 +91,13 @@ def resolve_engine(
 
     ``auto`` is batched on CUDA, where one launch for T tasks beats T launches. On a CPU
     it is batched only for models whose inner step costs fewer than
-    :data:`CPU_BATCHED_BELOW_FLOPS` (``step_flops``, see :func:`inner_step_flops`; None:
+    `CPU_BATCHED_BELOW_FLOPS` (``step_flops``, see [`inner_step_flops()`][leap.engine.batched.inner_step_flops]; None:
     unknown, sequential): there the per-step overheads of one small task dominate, while
     larger models give each kernel enough work already (docs/benchmarks.md).
     ``batchable=False`` is always sequential: the method's meta-training cannot be
     batched (MAML differentiates through the inner loop, finetuning carries one model
     from task to task; ``Method.batched`` says which).
-    ``precision="bf16"`` is sequential too (:data:`BF16_NOT_BATCHED`; ``"batched"`` raises).
+    ``precision="bf16"`` is sequential too (`BF16_NOT_BATCHED`; ``"batched"`` raises).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -133,7 +134,8 @@ def choose_engine(
     precision: str = "fp32",
     example: Callable[[], Tensor] | None = None,
 ) -> str:
-    """:func:`resolve_engine` for ``model`` on its own device, counting its inner step's
+    """[`resolve_engine()`][leap.engine.batched.resolve_engine] for ``model`` on its own device, counting its inner
+    step's
     FLOPs (on a batch of ``batch`` copies of ``example()``) only where the choice depends
     on them: ``auto`` on a CPU for a batchable method."""
     device = next(model.parameters()).device
@@ -165,7 +167,7 @@ class BatchedEngine:
 
     Args:
         model: the network; used as a structure for ``functional_call`` only (its own
-            parameter values are never read). Must pass :func:`check_batchable`.
+            parameter values are never read). Must pass [`check_batchable()`][leap.engine.batched.check_batchable].
         loop: the inner loop (steps K, batch B, learning rate, optimizer).
         compile: wrap the inner step and Leap's segment in ``torch.compile``.
         max_tasks_per_chunk: most tasks trained at once (None: all of a call).
@@ -392,7 +394,7 @@ class BatchedEngine:
 
     def _test_errors(self, params: list[Tensor], buffers: dict[str, Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
         """(T,) error on each task's whole test set, in eval mode and in chunks of
-        ``TEST_CHUNK``, like :func:`leap.engine.inner.test_error`."""
+        ``TEST_CHUNK``, like [`leap.engine.inner.test_error()`][leap.engine.inner.test_error]."""
         self.model.eval()
         try:
             return self._test_errors_eval(params, buffers, tasks)
@@ -424,7 +426,7 @@ class BatchedEngine:
 
 def _task_losses(logits: Tensor, y: Tensor) -> Tensor:
     """Each task's mean cross-entropy: logits (T, B, C), y (T, B) -> (T,), in at least
-    float32 as :meth:`BatchedEngine._loss`."""
+    float32 as `BatchedEngine._loss()`."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
 
@@ -437,7 +439,7 @@ _MAX_CACHED = 8
 def get_engine(
     model: nn.Module, loop: InnerLoop, *, compile: bool = False, max_tasks_per_chunk: int | None = None
 ) -> BatchedEngine:
-    """A :class:`BatchedEngine` for models shaped like ``model``, shared between calls.
+    """A [`BatchedEngine`][leap.engine.batched.BatchedEngine] for models shaped like ``model``, shared between calls.
 
     Evaluation builds a fresh model each time; reusing the engine of an identical
     architecture keeps ``torch.compile``'s work (and a lowered chunk size) instead of
@@ -468,7 +470,7 @@ def select_engine(
     example: Callable[[], Tensor] | None = None,
 ) -> BatchedEngine | None:
     """The (shared) batched engine to train ``model``'s tasks with, or None for the
-    sequential loop, following :func:`resolve_engine` on the model's device.
+    sequential loop, following [`resolve_engine()`][leap.engine.batched.resolve_engine] on the model's device.
     ``example`` gives one input (called only when ``auto`` on a CPU needs the step's cost).
 
     ``auto`` falls back to sequential for a model the engine cannot batch; an explicit

@@ -73,7 +73,7 @@ def evaluate(
     tasks and all ranks return the same, complete result.
 
     ``engine``, ``compile`` and ``max_tasks_per_chunk`` choose how the tasks are trained
-    (:func:`leap.engine.batched.select_engine`); the result is the same up to rounding.
+    ([`leap.engine.batched.select_engine()`][leap.engine.batched.select_engine]); the result is the same up to rounding.
     ``on_tasks(done, total)`` is called as this process's tasks finish (progress).
     """
     model = benchmark.make_model()

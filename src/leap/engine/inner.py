@@ -1,9 +1,9 @@
 """The inner loop: training one task from a given point, written once.
 
 Every meta-learner (through its hook), multi-headed finetuning, the no-pretraining
-baseline and evaluation on held-out tasks all train tasks through :func:`train_task`.
+baseline and evaluation on held-out tasks all train tasks through [`train_task()`][leap.engine.inner.train_task].
 MAML's meta-training is the one exception: its inner loop must stay differentiable and
-lives in :func:`maml_task`.
+lives in [`maml_task()`][leap.engine.inner.maml_task].
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class InnerLoop:
         return make_optimizer(self.optimizer, params, self.lr)
 
     def precision_context(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The context a task's forward passes run in (see :data:`PRECISIONS`)."""
+        """The context a task's forward passes run in (see `PRECISIONS`)."""
         return precision_context(self.precision, device)
 
 

@@ -1,4 +1,4 @@
-"""The one meta-training loop: ``fit`` drives any :class:`Trainer` into a run directory.
+"""The one meta-training loop: ``fit`` drives any [`Trainer`][leap.engine.loop.Trainer] into a run directory.
 
 ``fit`` owns what every experiment needs and none should write twice: metrics.jsonl,
 periodic checkpoints, exact resume, SIGINT/SIGTERM (stop after the meta-step in flight,
@@ -42,7 +42,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Trainer(Protocol):
-    """What :func:`fit` drives: one experiment's meta-training state.
+    """What [`fit()`][leap.engine.loop.fit] drives: one experiment's meta-training state.
 
     ``step()`` runs one meta-step (Algorithm 1, lines 2-13) and returns its metrics,
     which must include ``step``, ``train_loss``, ``valid_tasks`` and ``dropped_tasks``.
@@ -89,7 +89,7 @@ class Trainer(Protocol):
 
 class HookTrainerState:
     """``state_dict``/``load_state_dict`` of a trainer that holds ``model``, ``learner``
-    (a :class:`~leap.learners.MetaLearner` or None) and ``meta_opt`` (or None): the
+    (a `MetaLearner` or None) and ``meta_opt`` (or None): the
     meta-step, the failure count, the model, θ0 with its accumulators, the meta-optimizer
     and the global RNG states (loadable with ``torch.load(weights_only=True)``); and
     ``finished`` once ``meta_steps`` are done (or when it does not train)."""
@@ -130,7 +130,7 @@ class HookTrainerState:
 class StepInterrupted(Exception):
     """Raised by a trainer's ``step`` that stopped inside a long meta-step at a safe point
     (e.g. between the games of an RL meta-step) because a stop was requested: its
-    ``state_dict`` then holds the partial meta-step, so the checkpoint :func:`fit` writes
+    ``state_dict`` then holds the partial meta-step, so the checkpoint [`fit()`][leap.engine.loop.fit] writes
     resumes inside it, exactly."""
 
 
@@ -175,7 +175,7 @@ def fit(
     Checkpoints are written every ``checkpoint_every`` meta-steps (the newest
     ``keep_checkpoints`` are kept; 0: all), on SIGINT/SIGTERM
     (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
-    lost every task (both raise :class:`RunStopped`). With ``resume`` the newest readable
+    lost every task (both raise [`RunStopped`][leap.util.errors.RunStopped]). With ``resume`` the newest readable
     checkpoint is loaded and metrics.jsonl is cut back to its step, so the finished run is
     identical to an uninterrupted one.
 
@@ -260,10 +260,10 @@ EXTENDABLE = ("meta_steps", "meta_lr_changes")
 
 def _checkpoint_check(trainer: Trainer) -> Callable[[dict[str, Any], Path], None]:
     """A check that a checkpoint fits this run, before anything of it is loaded: the
-    configuration it carries is this run's (else a :class:`UsageError`: resuming it would
+    configuration it carries is this run's (else a [`UsageError`][leap.util.errors.UsageError]: resuming it would
     continue another run), its step lies in 0..meta_steps with one metrics record per
     step, and every tensor state (model, θ0, accumulators) has this run's keys, shapes and
-    dtypes (else a :class:`CorruptFileError`: the loop falls back to an older one)."""
+    dtypes (else a [`CorruptFileError`][leap.util.errors.CorruptFileError]: the loop falls back to an older one)."""
     reference = trainer.state_dict()
 
     def check(state: dict[str, Any], path: Path) -> None:

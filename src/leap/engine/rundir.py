@@ -31,10 +31,11 @@ def holds_run(out: Path, matches: RunMatcher, record: str = "config.json") -> bo
 
 
 def check_out_dir(out: Path, matches: RunMatcher, overwrite: bool, record: str = "config.json") -> None:
-    """Refuse ``out`` when its ``record`` describes another run (:func:`holds_run` is
+    """Refuse ``out`` when its ``record`` describes another run ([`holds_run()`][leap.engine.rundir.holds_run] is
     False) unless ``overwrite``, when it is not a directory, or when it is unwritable.
     With ``overwrite``, a directory holding anything leap did not write is refused too
-    (:func:`foreign_entries`): --overwrite deletes a leap run's files, never a user's."""
+    ([`foreign_entries()`][leap.engine.rundir.foreign_entries]): --overwrite deletes a leap run's files, never a
+    user's."""
     out = Path(out)
     if (out / record).exists() and not overwrite:
         if not holds_run(out, matches, record):

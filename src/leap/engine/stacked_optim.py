@@ -9,7 +9,8 @@ from torch import Tensor
 
 
 class StackedOptimizer:
-    """The inner optimizer of :class:`leap.engine.inner.InnerLoop` applied to parameters with a leading
+    """The inner optimizer of [`leap.engine.inner.InnerLoop`][leap.engine.inner.InnerLoop] applied to parameters
+    with a leading
     task dimension, elementwise, so each task follows exactly its own update rule
     (eq. 1's u_τ). Same defaults as ``torch.optim`` (Adam: betas (0.9, 0.999), eps 1e-8;
     RMSprop: alpha 0.99, eps 1e-8; no momentum, no weight decay).

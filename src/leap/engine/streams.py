@@ -3,7 +3,7 @@
 Each task's generator is consumed exactly as ``Task.sample`` would consume it (indices,
 then the augmentation's draw), so the batched and sequential loops see the same data; an
 augmentation that splits its randomness from its application
-(:class:`leap.tasks.base.SplitAugment`) is applied to every image of every step and task in
+([`leap.tasks.base.SplitAugment`][leap.tasks.base.SplitAugment]) is applied to every image of every step and task in
 one call.
 """
 

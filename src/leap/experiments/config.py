@@ -119,7 +119,7 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        """Every field against its declared option (:data:`RUN_OPTIONS`); options that do
+        """Every field against its declared option (`RUN_OPTIONS`); options that do
         not apply to the benchmark, and the meta learning rate of a method without one,
         are not checked."""
         fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
@@ -159,7 +159,8 @@ SEED_MAX = 2**63 - 1  # torch's generators take 64-bit seeds
 LR_MAX = 3.4028234663852886e38  # the largest float32: parameters are float32, so is a step's scale
 
 #: Every option of ``leap train`` but Multi-CV's and RL's own groups, declared once: the
-#: command line is built from these, and :meth:`RunConfig.validate` checks a run's fields
+#: command line is built from these, and [`RunConfig.validate()`][leap.experiments.config.RunConfig.validate]
+# checks a run's fields
 #: (from the CLI, a config.json or Python) against the same ranges. Default None: the
 #: benchmark's (BENCHMARK_DEFAULTS).
 RUN_OPTIONS = (
@@ -268,7 +269,8 @@ def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
 
 
 def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
-    """Whether a config.json describes the run ``cfg`` (for :func:`leap.engine.rundir.holds_run`).
+    """Whether a config.json describes the run ``cfg`` (for
+    [`leap.engine.rundir.holds_run()`][leap.engine.rundir.holds_run]).
     Keys a newer version added (execution options such as the engine) take this run's
     values, so directories written before a new option was introduced still match. With
     ``extending`` (``train --resume``), a run of fewer meta-steps is ``cfg``'s too."""
@@ -321,7 +323,8 @@ def continued_config(out: Path, cfg: RunConfig, meta_lr_given: bool) -> RunConfi
 
 def resumed_config(out: Path, cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     """The config ``leap train`` runs into ``out``: with ``--resume`` (and no
-    ``--overwrite``), :func:`continued_config` (a longer run, a changed meta learning rate,
+    ``--overwrite``), [`continued_config()`][leap.experiments.config.continued_config] (a longer run, a changed
+    meta learning rate,
     said on stderr by rank 0); else ``cfg``."""
     if not args.resume or args.overwrite:
         return cfg
@@ -336,7 +339,7 @@ def resumed_config(out: Path, cfg: RunConfig, args: argparse.Namespace) -> RunCo
 def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
     """The config of the run in ``run`` (a run directory or a file in it), from its
     config.json with ``overrides`` applied and resolved; a missing or unreadable file is a
-    :class:`~leap.util.errors.UsageError` naming it."""
+    [`UsageError`][leap.util.errors.UsageError] naming it."""
     if not run.exists():
         raise UsageError(f"{run}: no such run directory or init file")
     config_path = (run if run.is_dir() else run.parent) / "config.json"
@@ -349,6 +352,6 @@ def read_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
 
 
 def check_run_dir(out: Path, cfg: RunConfig, overwrite: bool, extending: bool = False) -> None:
-    """:func:`leap.engine.rundir.check_out_dir` for a run of ``cfg`` (``extending``: see
-    :func:`run_matcher`)."""
+    """[`leap.engine.rundir.check_out_dir()`][leap.engine.rundir.check_out_dir] for a run of ``cfg`` (``extending``: see
+    [`run_matcher()`][leap.experiments.config.run_matcher])."""
     check_out_dir(out, run_matcher(cfg, extending), overwrite)

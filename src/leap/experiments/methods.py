@@ -20,7 +20,7 @@ from leap.learners.base import ParamSelector
 
 
 class LearnerOptions(Protocol):
-    """The run options a hook is built from (a :class:`~leap.experiments.config.RunConfig`)."""
+    """The run options a hook is built from (a [`RunConfig`][leap.experiments.config.RunConfig])."""
 
     metric: str
     loss_in_manifold: bool

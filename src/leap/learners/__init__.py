@@ -1,4 +1,4 @@
-"""Meta-learners behind one hook interface (see :mod:`leap.learners.base`)."""
+"""Meta-learners behind one hook interface (see [`leap.learners.base`][leap.learners.base])."""
 
 from leap.learners.base import MetaLearner, select_parameters
 from leap.learners.leap import Leap

@@ -212,7 +212,7 @@ class MetaLearner:
         contribution depends on that alone (Reptile, FOMAML): ``final[j]`` is θ_K and
         ``last_grads[j]`` ∇f(θ_{K-1}), each (T, *shape of θ0's j-th tensor), in
         ``param_names`` order. The batched engine adds the result with
-        :meth:`add_task_contributions`. A learner whose contribution is built along the
+        `add_task_contributions()`. A learner whose contribution is built along the
         path (Leap, eq. 8 per segment) or through it (MAML) raises ``NotImplementedError``.
         """
         raise NotImplementedError(f"{type(self).__name__}'s meta-gradient is not a function of the endpoints")
@@ -252,7 +252,8 @@ class MetaLearner:
         ``reduce``, if given, receives the accumulators (the sum of this process's valid
         task contributions, one tensor per parameter) followed by the 0-dim count of
         valid tasks, and must sum each of them in place across processes (e.g.
-        :func:`leap.util.distributed.all_reduce_sum`); the mean is then taken over every
+        [`leap.util.distributed.all_reduce_sum()`][leap.util.distributed.all_reduce_sum]); the mean is then taken
+        over every
         process's tasks. With ``reduce``, a process that trained no task is allowed.
         """
         if self._task_open:
@@ -276,7 +277,7 @@ class MetaLearner:
 
     # ------------------------------------------------------------------ state
     def hyperparameters(self) -> dict[str, Any]:
-        """What the learner is besides its tensors (saved with them by :meth:`state_dict`)."""
+        """What the learner is besides its tensors (saved with them by `state_dict()`)."""
         return {"class": type(self).__name__, "params": list(self.param_names)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -292,7 +293,7 @@ class MetaLearner:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Load a :meth:`state_dict`. ``strict`` (default): its keys and hyperparameters
+        """Load a `state_dict()`. ``strict`` (default): its keys and hyperparameters
         must be this learner's exactly (ValueError otherwise)."""
         expected = {f"init.{n}" for n in self.param_names}
         missing = sorted(expected - set(state))

@@ -39,7 +39,7 @@ class Leap(MetaLearner):
     contributes its first K-1 segments.
 
     Cost per step: two ``_foreach_copy_`` calls (θ_i and ∇f(θ_i) into packed buffers) and at most
-    four kernels over whole buffers (:class:`leap.learners.base.Packed`), however many tensors
+    four kernels over whole buffers ([`leap.learners.base.Packed`][leap.learners.base.Packed]), however many tensors
     the model has; no autograd graph. On a GPU the segment's scalars (f, Δf, n_i) stay
     0-dim tensors, so there is no host sync; on a CPU, where reading a value costs nothing,
     they are Python floats, which measured faster than a dozen 0-dim tensor ops
@@ -132,7 +132,8 @@ class Leap(MetaLearner):
         """Add g_i of the segment (previous point -> ``_current``, whose loss is ``loss``)
         to the task accumulator (eq. 8), over whole packed buffers.
 
-        The previous θ buffer is consumed in place (see :func:`accumulate_segment_`).
+        The previous θ buffer is consumed in place (see
+        [`accumulate_segment_()`][leap.learners.leap.accumulate_segment_]).
         """
         accumulate_segment_(
             self._task_packed.whole, self._prev.whole, self._prev_grads.whole, self._prev_loss, self._current.whole,

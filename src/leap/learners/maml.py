@@ -22,7 +22,7 @@ from leap.learners.base import MetaLearner, ParamSelector
 
 
 class FOMAML(MetaLearner):
-    """First-order MAML as a hook, with exactly the calls of :class:`leap.Leap`.
+    """First-order MAML as a hook, with exactly the calls of `leap.Leap`.
 
     A task's meta-gradient is the gradient of its last inner step (the authors' code):
     ``update`` keeps the gradient it is called with (after ``backward``, before the

@@ -17,7 +17,7 @@ from leap.learners.base import MetaLearner
 
 
 class Reptile(MetaLearner):
-    """Reptile as a hook with the same calls as :class:`leap.Leap`."""
+    """Reptile as a hook with the same calls as `leap.Leap`."""
 
     def __init__(self, model: nn.Module, params=None) -> None:
         super().__init__(model, params)

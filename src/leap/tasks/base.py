@@ -1,7 +1,7 @@
 """Task datasets, kept apart from the learners.
 
-A :class:`Task` is one learning problem (the τ of section 2.2): a training set the inner
-loop samples minibatches from, and a held-out test set. A :class:`Benchmark` is a task
+A [`Task`][leap.tasks.base.Task] is one learning problem (the τ of section 2.2): a training set the inner
+loop samples minibatches from, and a held-out test set. A [`Benchmark`][leap.tasks.base.Benchmark] is a task
 family: it makes the model and draws tasks from its pretraining, validation and test
 pools.
 """

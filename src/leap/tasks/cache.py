@@ -42,7 +42,7 @@ ABANDONED_AFTER_S = 3600.0
 
 def remove_abandoned_temps(path: Path) -> None:
     """Delete the temporary files of ``path``'s atomic writes that a killed process left
-    (older than :data:`ABANDONED_AFTER_S`: a live writer's is seconds old). Caches have no
+    (older than `ABANDONED_AFTER_S`: a live writer's is seconds old). Caches have no
     lock, so age tells a dead writer's file from one being written now."""
     now = time.time()
     for temp in temp_files_of(path):

@@ -1,4 +1,4 @@
-"""Files of a dataset: a folder, a zip or a tar archive, read alike (:class:`Container`).
+"""Files of a dataset: a folder, a zip or a tar archive, read alike ([`Container`][leap.tasks.containers.Container]).
 
 The one reader of dataset files for every task family (Omniglot's two parts, Multi-CV's
 datasets): listing without hidden entries, reading with one error for anything damaged,

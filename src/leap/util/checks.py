@@ -1,7 +1,7 @@
 """The one validation helper: values checked once, with messages that name the value.
 
 Every check raises ``ValueError("<name> must be ..., got <value>")``; the command line
-turns it into one line and exit status 2 (:mod:`leap.util.errors`).
+turns it into one line and exit status 2 ([`leap.util.errors`][leap.util.errors]).
 """
 
 from __future__ import annotations

@@ -5,15 +5,15 @@ task's own training run, so tasks are the unit of work: every rank trains a cont
 share of each meta-batch, accumulates the sum of its tasks' contributions and the count of
 valid tasks, and one all-reduce (sum) over all ranks gives every rank the same total,
 which it divides by the global count before the same meta-step. Task data comes from
-generators derived from (seed, meta-step, task index) (:mod:`leap.util.seeding`), so which rank
+generators derived from (seed, meta-step, task index) ([`leap.util.seeding`][leap.util.seeding]), so which rank
 trains a task does not change what it sees.
 
 When the process was not started by torchrun (no ``WORLD_SIZE`` > 1 in the environment)
-or :func:`setup` was not called, every helper here behaves as the single process of a
+or [`setup()`][leap.util.distributed.setup] was not called, every helper here behaves as the single process of a
 world of one: ``rank() == 0``, ``shard`` keeps everything, reductions do nothing.
 
 Collectives run with a timeout, so a rank that dies or hangs turns into a
-:class:`DistributedError` on the others instead of a job that waits forever.
+[`DistributedError`][leap.util.distributed.DistributedError] on the others instead of a job that waits forever.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _env_int(name: str, default: int) -> int:
 
 def launch_rank() -> int:
     """This process's rank from torchrun's environment (0 when not launched by it): known
-    before :func:`setup`, e.g. to let rank 0 alone take a run directory's lock first."""
+    before [`setup()`][leap.util.distributed.setup], e.g. to let rank 0 alone take a run directory's lock first."""
     return _env_int("RANK", 0) if launched() else 0
 
 
@@ -86,7 +86,7 @@ def is_main() -> bool:
 
 def prefix() -> str:
     """``"[rank r/N] "`` for log lines when several processes run, else empty (also before
-    :func:`setup`, from torchrun's environment, so early errors say which rank failed)."""
+    [`setup()`][leap.util.distributed.setup], from torchrun's environment, so early errors say which rank failed)."""
     if active():
         return f"[rank {rank()}/{world_size()}] "
     if launched():
@@ -152,10 +152,10 @@ def _import_modules_that_bind_the_world_group() -> None:
     ``group=group.WORLD`` as a default argument, so that those defaults are None.
 
     Imported later (torch._dynamo imports it, and torch imports torch._dynamo lazily: on
-    a forward pass on the meta device, as in :mod:`leap.engine.memory`, or when the first
+    a forward pass on the meta device, as in [`leap.engine.memory`][leap.engine.memory], or when the first
     ``torch.optim`` optimizer is built), the defaults hold the default
     process group for the life of the process: ``destroy_process_group`` then cannot
-    free it, gloo's worker threads outlive :func:`shutdown`, and a worker that releases a
+    free it, gloo's worker threads outlive [`shutdown()`][leap.util.distributed.shutdown], and a worker that releases a
     finished collective's tensors while the interpreter finalizes needs the GIL, is
     ended by Python with ``pthread_exit`` inside a ``noexcept`` destructor and aborts the
     process ("terminate called without an active exception", SIGABRT). See
@@ -269,7 +269,7 @@ def check_same(text: str, what: str) -> None:
 def broadcast_from_main(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (``obj`` is ignored elsewhere).
 
-    ``obj`` must be what :func:`torch.load` accepts with ``weights_only=True`` (tensors,
+    ``obj`` must be what `torch.load()` accepts with ``weights_only=True`` (tensors,
     numbers, strings, lists, tuples, dicts, None): it is sent as ``torch.save`` bytes and
     read back without arbitrary unpickling. Ranks need not share a file system.
     """

@@ -1,11 +1,11 @@
 """The error policy: what a failure is, and how the command line reports it.
 
-- :class:`UsageError`: bad input (an option, a path, a file's contents); one line, exit 2.
-- :class:`CorruptFileError`: a file exists but cannot be read as what it should be (a
+- [`UsageError`][leap.util.errors.UsageError]: bad input (an option, a path, a file's contents); one line, exit 2.
+- [`CorruptFileError`][leap.util.errors.CorruptFileError]: a file exists but cannot be read as what it should be (a
   ``ValueError``, so library callers can catch it as bad input).
-- :class:`RunStopped`: meta-training stopped early on purpose (a signal, repeated
+- [`RunStopped`][leap.util.errors.RunStopped]: meta-training stopped early on purpose (a signal, repeated
   failures) after writing a checkpoint; one line, its own exit status.
-- The environment (:func:`environment_error`): a full disk, a read-only file system,
+- The environment ([`environment_error()`][leap.util.errors.environment_error]): a full disk, a read-only file system,
   missing permissions, memory; one line, exit 1.
 
 Set ``LEAP_DEBUG=1`` to see the traceback of any of them instead.

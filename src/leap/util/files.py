@@ -71,7 +71,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """A JSON object leap wrote (a result, a study, a report's source) with the ``required``
-    keys; anything else is a :class:`CorruptFileError` naming the file (one line)."""
+    keys; anything else is a [`CorruptFileError`][leap.util.errors.CorruptFileError] naming the file (one line)."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -85,7 +85,8 @@ def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (metrics.jsonl); damage is a :class:`CorruptFileError`
+    """The records of a JSON-lines file (metrics.jsonl); damage is a
+    [`CorruptFileError`][leap.util.errors.CorruptFileError]
     naming the file and the line."""
     records = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
@@ -114,7 +115,7 @@ def non_finite(state: dict[str, Tensor]) -> list[str]:
 
 
 def check_state(state: dict[str, Tensor], reference: dict[str, Tensor], where: str) -> None:
-    """Refuse (:class:`CorruptFileError` naming ``where``) a state that does not fit
+    """Refuse ([`CorruptFileError`][leap.util.errors.CorruptFileError] naming ``where``) a state that does not fit
     ``reference`` (a model's state dict): other keys, shapes or dtypes, or non-finite values."""
     missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
     if missing or unexpected:
@@ -139,21 +140,21 @@ def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[
 
 
 def init_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """The bytes :func:`save_init` writes for ``state`` (their sha256 names an init that
+    """The bytes [`save_init()`][leap.util.files.save_init] writes for ``state`` (their sha256 names an init that
     was never saved, e.g. θ0 read from a checkpoint)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return save(tensors, metadata=metadata)
 
 
 def load_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """Load an initialization written by :func:`save_init`; a clear error names the file."""
+    """Load an initialization written by [`save_init()`][leap.util.files.save_init]; a clear error names the file."""
     return read_init(path, device)[0]
 
 
 def read_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], str]:
     """An initialization (a run directory's init.safetensors, or the file) and the sha256
     of the bytes it was read from: one read, so the digest names exactly what was loaded
-    (results record it: :func:`file_sha256` of the same file must give it back)."""
+    (results record it: [`file_sha256()`][leap.util.files.file_sha256] of the same file must give it back)."""
     path = Path(path)
     if path.is_dir():
         path = path / "init.safetensors"
@@ -216,7 +217,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, An
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling), after
-    verifying its checksum: a flipped bit is a :class:`CorruptFileError`, never a silently
+    verifying its checksum: a flipped bit is a [`CorruptFileError`][leap.util.errors.CorruptFileError], never a silently
     different run. (Checkpoints written before checksums existed load unverified.)"""
     try:
         data = Path(path).read_bytes()
@@ -241,7 +242,7 @@ def load_latest_checkpoint(directory: str | os.PathLike,
                            check: Callable[[dict[str, Any], Path], None] | None = None,
                            ) -> tuple[dict[str, Any], Path] | None:
     """The newest checkpoint that loads and passes ``check(state, path)`` (which raises
-    :class:`CorruptFileError` for a state that does not fit the run); newer ones that do
+    [`CorruptFileError`][leap.util.errors.CorruptFileError] for a state that does not fit the run); newer ones that do
     not are skipped with a warning."""
     import warnings
 

@@ -1,10 +1,10 @@
 """Options declared once: name, type, range, default, help and the benchmarks they apply to.
 
-An :class:`Option` is the single declaration of one setting. The command line is built
-from it (:meth:`Option.add_to`, which also records the scope for
-:func:`check_options_apply`), parsed values are checked against it
-(:func:`check_parsed`), and a configuration read from a file or built in Python is
-checked against the same object (:func:`check_fields`). A range therefore cannot differ
+An [`Option`][leap.util.options.Option] is the single declaration of one setting. The command line is built
+from it ([`Option.add_to()`][leap.util.options.Option.add_to], which also records the scope for
+[`check_options_apply()`][leap.util.options.check_options_apply]), parsed values are checked against it
+([`check_parsed()`][leap.util.options.check_parsed]), and a configuration read from a file or built in Python is
+checked against the same object ([`check_fields()`][leap.util.options.check_fields]). A range therefore cannot differ
 between the CLI and the config dataclasses.
 """
 

@@ -31,7 +31,7 @@ def derived_generator(*parts: object, device: torch.device | str = "cpu") -> tor
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) global RNG states, as plain types and tensors.
 
-    The run's own sampling uses derived generators (:mod:`leap.util.seeding`); these global
+    The run's own sampling uses derived generators ([`leap.util.seeding`][leap.util.seeding]); these global
     states are saved as well so that user code drawing from them resumes exactly too.
     """
     np_state = np.random.get_state()

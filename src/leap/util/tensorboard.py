@@ -2,7 +2,7 @@
 
 metrics.jsonl stays the record of a run (reports, resume and rollback read it); the event
 files under ``OUT/tensorboard/`` mirror its numeric fields for browsing, one scalar per field
-and meta-step. TensorBoard is not a dependency: :func:`require` refuses the option in one
+and meta-step. TensorBoard is not a dependency: `require()` refuses the option in one
 line when the ``tensorboard`` package is missing.
 """
 
@@ -20,7 +20,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def require() -> None:
-    """Raise :class:`UsageError` unless TensorBoard's writer can be imported."""
+    """Raise [`UsageError`][leap.util.errors.UsageError] unless TensorBoard's writer can be imported."""
     if importlib.util.find_spec("tensorboard") is None:
         raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard")
 

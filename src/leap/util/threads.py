@@ -8,7 +8,7 @@ measurements). So a command uses:
 
 1. ``--threads N`` when given;
 2. else ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) when the user set it;
-3. else one thread for small models (the built-in benchmark, RL: :data:`SMALL_MODEL_BENCHMARKS`);
+3. else one thread for small models (the built-in benchmark, RL: `SMALL_MODEL_BENCHMARKS`);
 4. else the cores it can actually get: the CPUs this process may run on
    (``sched_getaffinity``), less those busy with other processes' work right now (their
    CPU time over a short window, read from ``/proc/stat`` for those CPUs, this process's
@@ -127,7 +127,8 @@ def choose_threads(requested: int | None = None, benchmark: str | None = None) -
 
 @contextlib.contextmanager
 def thread_policy(requested: int | None = None, benchmark: str | None = None) -> Iterator[int]:
-    """Run a command with :func:`choose_threads`'s count; torch's previous count comes back
+    """Run a command with [`choose_threads()`][leap.util.threads.choose_threads]'s count; torch's previous count
+    comes back
     afterwards (commands also run in-process, from tests and notebooks)."""
     threads, _ = choose_threads(requested, benchmark)
     previous = torch.get_num_threads()

@@ -1,7 +1,7 @@
 """Commands of the few-shot experiments (builtin, Omniglot): train, evaluate, compare, sweep.
 
 Every option is checked before any work is done; bad input raises
-:class:`~leap.util.errors.UsageError` (one line, exit status 2, from ``leap.cli``).
+[`UsageError`][leap.util.errors.UsageError] (one line, exit status 2, from ``leap.cli``).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
 
 def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
     """Refuse batch sizes (and tasks trained at once) beyond the device's memory, before
-    anything is written (:mod:`leap.engine.memory`)."""
+    anything is written ([`leap.engine.memory`][leap.engine.memory])."""
     example = example_input(benchmark)
     model = benchmark.make_model()
     batched = choose_engine(model, cfg.engine, batch=cfg.task_batch, batchable=METHODS[cfg.method].batched,
@@ -143,8 +143,8 @@ def checkpoint_init(cfg: RunConfig, benchmark: Benchmark, path: Path) -> tuple[d
 def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
                  progress: bool = False, loaded: tuple[dict[str, Tensor], str] | None = None) -> dict[str, Any]:
     """Evaluate the init at ``init_path`` (a run directory or an init file), or ``loaded``
-    (θ0 and its digest, e.g. :func:`checkpoint_init`), on ``split``; the result names its
-    source (:func:`leap.experiments.fewshot.results.stamp`)."""
+    (θ0 and its digest, e.g. `checkpoint_init()`), on ``split``; the result names its
+    source (`leap.experiments.fewshot.results.stamp()`)."""
     try:
         init, digest = loaded if loaded is not None else read_init(init_path, cfg.device)
         where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)

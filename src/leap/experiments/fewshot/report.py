@@ -90,7 +90,7 @@ METHOD_ORDER = ["leap", "reptile", "finetune", "maml", "fomaml", "none"]
 
 def collect_runs(root: str | Path, left_out: list[str] | None = None) -> list[dict[str, Any]]:
     """Every finished run under ``root``: its config.json merged with its eval-test.json,
-    when that file is the evaluation of the run as it is now (:func:`read_result`: the
+    when that file is the evaluation of the run as it is now (`read_result()`: the
     config's evaluation settings, the digest of its init.safetensors). Runs left out are
     appended to ``left_out`` as "DIR: why"."""
     import json
@@ -156,7 +156,7 @@ def _label(column: str) -> str:
 
 def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
     """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± the
-    half-width of its 95% interval over seeds (:func:`leap.util.stats.format_ci`)."""
+    half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`)."""
     grid = _grid(runs, key)
     methods = sorted({k[1] for k in grid}, key=lambda c: (
         METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))

@@ -2,7 +2,7 @@
 
 A meta-step reads top to bottom: draw a meta-batch of pretraining tasks, train each
 through the shared inner loop with the method's hook (or all at once with the batched
-engine), and let the meta-optimizer step on θ0. :func:`leap.engine.loop.fit` drives it.
+engine), and let the meta-optimizer step on θ0. [`leap.engine.loop.fit()`][leap.engine.loop.fit] drives it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class MetaTrainer(HookTrainerState):
     ``step()`` performs one meta-step and returns its metrics (floats, one host sync per
     meta-step). ``init_state()`` is the learned initialization as a state dict. All
     randomness after construction comes from generators derived from (seed, meta-step,
-    task index), see :mod:`leap.util.seeding`.
+    task index), see [`leap.util.seeding`][leap.util.seeding].
     """
 
     def __init__(self, cfg: RunConfig, benchmark: Benchmark) -> None:
@@ -92,7 +92,7 @@ class MetaTrainer(HookTrainerState):
 
     def draw_tasks(self, step: int, indices: Sequence[int] | None = None) -> list[tuple[Task, torch.Generator]]:
         """The meta-batch of meta-step ``step``: sources drawn without replacement from
-        the first ``pretrain_tasks`` (:func:`draw_sources`), each task fixed by the run's
+        the first ``pretrain_tasks`` (`draw_sources()`), each task fixed by the run's
         seed and visited with its own data generator.
 
         ``indices`` builds only those positions of the meta-batch (a rank's share: task
@@ -277,5 +277,6 @@ def eval_loop(cfg: RunConfig) -> InnerLoop:
 
 
 def engine_options(cfg: RunConfig) -> dict[str, Any]:
-    """:func:`evaluate`'s keyword arguments choosing the task engine, from a run's config."""
+    """[`evaluate()`][leap.engine.evaluation.evaluate]'s keyword arguments choosing the task engine, from a run's
+    config."""
     return {"engine": cfg.engine, "compile": cfg.compile, "max_tasks_per_chunk": cfg.max_tasks_per_chunk}

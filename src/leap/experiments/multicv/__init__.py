@@ -15,8 +15,8 @@ A run reads top to bottom:
      the meta-batch.
    - ``finetune``: multi-headed finetuning, one encoder carried from task to task and
      one head per pretraining dataset.
-   - ``hat``: :class:`leap.baselines.HATNet`, one mask and head per pretraining dataset.
-   - ``progressive``: :class:`leap.baselines.ProgressiveNet`, one column per pretraining
+   - ``hat``: `leap.baselines.HATNet`, one mask and head per pretraining dataset.
+   - ``progressive``: `leap.baselines.ProgressiveNet`, one column per pretraining
      dataset, each reading all the others.
 
 2. **Evaluation**: train on the held-out dataset for at most ``eval_epochs`` epochs with

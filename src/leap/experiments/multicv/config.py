@@ -20,7 +20,8 @@ METHOD_LABELS = {"leap": "Leap", "finetune": "Finetuning", "progressive": "Progr
 
 # ---------------------------------------------------------------------- options
 #: Multi-CV's own options, declared once (flag, type, range, help); each applies to
-#: ``--benchmark multicv`` only. Table 5's defaults live in :class:`MultiCVConfig`.
+#: ``--benchmark multicv`` only. Table 5's defaults live in
+# [`MultiCVConfig`][leap.experiments.multicv.config.MultiCVConfig].
 MULTICV_OPTIONS = tuple(Option(*args, applies_to=("multicv",), **kwargs) for args, kwargs in (
     (("held_out", "the dataset to evaluate on, pretraining on the others (sweep: a comma-separated list, "
       "default all)"), {}),

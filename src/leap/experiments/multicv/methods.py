@@ -47,9 +47,9 @@ class Method:
                 for i, k in enumerate(chosen)]
 
     def pretrain_step(self, step: int, stop: Callable[[], bool] = lambda: False) -> list[tuple[str, TaskRun]]:
-        """Meta-step ``step``: train each task of its batch (:meth:`train_task`), then
-        :meth:`end_step`. A task trains to convergence (minutes), so when ``stop()`` turns
-        true between two tasks this raises :class:`StepInterrupted`; ``self.partial`` (in
+        """Meta-step ``step``: train each task of its batch (`train_task()`), then
+        `end_step()`. A task trains to convergence (minutes), so when ``stop()`` turns
+        true between two tasks this raises [`StepInterrupted`][leap.engine.loop.StepInterrupted]; ``self.partial`` (in
         the trainer's checkpoint) then holds the tasks done, and a resumed meta-step
         continues with the next one."""
         batch = self.draw(step)

@@ -27,7 +27,8 @@ from leap.util.seeding import derived_generator, rng_state, set_rng_state
 
 # ---------------------------------------------------------------------- a run on disk
 class MultiCVTrainer:
-    """Multi-CV's pretraining as a :class:`leap.engine.loop.Trainer`, so :func:`fit`
+    """Multi-CV's pretraining as a [`leap.engine.loop.Trainer`][leap.engine.loop.Trainer], so
+    [`fit()`][leap.engine.loop.fit]
     gives it checkpoints, exact resume, signals and the failed-step stop.
 
     A meta-step is ``method.pretrain_step``; pretraining also ends once the meta-batch's
@@ -110,9 +111,10 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     ``result.json`` (the evaluation). With ``resume`` a finished run is returned as is
     and an unfinished one continues from its newest checkpoint; without it, or with
     ``overwrite``, earlier files are replaced. A directory holding a run with another
-    configuration is refused (:func:`leap.engine.rundir.check_out_dir`) unless ``overwrite``.
-    Pretraining runs in :func:`leap.engine.loop.fit` (SIGINT/SIGTERM stop it with a
-    checkpoint: :class:`~leap.util.errors.RunStopped`).
+    configuration is refused ([`leap.engine.rundir.check_out_dir()`][leap.engine.rundir.check_out_dir]) unless
+    ``overwrite``.
+    Pretraining runs in [`leap.engine.loop.fit()`][leap.engine.loop.fit] (SIGINT/SIGTERM stop it with a
+    checkpoint: [`RunStopped`][leap.util.errors.RunStopped]).
     """
     cfg.validate()
     out = Path(out)
@@ -192,7 +194,7 @@ def multicv_sweep(out: str | Path, base: MultiCVConfig, held_outs: Iterable[str]
     """Every (held-out dataset, method, seed) into ``out/<held-out>/<method>/seed-<S>``,
     one dataset at a time, skipping finished runs and resuming unfinished ones; the
     report is rewritten after every run. ``held_outs`` defaults to the whole pool,
-    ``seeds`` to ``base.seed``. Returns the report's paths (:func:`write_multicv_report`)."""
+    ``seeds`` to ``base.seed``. Returns the report's paths (`write_multicv_report()`)."""
     out = Path(out)
     bench = base.benchmark(cache_dir)
     held_outs = list(held_outs) if held_outs is not None else list(bench.names)

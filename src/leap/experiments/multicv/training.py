@@ -51,7 +51,7 @@ class PlainView(TaskView):
 
 
 class HATView(TaskView):
-    """Task ``task`` of a :class:`HATNet`; s is annealed over ``anneal_steps`` steps, then restarts
+    """Task ``task`` of a `HATNet`; s is annealed over ``anneal_steps`` steps, then restarts
     (one epoch, as in Serra et al.)."""
 
     def __init__(self, net: HATNet, task: int, anneal_steps: int) -> None:
@@ -75,7 +75,7 @@ class HATView(TaskView):
 
 
 class ProgressiveView(TaskView):
-    """Column ``task`` of a :class:`ProgressiveNet`; every other column is frozen."""
+    """Column ``task`` of a `ProgressiveNet`; every other column is frozen."""
 
     def __init__(self, net: ProgressiveNet, task: int) -> None:
         self.net, self.task = net, task

@@ -4,7 +4,7 @@ Mnih et al. (2013)'s network (conv 16 x 8x8 stride 4, conv 32 x 4x4 stride 2, a
 256-unit hidden layer, ReLUs) is the shared ``encoder``; a linear ``policy`` head and a
 linear ``value`` head read its output. Leap learns the encoder's initialization only:
 the heads' sizes depend on the game's action set, so they are initialized afresh for
-every game (see :func:`encoder_only`).
+every game (see `encoder_only()`).
 
 MinAtar's 10x10 frames are too small for 8x8 stride-4 filters, so its encoder keeps the
 shape of the network (two convolutions and a hidden layer) with 3x3 stride-1 filters and

@@ -98,7 +98,8 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- evaluation
 def load_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
-    """An RL run's config (:func:`read_run_config`); another benchmark's run is refused."""
+    """An RL run's config ([`read_run_config()`][leap.experiments.config.read_run_config]); another benchmark's run
+    is refused."""
     cfg = read_run_config(run, overrides)
     if cfg.benchmark not in RL_BENCHMARKS:
         raise UsageError(f"{run}: a {cfg.benchmark} run; leap rl-eval is for {' and '.join(RL_BENCHMARKS)} runs")

@@ -1,6 +1,6 @@
 """Environments for the reinforcement-learning benchmarks (section 4.3, appendix F).
 
-Two suites behind one batched interface, :class:`VecEnv`:
+Two suites behind one batched interface, `VecEnv`:
 
 - ``atari``: ALE games through gymnasium + ale-py (the ale-py wheel ships the ROMs, so
   nothing is downloaded). Preprocessing is done here rather than with gymnasium's
@@ -121,7 +121,7 @@ class AtariGame:
     """An ALE game: raw 210x160x3 observations, 4-frame action repeat with max-pooling of
     the last two frames, up to ``noop_max`` no-ops at the start of each episode.
 
-    Resizing to 84x84 happens in :class:`VecEnv` (batched). Episodes end at game over
+    Resizing to 84x84 happens in `VecEnv` (batched). Episodes end at game over
     (not at a lost life) or at ALE v5's cap of 108,000 emulator frames.
     """
 

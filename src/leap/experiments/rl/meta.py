@@ -1,14 +1,14 @@
 """Meta-training an agent's encoder initialization across games, and evaluating it.
 
-:class:`RLMetaTrainer` is Algorithm 1 with games as tasks (appendix F): each meta-step
+`RLMetaTrainer` is Algorithm 1 with games as tasks (appendix F): each meta-step
 draws a batch of games from the pretraining pool, trains an agent on each from θ0 (the
 encoder; heads fresh per game) with A2C for a budget of environment steps while the
 hook accumulates the meta-gradient on the fly, and lets the meta-optimizer step on θ0.
-It is a :class:`leap.engine.loop.Trainer` (``step``, ``validate``, ``state_dict``, ``init_state``,
+It is a [`leap.engine.loop.Trainer`][leap.engine.loop.Trainer] (``step``, ``validate``, ``state_dict``, ``init_state``,
 ...), so RL runs get the same metrics.jsonl, checkpoints, resume and signal handling
 as the supervised benchmarks. Checkpoints fall between meta-steps.
 
-:func:`evaluate_init` trains agents from a learned encoder and from a random one on the
+`evaluate_init()` trains agents from a learned encoder and from a random one on the
 same seeds: with one seed, both runs get the same heads, environment seeds and action
 sampling stream, so the comparison is paired and only the encoder's start differs.
 """
@@ -95,7 +95,8 @@ def make_rl_learner(cfg: RunConfig, template: ActorCritic) -> MetaLearner | None
 class RLMetaTrainer(HookTrainerState):
     """State of one RL meta-training run: θ0 (in the learner), meta-optimizer, counters.
 
-    A :class:`leap.engine.loop.Trainer` for :func:`leap.engine.loop.fit`. The games of
+    A [`leap.engine.loop.Trainer`][leap.engine.loop.Trainer] for [`leap.engine.loop.fit()`][leap.engine.loop.fit].
+    The games of
     meta-step s, their agents' heads, environment seeds and action streams derive from
     (seed, s, position in the meta-batch), so a resumed run repeats exactly what an
     uninterrupted one would have done.

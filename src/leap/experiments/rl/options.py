@@ -1,6 +1,7 @@
 """Settings of the reinforcement-learning benchmarks ``atari`` and ``minatar``.
 
-The generic fields of :class:`leap.experiments.config.RunConfig` keep their meaning where it carries
+The generic fields of [`leap.experiments.config.RunConfig`][leap.experiments.config.RunConfig] keep their meaning
+where it carries
 over (``meta_steps``, ``meta_batch`` = games per meta-batch, ``meta_lr``, Leap's metric
 options, ``pretrain_tasks`` = how many games of the pool are used) and are read as
 follows where it does not:
@@ -15,7 +16,7 @@ follows where it does not:
 ==================  ======================================================
 
 Everything else is RL-specific and lives in ``RunConfig.extra`` (keys of
-:data:`EXTRA_KEYS`), filled with the benchmark's defaults by :func:`resolve_extra`.
+`EXTRA_KEYS`), filled with the benchmark's defaults by [`resolve_extra()`][leap.experiments.rl.options.resolve_extra].
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Multi-CV: image classification datasets as tasks (section 4.2, appendix E).
 
 A data directory holds one entry (a folder or an archive) per dataset, each in its
-standard layout; :func:`discover_datasets` recognizes
+standard layout; [`discover_datasets()`][leap.tasks.multicv.datasets.discover_datasets] recognizes
 
 - **IDX** (MNIST format, ``.gz`` or raw): ``<split>-images-idx3-ubyte[.gz]`` with
   ``<split>-labels-idx1-ubyte[.gz]``, split ``train`` and ``t10k`` (or ``test``):
@@ -26,7 +26,7 @@ Decoded datasets are cached as uint8 ``.npz`` (``allow_pickle=False``), keyed by
 source files' names, sizes and mtimes, next to the data when that is writable and in
 the user cache otherwise (as for Omniglot).
 
-Splits (:class:`DatasetSplits`): a dataset without a training split (here MNIST and
+Splits ([`DatasetSplits`][leap.tasks.multicv.splits.DatasetSplits]): a dataset without a training split (here MNIST and
 NotMNIST come as 10,000 images only) is split 80/20 per class with a fixed seed (the
 same for every run), which reports state. A validation set is carved from the training
 split (seeded), the rest is optionally capped (``sample_cap``) for scaled runs.

@@ -34,7 +34,7 @@ class DatasetSplits:
     """One dataset prepared for a run, on a device.
 
     ``*_x`` (N, C, 32, 32) uint8 (C = 1 or 3), ``*_y`` (N,) int64; ``mean``/``std`` (C,)
-    float in [0, 1] units, of the whole training split. :meth:`inputs` turns images into
+    float in [0, 1] units, of the whole training split. `inputs()` turns images into
     normalized float (B, 3, 32, 32). ``notes`` say how the splits were made (for reports).
     """
 
@@ -137,7 +137,7 @@ class MultiCV:
     """The datasets of a data directory, loaded on first use and kept in memory.
 
     ``datasets`` chooses the pool (default: everything the directory holds); the
-    other arguments go to :func:`make_splits`.
+    other arguments go to [`make_splits()`][leap.tasks.multicv.splits.make_splits].
     """
 
     name = "multicv"

@@ -41,7 +41,8 @@ def sample_affine_params(n: int, generator: torch.Generator, device: torch.devic
 def draw_affine_uniforms(n: int, generator: torch.Generator) -> Tensor:
     """The randomness of ``n`` maps: (n, 4) uniforms in [0, 1) from ``generator``, on its
     device (kept apart so that the batched engine draws exactly what
-    :func:`sample_affine_params` draws, then converts all tasks' draws at once)."""
+    [`sample_affine_params()`][leap.tasks.omniglot.augment.sample_affine_params] draws, then converts all tasks'
+    draws at once)."""
     return torch.rand(n, 4, generator=generator, device=generator.device)
 
 
@@ -57,7 +58,7 @@ def affine_params_from_uniforms(u: Tensor) -> AffineParams:
 
 
 def affine_theta(params: AffineParams, height: int, width: int) -> Tensor:
-    """The (B, 2, 3) matrices for :func:`torch.nn.functional.affine_grid` that realize
+    """The (B, 2, 3) matrices for `torch.nn.functional.affine_grid()` that realize
     ``params``. affine_grid maps *output* coordinates to *input* coordinates in
     normalized [-1, 1] units, so this is the inverse of the forward map; rotation is
     done in pixel units so that it stays a rotation on non-square images."""

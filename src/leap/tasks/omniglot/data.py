@@ -55,7 +55,7 @@ Tree = dict[str, dict[str, list[tuple[str, str]]]]
 
 class _Source:
     """One part (images_background or images_evaluation): a zip holding ``<part>/`` or
-    the extracted folder, read through :class:`leap.tasks.containers.Container`."""
+    the extracted folder, read through [`leap.tasks.containers.Container`][leap.tasks.containers.Container]."""
 
     def __init__(self, part: str, path: Path) -> None:
         self.part = part
@@ -71,7 +71,7 @@ class _Source:
 
     def list(self) -> Tree:
         """alphabet -> character -> drawings. Folders count even when empty (listed, or
-        implied by a deeper path), so :func:`_check_tree` can report them."""
+        implied by a deeper path), so `_check_tree()` can report them."""
         tree: Tree = {}
         for name in self.container.names(dirs=True):
             inside = name[len(self.prefix):].rstrip("/")
@@ -90,7 +90,7 @@ class _Source:
         return tree
 
     def fingerprint(self) -> list[str]:
-        """Names, sizes and mtimes of what was read (call after :meth:`list`)."""
+        """Names, sizes and mtimes of what was read (call after `list()`)."""
         return [self.part, *self.container.fingerprint()]
 
     def read(self, key: str) -> bytes:
@@ -242,11 +242,12 @@ def decode_sources(sources: list[_Source], trees: list[Tree], pipeline: str = "r
 
 def load_omniglot(data_dir: str | os.PathLike | None = None,
                   cache_dir: str | os.PathLike | None = None, pipeline: str = "released") -> OmniglotData:
-    """Omniglot from ``data_dir`` (see :func:`resolve_data_dir`), decoded by ``pipeline``,
+    """Omniglot from ``data_dir`` (see [`resolve_data_dir()`][leap.tasks.omniglot.data.resolve_data_dir]), decoded
+    by ``pipeline``,
     via the decode cache.
 
     The cache file is ``omniglot-<pipeline>-<dir>-<key>.npz`` in ``cache_dir`` (default:
-    :func:`default_cache_dir`), where ``<key>`` hashes the sources' names, sizes and
+    `default_cache_dir()`), where ``<key>`` hashes the sources' names, sizes and
     mtimes; a changed source changes the key, and stale files of the same directory
     are removed when a new one is written. An unreadable cache is rebuilt.
     """

@@ -38,7 +38,7 @@ def relative_precision(deviation: Tensor) -> float:
 # ---------------------------------------------------------------------- the Jacobian
 def first_layer(model: nn.Module) -> list[str]:
     """Names of the parameters of the first module (in registration order) that owns any:
-    for :class:`~leap.models.ConvNet`, ``["encoder.0.weight", "encoder.0.bias"]``."""
+    for [`ConvNet`][leap.models.ConvNet], ``["encoder.0.weight", "encoder.0.bias"]``."""
     for module_name, module in model.named_modules():
         own = [name for name, _ in module.named_parameters(recurse=False)]
         if own:
@@ -67,7 +67,7 @@ def block_map(model: nn.Module, params: dict[str, Tensor], batches: Sequence[Bat
               block: Sequence[str], loss_fn: LossFn = F.cross_entropy) -> Callable[[Tensor], Tensor]:
     """The map θ0[L] -> θ_K[L] (both flattened to (n_L,)): K SGD steps on ``batches``
     with the other parameters of θ0 fixed at ``params``. Differentiable; this is what
-    :func:`sgd_block_jacobians` differentiates, exposed as a reference for checks."""
+    `sgd_block_jacobians()` differentiates, exposed as a reference for checks."""
     block = _check_block(params, block)
     shapes = [params[n].shape for n in block]
     sizes = [math.prod(s) for s in shapes]
@@ -113,7 +113,7 @@ def sgd_block_jacobians(
         params: θ0, every parameter of the model by name; all of them are trained.
         batches: the K fixed minibatches (x (B, ...), y (B,)) of steps 0..K-1.
         lr: the SGD learning rate α.
-        block: names of the parameters forming L (see :func:`first_layer`).
+        block: names of the parameters forming L (see `first_layer()`).
         chunk: columns pushed through one vmapped Hessian-vector product (memory bound).
         on_step: called with (i, D_i) as soon as step i is done (progress, early output).
 

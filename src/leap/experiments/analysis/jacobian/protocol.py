@@ -9,7 +9,7 @@ from typing import Any
 from leap.util.options import Option, by_name, check_fields
 
 #: The protocol's options, declared once (``leap jacobian`` builds its flags from them and
-#: :meth:`JacobianProtocol.validate` checks the same ranges).
+#: `JacobianProtocol.validate()` checks the same ranges).
 PROTOCOL_OPTIONS = (
     Option("steps", "SGD steps K", int, default=20, low=1),
     Option("every", "report ρ at step 1 and every M steps", int, default=5, low=1),

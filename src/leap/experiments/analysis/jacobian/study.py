@@ -64,7 +64,7 @@ STUDY_FILE = "jacobian.json"  # the study's record: its protocol and every (task
 
 def protocol_matcher(protocol: JacobianProtocol) -> RunMatcher:
     """Whether a jacobian.json was measured under ``protocol`` (see
-    :meth:`JacobianProtocol.identity`), for :func:`leap.engine.rundir.holds_run`."""
+    `JacobianProtocol.identity()`), for [`leap.engine.rundir.holds_run()`][leap.engine.rundir.holds_run]."""
     def matches(previous: dict[str, Any]) -> bool:
         return JacobianProtocol(**previous["protocol"]).identity() == protocol.identity()
     return matches
@@ -73,7 +73,7 @@ def protocol_matcher(protocol: JacobianProtocol) -> RunMatcher:
 def load_runs(out: Path, protocol: JacobianProtocol) -> list[dict[str, Any]]:
     """The (task, lr) results already in ``out``/jacobian.json (none if absent) that this
     protocol asks for; a study under another protocol is refused
-    (:func:`leap.engine.rundir.check_out_dir`)."""
+    ([`leap.engine.rundir.check_out_dir()`][leap.engine.rundir.check_out_dir])."""
     path = Path(out) / STUDY_FILE
     if not path.exists():
         return []
