@@ -1,18 +1,22 @@
-"""Leap: the pull-forward meta-gradient (paper section 2.3, eqs. 5-8, Algorithm 1).
+r"""Leap: the pull-forward meta-gradient (paper section 2.3, eqs. 5-8, Algorithm 1).
 
 With the Jacobians J_i(θ0) approximated by the identity and evaluated at θ0 = ψ0
 (so the baseline path Ψ is the path the task actually took), segment i of a task's
-trajectory θ_0..θ_K contributes
+trajectory θ_0..θ_K contributes (eq. 8)
 
-    g_i = -( Δθ_i + Δf_i ∇f(θ_i) ) / n_i,   Δθ_i = θ_{i+1} - θ_i,  Δf_i = f(θ_{i+1}) - f(θ_i)
+$$
+g_i = -\frac{\Delta\theta_i + \Delta f_i \, \nabla f(\theta_i)}{n_i}, \qquad
+\Delta\theta_i = \theta_{i+1} - \theta_i, \qquad \Delta f_i = f(\theta_{i+1}) - f(\theta_i)
+$$
 
-with n_i = 1 for the energy metric (d2) and n_i = ||γ_{i+1} - γ_i|| for the length
-metric (d1), γ = (θ, f(θ)) when the loss is part of the task manifold and γ = θ when it
-is not (then the Δf term is dropped as well). The stabilizer μ replaces Δf_i by
--|Δf_i| in the gradient term (n_i unchanged). The constant p of eq. 8 is dropped.
+with n_i = 1 for the energy metric (d2) and \(n_i = \lVert \gamma_{i+1} - \gamma_i \rVert\) for
+the length metric (d1), γ = (θ, f(θ)) when the loss is part of the task manifold and
+γ = θ when it is not (then the Δf term is dropped as well). The stabilizer μ replaces
+Δf_i by -|Δf_i| in the gradient term (n_i unchanged). The constant p of eq. 8 is dropped.
 
 The meta-gradient is the mean over tasks of Σ_i g_i; the meta-optimizer applies
-θ0 <- θ0 - β·meta-gradient. Energy without loss and stabilizer gives θ0 - θ_K: Reptile.
+\(\theta_0 \leftarrow \theta_0 - \beta \, \bar g\). Energy without loss and stabilizer gives
+θ0 - θ_K: Reptile.
 """
 
 from __future__ import annotations
@@ -155,11 +159,14 @@ def accumulate_segment_(
     stabilizer: bool,
     eps: float,
 ) -> None:
-    """``acc += g_i`` for the segment θ_i -> θ_{i+1} of eq. 8; the one place the formula lives.
+    r"""``acc += g_i`` for the segment θ_i -> θ_{i+1} of eq. 8; the one place the formula lives.
 
-    g_i = -(Δθ_i + Δf_i ∇f(θ_i)) / n_i (Δf_i -> -|Δf_i| in the gradient term with the
-    stabilizer; no Δf term and n_i over θ alone when the loss is not in the manifold;
-    n_i = 1 for the energy metric).
+    $$
+    g_i = -\frac{\Delta\theta_i + \Delta f_i \, \nabla f(\theta_i)}{n_i}
+    $$
+
+    (Δf_i -> -|Δf_i| in the gradient term with the stabilizer; no Δf term and n_i over θ
+    alone when the loss is not in the manifold; n_i = 1 for the energy metric).
 
     Shapes: either one task, ``loss``/``prev_loss`` 0-dim tensors or Python floats (then
     n_i and the coefficients are computed as floats) and every list entry shaped like its
