@@ -17,7 +17,7 @@ from torch import nn
 import leap
 from leap.cli import main
 from leap.experiments.config import RunConfig
-from leap.experiments.rl.a2c import A2CSettings, train_agent
+from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
 from leap.experiments.rl.agent import ActorCritic, encoder_only, make_agent
 from leap.experiments.rl.envs import EnvSpec, VecEnv, make_vec_env
 from leap.experiments.rl.report import curve_on_grid, write_rl_report
@@ -89,6 +89,29 @@ def test_a2c_agent_learns_to_read_the_observation_in_a_contextual_bandit():
     assert curve.steps == settings.updates * settings.steps_per_update == 2000
     assert first < 0.7  # starts near the random policy's 0.5
     assert last > 0.9
+
+
+def test_the_loss_from_the_acting_passes_is_the_loss_of_a_second_forward_pass_and_so_is_its_gradient():
+    # One forward pass per observation: the loss reuses the acting passes' logits and
+    # values, which equal a fresh forward over the rollout at the same parameters.
+    from leap.experiments.rl.a2c import a2c_loss, collect
+
+    torch.manual_seed(0)
+    model, env = bandit_agent(), bandit_env()
+    settings = A2CSettings(steps=40, num_envs=8, unroll=5, lr=1e-2)
+    curve = AgentCurve("bandit", 0, 0, torch.zeros(1))
+    rollout, _ = collect(model, env, env.reset(), settings, torch.Generator().manual_seed(0), curve)
+    assert rollout.logits.shape == (40, 2) and rollout.values.shape == (40,) and rollout.logits.requires_grad
+    grads = []
+    for rescore in (False, True):
+        model.zero_grad()
+        loss = a2c_loss(model, rollout, settings, rescore=rescore)
+        loss.backward(retain_graph=True)
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (reused, g_reused), (fresh, g_fresh) = grads
+    assert torch.allclose(reused, fresh, rtol=1e-6, atol=1e-7)
+    for a, b in zip(g_reused, g_fresh, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 class CountingLeap(leap.Leap):
@@ -191,7 +214,26 @@ def test_rl_report_draws_one_figure_and_a_table_per_result(tmp_path):
     png, md = write_rl_report(tmp_path)
     assert png.stat().st_size > 0
     table = md.read_text()
-    assert "| breakout | Leap | 2 | 1.00 ± 0.00 |" in table and "| space_invaders | Random init | 1 |" in table
+    assert "| breakout | Leap | 2 | 1.00 ± 0.00 (n=2) |" in table and "| space_invaders | Random init | 1 |" in table
+    # seed 0 is shared with the random init: one paired seed, no interval, no verdict
+    assert "| breakout | Leap - Random init | 0.00 (n=1) | 0.00 (n=1) | cannot be told from 1 seed |" in table
+
+
+def test_rl_report_reads_faster_slower_or_indistinguishable_off_the_paired_interval(tmp_path):
+    def run(returns):
+        return {"episode_steps": list(range(1, len(returns) + 1)), "episode_returns": returns, "steps": 10,
+                "seconds": 0.1}
+
+    random = {str(s): run([1.0, 1.0 + s]) for s in range(3)}
+    faster = {str(s): run([2.0, 2.0 + s + 0.1 * s]) for s in range(3)}
+    same = {str(s): run([1.0 + (-1) ** s * 0.5, 1.0 + s]) for s in range(3)}
+    result = {"benchmark": "minatar", "runs": {"asterix": {"leap": faster, "random": random},
+                                               "freeway": {"leap": same, "random": random},
+                                               "seaquest": {"leap": random, "random": faster}}}
+    (tmp_path / "rl-eval.json").write_text(json.dumps(result))
+    table = write_rl_report(tmp_path)[1].read_text()
+    assert "| asterix | Leap - Random init |" in table and "faster (the interval lies above 0) |" in table
+    assert "indistinguishable (the interval contains 0) |" in table and "slower (the interval lies below 0) |" in table
 
 
 def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):

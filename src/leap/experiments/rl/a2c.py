@@ -83,7 +83,9 @@ class A2CSettings:
 class Rollout:
     """``unroll`` steps of every environment: observations (T, N, C, H, W) uint8, the
     actions (T, N), clipped rewards (T, N), episode ends (T, N) and the observation after
-    the last step (N, C, H, W), all on the learner's device."""
+    the last step (N, C, H, W), all on the learner's device; and the acting passes' own
+    outputs, policy logits (T·N, A) and values (T·N,), still attached to the graph, so
+    the loss needs no second forward pass over the same observations."""
 
     obs: Tensor
     actions: Tensor
@@ -91,6 +93,8 @@ class Rollout:
     dones: Tensor
     last_obs: Tensor
     obs_scale: float
+    logits: Tensor | None = None
+    values: Tensor | None = None
 
 
 @dataclass
@@ -115,12 +119,18 @@ class AgentCurve:
         return float(np.mean(returns)) if returns else float("nan")
 
 
-def a2c_loss(model: nn.Module, rollout: Rollout, settings: A2CSettings) -> Tensor:
+def a2c_loss(model: nn.Module, rollout: Rollout, settings: A2CSettings, rescore: bool = False) -> Tensor:
     """Policy-gradient + value_cost·value error - entropy_cost·entropy, averaged over the
-    T x N steps; the returns bootstrap from V(last_obs) at the current parameters."""
+    T x N steps; the returns bootstrap from V(last_obs) at the current parameters.
+
+    The policy and values are the acting passes' outputs kept in ``rollout`` (one forward
+    pass per observation); ``rescore`` (or a rollout without them) evaluates the
+    observations again at the model's current parameters (f(θ_K) for ``end_task``)."""
     t = rollout.actions.shape[0]
-    obs = rollout.obs.flatten(0, 1).float() * rollout.obs_scale
-    logits, values = model(obs)
+    if rescore or rollout.logits is None or rollout.values is None:
+        logits, values = model(rollout.obs.flatten(0, 1).float() * rollout.obs_scale)
+    else:
+        logits, values = rollout.logits, rollout.values
     with torch.no_grad():
         _, bootstrap = model(rollout.last_obs.float() * rollout.obs_scale)
         returns = torch.empty_like(rollout.rewards)
@@ -149,7 +159,7 @@ def train_agent(
     """Train ``model`` on ``env`` with A2C for ``settings.updates`` updates from its
     current parameters (the caller resets the environments' seeds and the model).
 
-    With a ``learner`` the hook protocol of :mod:`leap.learners.base` is followed:
+    With a ``learner`` the hook protocol of [`leap.learners.base`][leap.learners.base] is followed:
     ``update(loss, model)`` after every backward pass and before gradient clipping and
     the optimizer step, and ``end_task`` with the loss at θ_K on the last rollout (the
     caller calls ``init_task``/``to`` before). Actions are sampled with ``generator``
@@ -181,19 +191,22 @@ def train_agent(
         else:
             # f(θ_K) on the task's latest data: the last rollout, re-scored at θ_K.
             with torch.no_grad():
-                learner.end_task(model, a2c_loss(model, rollout, settings))
+                learner.end_task(model, a2c_loss(model, rollout, settings, rescore=True))
     return curve
 
 
-@torch.no_grad()
 def collect(model: ActorCritic, env: VecEnv, obs: Tensor, settings: A2CSettings, generator: torch.Generator,
             curve: AgentCurve) -> tuple[Rollout, Tensor]:
-    """Act for ``unroll`` steps in every environment; returns the rollout and the next
-    observation. Finished episodes are appended to ``curve``."""
+    """Act for ``unroll`` steps in every environment; returns the rollout (with the
+    acting passes' logits and values, for the loss) and the next observation. Finished
+    episodes are appended to ``curve``."""
     device = obs.device
-    observations, actions, rewards, dones = [], [], [], []
+    observations, actions, rewards, dones, all_logits, all_values = [], [], [], [], [], []
     for _ in range(settings.unroll):
-        probs = F.softmax(model.logits(obs.float() * env.obs_scale), dim=-1)
+        logits, values = model(obs.float() * env.obs_scale)  # the parameters do not change within a rollout
+        all_logits.append(logits)
+        all_values.append(values)
+        probs = F.softmax(logits.detach(), dim=-1)
         action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         result = env.step(action.cpu().numpy())
         observations.append(obs)
@@ -206,5 +219,5 @@ def collect(model: ActorCritic, env: VecEnv, obs: Tensor, settings: A2CSettings,
             curve.episode_returns.append(episode_return)
         obs = result.obs.to(device)
     rollout = Rollout(torch.stack(observations), torch.stack(actions), torch.stack(rewards).to(device),
-                      torch.stack(dones).to(device), obs, env.obs_scale)
+                      torch.stack(dones).to(device), obs, env.obs_scale, torch.cat(all_logits), torch.cat(all_values))
     return rollout, obs
