@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from leap.util.files import atomic_write_text, read_json_record, save_figure
+from leap.util.stats import format_ci, mean_ci95
 
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
 RESULT_FILE = "rl-eval.json"
@@ -40,48 +41,60 @@ def seed_curves(runs: dict[str, Any], grid: np.ndarray, window: int) -> np.ndarr
     return np.stack([curve_on_grid(r["episode_steps"], r["episode_returns"], grid, window) for r in runs.values()])
 
 
-def summarize(result: dict[str, Any], window: int = 100) -> dict[str, dict[str, dict[str, float]]]:
-    """Per game and initialization: mean return over all episodes of a run (the area under
-    its learning curve, in spirit) and final return (its last ``window`` episodes), each as
-    mean and standard deviation over seeds."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for game, by_label in result["runs"].items():
-        for label, runs in by_label.items():
-            overall = [float(np.mean(r["episode_returns"])) for r in runs.values() if r["episode_returns"]]
-            final = [float(np.mean(r["episode_returns"][-window:])) for r in runs.values() if r["episode_returns"]]
-            table.setdefault(game, {})[label] = {
-                "mean_return": _mean(overall), "mean_return_std": _std(overall),
-                "final_return": _mean(final), "final_return_std": _std(final),
-                "seeds": len(runs), "seeds_with_episodes": len(overall),
-            }
-    return table
+def per_seed(runs: dict[str, Any], window: int) -> dict[str, tuple[float, float]]:
+    """Seed -> (mean return over all its episodes: the area under its learning curve, in
+    spirit; final return: the mean of its last ``window`` episodes), for seeds with episodes."""
+    return {seed: (float(np.mean(r["episode_returns"])), float(np.mean(r["episode_returns"][-window:])))
+            for seed, r in runs.items() if r["episode_returns"]}
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
-
-
-def _std(values: list[float]) -> float:
-    return float(np.std(values)) if values else math.nan
-
-
-def _cell(mean: float, std: float) -> str:
-    return "no finished episode" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+def _cell(values: list[float]) -> str:
+    return format_ci(values, digits=2) if values else "no finished episode"
 
 
 def summary_table(result: dict[str, Any], window: int = 100) -> str:
-    """Markdown: one row per game and initialization."""
+    """Markdown: one row per game and initialization, each column the mean over seeds ± the
+    half-width of its 95% interval; then, per game, the paired difference of each learned
+    initialization minus the random one (the same seeds: the same heads, environments and
+    action streams, so only the encoder's start differs) with a sentence read off its
+    interval."""
     lines = [
         "| Game | Initialization | Seeds | Mean return over training | Final return (last "
         f"{window} episodes) |",
         "|---|---|---|---|---|",
     ]
-    for game, by_label in summarize(result, window).items():
-        for label, s in by_label.items():
-            lines.append(f"| {game} | {LABELS.get(label, label)} | {s['seeds']} | "
-                         f"{_cell(s['mean_return'], s['mean_return_std'])} | "
-                         f"{_cell(s['final_return'], s['final_return_std'])} |")
+    verdicts = []
+    for game, by_label in result["runs"].items():
+        seeds = {label: per_seed(runs, window) for label, runs in by_label.items()}
+        for label, values in seeds.items():
+            lines.append(f"| {game} | {LABELS.get(label, label)} | {len(by_label[label])} | "
+                         f"{_cell([v[0] for v in values.values()])} | {_cell([v[1] for v in values.values()])} |")
+        for label, values in seeds.items():
+            if label == "random" or "random" not in seeds:
+                continue
+            shared = sorted(set(values) & set(seeds["random"]))
+            if not shared:
+                continue
+            auc = [values[s][0] - seeds["random"][s][0] for s in shared]
+            final = [values[s][1] - seeds["random"][s][1] for s in shared]
+            verdicts.append(f"| {game} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
+                            f"{_verdict(auc)} |")
+    if verdicts:
+        lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
+                  "the learned initialization is |", "|---|---|---|---|---|", *verdicts]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(differences: list[float]) -> str:
+    """Faster, slower or indistinguishable, from the 95% interval of the paired differences."""
+    mean, half = mean_ci95(differences)
+    if math.isnan(half):
+        return f"cannot be told from {len(differences)} seed"
+    if mean - half > 0:
+        return "faster (the interval lies above 0)"
+    if mean + half < 0:
+        return "slower (the interval lies below 0)"
+    return "indistinguishable (the interval contains 0)"
 
 
 def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, spread: float = 2.0,
