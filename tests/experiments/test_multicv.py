@@ -610,6 +610,16 @@ def test_a_result_json_that_is_not_the_runs_evaluation_is_evaluated_again_and_le
     assert "another pretrained state" in capsys.readouterr().err
 
 
+def test_a_finished_run_extended_by_more_meta_steps_equals_the_longer_run(pool_dir, tmp_path):
+    longer = run_multicv(tiny("gtsrb", "leap", pool_dir, meta_steps=3), tmp_path / "longer", log=lambda m: None)
+    run_multicv(tiny("gtsrb", "leap", pool_dir, meta_steps=2), tmp_path / "run", log=lambda m: None)
+    extended = run_multicv(tiny("gtsrb", "leap", pool_dir, meta_steps=3), tmp_path / "run", log=lambda m: None)
+    for key in ("test_error", "train_error", "auc", "curve", "meta_steps", "best_val_error"):
+        assert extended[key] == longer[key], key
+    with pytest.raises(UsageError, match="different run"):  # a run is not shortened
+        run_multicv(tiny("gtsrb", "leap", pool_dir, meta_steps=2), tmp_path / "run", log=lambda m: None)
+
+
 def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir, tmp_path):
     cfg = tiny("gtsrb", "finetune", pool_dir, meta_steps=50, meta_patience=1, task_lr=1e-9)
     result = run_multicv(cfg, tmp_path / "run", log=lambda m: None)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from leap.engine.loop import fit
-from leap.engine.rundir import RunMatcher, begin_run, check_out_dir
+from leap.engine.rundir import begin_run, check_out_dir
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import make_method
 from leap.experiments.multicv.report import write_multicv_report
@@ -119,7 +119,12 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     cfg.validate()
     out = Path(out)
     result_path = out / "result.json"
-    same_config: RunMatcher = lambda existing: existing == cfg.to_dict()  # noqa: E731
+    def same_config(existing: dict[str, Any]) -> bool:
+        # The same run, or (resuming) this run with fewer meta-steps: a larger --meta-steps extends it.
+        steps = existing.get("meta_steps")
+        return existing == cfg.to_dict() or (resume and isinstance(steps, int) and steps <= cfg.meta_steps
+                                              and {**existing, "meta_steps": cfg.meta_steps} == cfg.to_dict())
+
     check_out_dir(out, same_config, overwrite)
     if resume and not overwrite:
         kept, why = read_result(out, cfg.to_dict())
