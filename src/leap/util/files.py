@@ -84,6 +84,17 @@ def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
     return record
 
 
+def read_optional_record(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`read_json_record` for a file that may not exist: ``(record, None)``,
+    ``(None, why)`` when it is damaged, ``(None, None)`` when there is none."""
+    if not Path(path).is_file():
+        return None, None
+    try:
+        return read_json_record(path), None
+    except CorruptFileError as err:
+        return None, str(err)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a JSON-lines file (metrics.jsonl); damage is a
     [`CorruptFileError`][leap.util.errors.CorruptFileError]

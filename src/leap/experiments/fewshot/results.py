@@ -8,13 +8,12 @@ its init.safetensors); anything else is re-evaluated or left out with the reason
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
-from leap.util.files import file_sha256
+from leap.util.files import file_sha256, read_optional_record
 
 #: Run fields that decide an evaluation's numbers besides the init (the engine and the
 #: device decide only its rounding). Together with the split and the method's head policy.
@@ -62,13 +61,8 @@ def read_result(run_dir: Path, cfg: RunConfig, split: str = "test") -> tuple[dic
     """``(result, None)`` when ``run_dir``'s eval-<split>.json is the evaluation of the run
     ``cfg`` as it is now; else ``(None, why)`` (why is None when there is no file)."""
     path = eval_file(run_dir, split)
-    if not path.is_file():
-        return None, None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        return None, f"{path.name} cannot be read ({err})"
-    if not isinstance(result, dict):
-        return None, f"{path.name} is not a result (a JSON object)"
+    result, why = read_optional_record(path)
+    if result is None:
+        return None, why
     why = mismatch(result, cfg, split, file_sha256(Path(run_dir) / "init.safetensors"))
     return (None, f"{path.name}: {why}") if why else (result, None)

@@ -4,11 +4,10 @@ it evaluated), and a sweep or report takes it only when both match the run as it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from leap.util.files import file_sha256, list_checkpoints
+from leap.util.files import file_sha256, list_checkpoints, read_optional_record
 
 
 def result_source(out: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -23,14 +22,10 @@ def read_result(out: Path, config: dict[str, Any]) -> tuple[dict[str, Any] | Non
     """``(result, None)`` when ``out``'s result.json is the evaluation of the run ``config`` (its config.json)
     with the pretrained state now in ``out``; else ``(None, why)`` (why None: no file). A
     directory without checkpoints (an archived run) is checked on its configuration alone."""
-    path = Path(out) / "result.json"
-    if not path.is_file():
-        return None, None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        return None, f"result.json cannot be read ({err})"
-    if not isinstance(result, dict) or "config" not in result or "pretrained_sha256" not in result:
+    result, why = read_optional_record(Path(out) / "result.json")
+    if result is None:
+        return None, why
+    if "config" not in result or "pretrained_sha256" not in result:
         return None, "result.json records no configuration or pretrained-state digest (written by an older leap)"
     if result["config"] != config:
         return None, "result.json was made by another configuration"
