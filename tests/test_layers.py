@@ -1,6 +1,6 @@
 """The package's layers (docs/design.md): imports point down, never up, and never in a circle.
 
-    cli -> experiments -> engine -> {tasks, baselines} -> {models, learners} -> util
+    console -> cli -> experiments -> engine -> {tasks, baselines} -> {models, learners} -> util
 
 ``learners/`` (the library) imports torch and itself only. Read from the source with
 ``ast``, function-local imports included, so a lazy import cannot hide an arrow.
@@ -27,7 +27,8 @@ LAYERS = {
     "engine": 3,
     "experiments": 4,
     "cli": 5,
-    "__main__": 6,
+    "console": 6,  # the entry point: --version without the rest, else cli
+    "__main__": 7,
     "__init__": 6,
 }
 

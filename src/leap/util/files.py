@@ -85,7 +85,7 @@ def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
 
 
 def read_optional_record(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
-    """:func:`read_json_record` for a file that may not exist: ``(record, None)``,
+    """[`read_json_record()`][leap.util.files.read_json_record] for a file that may not exist: ``(record, None)``,
     ``(None, why)`` when it is damaged, ``(None, None)`` when there is none."""
     if not Path(path).is_file():
         return None, None
