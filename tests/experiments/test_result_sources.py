@@ -94,3 +94,20 @@ def test_theta0_at_a_kept_checkpoint_is_evaluated_into_its_own_file_and_the_last
     capsys.readouterr()
     assert main(["evaluate", str(run), "--checkpoint", "7", "--no-progress"]) == 2
     assert "--checkpoint 7: no checkpoint-00000007.pt" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_theta0_is_damaged_is_refused_naming_the_checkpoint(tmp_path, capsys):
+    from leap.util.files import checkpoint_path, load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY, "--meta-steps", "2", "--checkpoint-every", "1",
+                 "--keep-checkpoints", "0"]) == 0
+    path = checkpoint_path(run / "checkpoints", 1)
+    state = load_checkpoint(path)
+    name = next(k for k in state["learner"] if k.startswith("init."))
+    state["learner"][name].view(-1)[0] = float("nan")
+    save_checkpoint(run / "checkpoints", 1, state, keep=0)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--checkpoint", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith(f"leap: error: {path}: non-finite values in")
+    assert not (run / "eval-test-step-00000001.json").exists()

@@ -143,8 +143,9 @@ def checkpoint_init(cfg: RunConfig, benchmark: Benchmark, path: Path) -> tuple[d
 def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: str = "test",
                  progress: bool = False, loaded: tuple[dict[str, Tensor], str] | None = None) -> dict[str, Any]:
     """Evaluate the init at ``init_path`` (a run directory or an init file), or ``loaded``
-    (θ0 and its digest, e.g. `checkpoint_init()`), on ``split``; the result names its
-    source (`leap.experiments.fewshot.results.stamp()`)."""
+    (θ0 and its digest, e.g. `checkpoint_init()`; ``init_path`` then names the file it came
+    from in errors), on ``split``; the result names its source
+    (`leap.experiments.fewshot.results.stamp()`)."""
     try:
         init, digest = loaded if loaded is not None else read_init(init_path, cfg.device)
         where = str(init_path / "init.safetensors" if init_path.is_dir() else init_path)
@@ -180,7 +181,7 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     run = Path(args.run)
     join_workers(cfg, args)
     benchmark = prepare(cfg)
-    loaded, path = None, eval_file(run, args.split)
+    loaded, source, path = None, run, eval_file(run, args.split)
     if args.checkpoint is not None:  # θ0 as it was at that meta-step
         if not run.is_dir():
             raise UsageError(f"--checkpoint: {run} is not a run directory")
@@ -189,10 +190,10 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
             kept = [step for step, _ in list_checkpoints(run / "checkpoints")]
             raise UsageError(f"--checkpoint {args.checkpoint}: no {ckpt.name} in {run / 'checkpoints'} (it has "
                              f"{kept or 'none'}; train with --keep-checkpoints 0 to keep them all)")
-        loaded = checkpoint_init(cfg, benchmark, ckpt)
+        loaded, source = checkpoint_init(cfg, benchmark, ckpt), ckpt  # errors then name the checkpoint
         path = eval_file(run, args.split, meta_step=args.checkpoint)
     # Under torchrun, tasks are split over ranks.
-    result = evaluate_run(cfg, benchmark, run, args.split, progress=not args.no_progress, loaded=loaded)
+    result = evaluate_run(cfg, benchmark, source, args.split, progress=not args.no_progress, loaded=loaded)
     if not distributed.is_main():
         return 0
     if args.checkpoint is not None:
