@@ -608,6 +608,9 @@ def test_a_result_json_that_is_not_the_runs_evaluation_is_evaluated_again_and_le
     newest.write_bytes(newest.read_bytes() + b"another pretraining")
     assert collect_results(tmp_path) == []
     assert "another pretrained state" in capsys.readouterr().err
+    (run / "config.json").write_text("{not json")  # a damaged config is named, not skipped in silence
+    assert collect_results(tmp_path) == []
+    assert f"left out {run}: {run / 'config.json'}: not a readable JSON record" in capsys.readouterr().err
 
 
 def test_a_finished_run_extended_by_more_meta_steps_equals_the_longer_run(pool_dir, tmp_path):

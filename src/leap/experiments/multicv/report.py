@@ -10,7 +10,8 @@ from typing import Any
 from leap.experiments.multicv.config import METHOD_LABELS, TABLE_METHODS
 from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
-from leap.util.files import atomic_write_bytes, atomic_write_json
+from leap.util.errors import CorruptFileError
+from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record
 from leap.util.stats import format_ci
 
 PAPER_TABLE4: dict[str, dict[str, tuple[float, float, float]]] = {
@@ -38,10 +39,11 @@ def collect_results(directory: str | Path) -> list[tuple[dict[str, Any], dict[st
     found = []
     for result_path in sorted(Path(directory).rglob("result.json")):
         try:
-            config = json.loads((result_path.parent / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        result, why = read_result(result_path.parent, config)
+            config = read_json_record(result_path.parent / "config.json")
+        except CorruptFileError as err:  # named, as the few-shot report does, not skipped in silence
+            result, why = None, str(err)
+        else:
+            result, why = read_result(result_path.parent, config)
         if result is None:
             print(f"leap: report: left out {result_path.parent}: {why}", file=sys.stderr)
         elif {"held_out", "method", "test_error"} <= set(result):
