@@ -9,7 +9,8 @@ from typing import Any
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.results import mismatch, read_result
 from leap.experiments.methods import METHODS
-from leap.util.files import atomic_write_text, save_figure
+from leap.util.errors import CorruptFileError
+from leap.util.files import atomic_write_text, read_json_record, save_figure
 from leap.util.stats import format_ci
 
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
@@ -266,25 +267,25 @@ def budget_points(runs: list[dict[str, Any]], left_out: list[str] | None = None)
     """(column, meta-step, test error %) of every run's evaluations along meta-training:
     its eval-test-step-*.json (θ0 at a checkpoint, ``leap evaluate --checkpoint``) whose
     settings are the run's, and its final evaluation at its last meta-step."""
-    import json
-
+    labels = columns(runs)
     points = []
-    for r, column in zip(runs, columns(runs), strict=True):
+    for r, column in zip(runs, labels, strict=True):
         cfg = RunConfig.from_dict(r["config"]).resolved()
         for path in sorted(Path(r["dir"]).glob("eval-test-step-*.json")):
             try:
-                result = json.loads(path.read_text())
-                why = mismatch(result, cfg, "test", None) if isinstance(result, dict) else "not a result"
-                step = result["meta_step"] if why is None else None
-            except (OSError, ValueError, KeyError) as err:
+                result = read_json_record(path, ("meta_step", "test_error"))
+                why = mismatch(result, cfg, "test", None)
+            except CorruptFileError as err:
                 why = str(err)
-            if why is not None or not isinstance(step, int):
+            if why is None and not isinstance(result["meta_step"], int):
+                why = f"meta_step {result['meta_step']!r} is not a meta-step"
+            if why is not None:
                 if left_out is not None:
-                    left_out.append(f"{path}: {why or 'no meta_step'}")
+                    left_out.append(f"{path}: {why}")
                 continue
-            points.append((column, step, 100 * result["test_error"]))
+            points.append((column, result["meta_step"], 100 * result["test_error"]))
     along = {c for c, _, _ in points}  # the methods evaluated along meta-training: add their final results
-    return points + [(c, r["meta_steps"], 100 * r["test_error"]) for r, c in zip(runs, columns(runs), strict=True)
+    return points + [(c, r["meta_steps"], 100 * r["test_error"]) for r, c in zip(runs, labels, strict=True)
                      if c in along]
 
 
