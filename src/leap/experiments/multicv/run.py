@@ -15,7 +15,7 @@ from torch import Tensor
 from leap.engine.loop import fit
 from leap.engine.rundir import begin_run, check_out_dir
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
-from leap.experiments.multicv.methods import make_method
+from leap.experiments.multicv.methods import METHOD_CLASSES, make_method
 from leap.experiments.multicv.report import write_multicv_report
 from leap.experiments.multicv.results import read_result, result_source
 from leap.experiments.multicv.training import TaskRun, error_rate
@@ -137,7 +137,7 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     # every dataset it trains on decoded (or read from the cache) and split.
     check_device(cfg.device)
     bench = bench if bench is not None else cfg.benchmark(cache_dir)
-    for name in [cfg.held_out, *(bench.pool(cfg.held_out) if cfg.method != "none" else [])]:
+    for name in [cfg.held_out, *(bench.pool(cfg.held_out) if METHOD_CLASSES[cfg.method].trains else [])]:
         bench.get(name)
     begin_run(out, cfg.to_dict(), same_config, overwrite=overwrite, resume=resume)
     result_path.unlink(missing_ok=True)
