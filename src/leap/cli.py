@@ -3,6 +3,10 @@
 Thin: it builds the parser from the experiments' options, sends each command to the
 experiment that runs it (few-shot, Multi-CV, RL, the analyses) and turns the error policy
 of [`leap.util.errors`][leap.util.errors] into exit codes: bad input exits 2 with one line on stderr.
+
+Imports no torch, numpy or safetensors: the parser is built from torch-free declarations
+and a command's implementation is imported when it runs, so ``--help`` and usage errors
+answer at once (tests/test_cli_startup.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from leap.engine.rundir import check_output_dir, lock
-from leap.experiments import multicv
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     EXECUTION_FIELDS,
@@ -32,12 +35,11 @@ from leap.experiments.config import (
     read_run_config,
 )
 from leap.experiments.config import config_from_args as run_config_from_args
-from leap.experiments.fewshot import commands as fewshot
-from leap.experiments.fewshot.report import write_report
 from leap.experiments.methods import METHODS
+from leap.experiments.multicv.commands import add_multicv_options, sweep_from_args, train_from_args
+from leap.experiments.multicv.config import METHODS as MULTICV_METHODS
 from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_rl
 from leap.experiments.rl.options import RL_BENCHMARKS
-from leap.experiments.rl.report import RESULT_FILE, write_rl_report
 from leap.util import distributed, tensorboard
 from leap.util.errors import CorruptFileError, RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
@@ -59,10 +61,12 @@ DISTRIBUTED_COMMANDS = ("train", "evaluate")
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.benchmark == "multicv":
-        return multicv.train_from_args(args)  # its own protocol (appendix E)
+        return train_from_args(args)  # its own protocol (appendix E)
     cfg = run_config_from_args(args, args.method)
     if cfg.benchmark in RL_BENCHMARKS:
         return train_rl(cfg, args)  # games, not datasets
+    from leap.experiments.fewshot import commands as fewshot
+
     return fewshot.cmd_train(args, cfg)
 
 
@@ -84,28 +88,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
                     seeds=None if args.seed is None else [args.seed])
         return 0
+    from leap.experiments.fewshot import commands as fewshot
+
     return fewshot.cmd_evaluate(args, cfg)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.benchmark == "multicv":
         raise UsageError("compare does not run multicv; use leap sweep --benchmark multicv [--held-out A,B]")
+    from leap.experiments.fewshot import commands as fewshot
+
     return fewshot.cmd_compare(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
     if args.benchmark == "multicv":
-        return multicv.sweep_from_args(args)  # held-out datasets x methods x seeds
+        return sweep_from_args(args)  # held-out datasets x methods x seeds
+    from leap.experiments.fewshot import commands as fewshot
+
     return fewshot.cmd_sweep(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from leap.experiments.fewshot.report import write_report
+    from leap.experiments.multicv.report import write_multicv_report
+    from leap.experiments.rl.report import RESULT_FILE, write_rl_report
+
     out = Path(args.dir)
     if not out.is_dir():
         raise UsageError(f"{out}: no such directory")
     try:
-        paths = write_analysis_report(out) or write_report(out) or multicv.write_multicv_report(out)
+        paths = write_analysis_report(out) or write_report(out) or write_multicv_report(out)
         if (out / RESULT_FILE).is_file():
             paths = [*paths, *write_rl_report(out)]
     except CorruptFileError as err:  # a damaged record, named
@@ -177,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
-    p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *multicv.METHODS])),
+    p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *MULTICV_METHODS])),
                    help="hat and progressive: --benchmark multicv only")
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
-    multicv.add_multicv_options(p)
+    add_multicv_options(p)
     add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -204,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "multicv: leap,finetune,progressive,hat,none)")
     p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
     add_run_options(p, per_run=False)
-    multicv.add_multicv_options(p)
+    add_multicv_options(p)
     Option("pretrain_tasks", "comma-separated counts (Table 2's rows)", default="1,3,5,10,15,20,25",
            applies_to=FEWSHOT_BENCHMARKS).add_to(p)
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")

@@ -16,15 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leap.engine.precision import PRECISIONS
 from leap.learners import MAML, MetaLearner
 from leap.tasks.base import Task
 from leap.util import checks
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
-#: Arithmetic of a task's forward and backward passes; parameters, their gradients, θ0
-#: and the meta-gradient stay float32 in every case. bf16: ``torch.autocast`` to
-#: bfloat16 (CPU and CUDA); tf32: TensorFloat-32 matmuls and convolutions (CUDA only).
-PRECISIONS = ("fp32", "bf16", "tf32")
 #: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
 #: result and the batched engine evaluates in the same chunks.
 TEST_CHUNK = 1000

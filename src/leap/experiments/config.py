@@ -2,6 +2,10 @@
 
 Defaults follow the paper's Table 3 (Omniglot) where a benchmark reproduces it; the
 built-in benchmark scales budgets down so that a comparison runs in minutes on 2 cores.
+
+Imports no torch: the command line is built from these declarations (``leap --help``
+answers without it); the engine checks that need torch are imported by
+[`RunConfig.validate()`][leap.experiments.config.RunConfig.validate].
 """
 
 from __future__ import annotations
@@ -14,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leap.engine.batched import resolve_engine
-from leap.engine.inner import PRECISIONS, check_precision
+from leap.engine.precision import PRECISIONS
 from leap.engine.rundir import RunMatcher, check_out_dir
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
 from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
-from leap.tasks.omniglot import BN_EVAL, PIPELINES
+from leap.tasks.omniglot.constants import BN_EVAL, PIPELINES
 from leap.util import checks, distributed
 from leap.util.errors import UsageError
 from leap.util.files import list_checkpoints
@@ -122,6 +125,9 @@ class RunConfig:
         """Every field against its declared option (`RUN_OPTIONS`); options that do
         not apply to the benchmark, and the meta learning rate of a method without one,
         are not checked."""
+        from leap.engine.batched import resolve_engine
+        from leap.engine.inner import check_precision
+
         fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
         check_fields(self, RUN_FIELDS, fields, benchmark=self.benchmark)
         steps = [c[0] for c in self.meta_lr_changes if isinstance(c, (list, tuple)) and len(c) == 2]

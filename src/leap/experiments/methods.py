@@ -5,18 +5,22 @@ hook is built, whether it meta-trains at all, whether it carries one model from 
 task (multi-headed finetuning), whether it differentiates through the inner loop (MAML),
 whether the batched engine can run its meta-training, and whether its initialization is
 evaluated with a fresh head. Code elsewhere asks the method, never tests its name.
+
+A hook's learner class is imported when the hook is built: the registry itself (the
+command line's ``--method`` choices) comes without torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from leap.learners import FOMAML, MAML, Leap, MetaLearner, Reptile
-from leap.learners.base import ParamSelector
+    from leap.learners import MetaLearner
+    from leap.learners.base import ParamSelector
 
 
 class LearnerOptions(Protocol):
@@ -28,7 +32,7 @@ class LearnerOptions(Protocol):
     inner_lr: float
 
 
-LearnerFactory = Callable[[nn.Module, LearnerOptions, ParamSelector], MetaLearner]
+LearnerFactory = Callable[["nn.Module", LearnerOptions, "ParamSelector"], "MetaLearner"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,36 @@ class Method:
 
 
 def _leap(model: nn.Module, o: LearnerOptions, params: ParamSelector) -> MetaLearner:
+    from leap.learners import Leap
+
     return Leap(model, metric=o.metric, loss_in_manifold=o.loss_in_manifold, stabilizer=o.stabilizer, params=params)
+
+
+def _reptile(model: nn.Module, o: LearnerOptions, params: ParamSelector) -> MetaLearner:
+    from leap.learners import Reptile
+
+    return Reptile(model, params=params)
+
+
+def _fomaml(model: nn.Module, o: LearnerOptions, params: ParamSelector) -> MetaLearner:
+    from leap.learners import FOMAML
+
+    return FOMAML(model, params=params)
+
+
+def _maml(model: nn.Module, o: LearnerOptions, params: ParamSelector) -> MetaLearner:
+    from leap.learners import MAML
+
+    return MAML(model, inner_lr=o.inner_lr, params=params)
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("leap", "Leap", 0.1, _leap),
-        Method("reptile", "Reptile", 0.1, lambda model, o, params: Reptile(model, params=params)),
-        Method("fomaml", "FOMAML", 0.5, lambda model, o, params: FOMAML(model, params=params)),
-        Method("maml", "MAML", 0.5, lambda model, o, params: MAML(model, inner_lr=o.inner_lr, params=params),
-               differentiates_inner_loop=True, batched=False),
+        Method("reptile", "Reptile", 0.1, _reptile),
+        Method("fomaml", "FOMAML", 0.5, _fomaml),
+        Method("maml", "MAML", 0.5, _maml, differentiates_inner_loop=True, batched=False),
         Method("finetune", "Finetuning (multi-headed)", 0.0, carries_model=True, batched=False, fresh_head=True),
         Method("none", "No pretraining", 0.0, meta_trains=False, batched=False),
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-
 from leap.util.errors import UsageError
 
 
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, with one line naming ``--device``."""
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError as err:

@@ -14,6 +14,11 @@ world of one: ``rank() == 0``, ``shard`` keeps everything, reductions do nothing
 
 Collectives run with a timeout, so a rank that dies or hangs turns into a
 [`DistributedError`][leap.util.distributed.DistributedError] on the others instead of a job that waits forever.
+
+torch is imported by the helpers that need it, not with this module: what the command
+line asks of every run ([`launched()`][leap.util.distributed.launched], [`prefix()`][leap.util.distributed.prefix],
+[`shutdown()`][leap.util.distributed.shutdown], also after ``--help``) reads the environment, and no process group
+can exist before torch.distributed is imported.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import datetime
 import hashlib
 import io
 import os
+import sys
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-import torch.distributed as dist
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 T = TypeVar("T")
 
@@ -67,16 +73,26 @@ def launch_rank() -> int:
 
 
 def active() -> bool:
-    """Whether a process group is initialized (collectives are real)."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether a process group is initialized (collectives are real). Without torch.distributed
+    imported there is none, and this does not import it."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    if not active():
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
 
 
 def world_size() -> int:
-    return dist.get_world_size() if active() else 1
+    if not active():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
 
 
 def is_main() -> bool:
@@ -103,6 +119,8 @@ def check_rank_device(device: str) -> None:
     """
     if not launched():
         return
+    import torch
+
     dev = torch.device(device)
     if dev.type != "cuda":
         return
@@ -124,6 +142,9 @@ def setup(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     global _timeout_s
     if not launched() or active():
         return False
+    import torch
+    import torch.distributed as dist
+
     if not timeout_s > 0:
         raise ValueError(f"the distributed timeout must be > 0 seconds, got {timeout_s}")
     check_rank_device(device)
@@ -167,6 +188,8 @@ def _import_modules_that_bind_the_world_group() -> None:
 def shutdown() -> None:
     """Leave the process group (no-op when none is active)."""
     if active():
+        import torch.distributed as dist
+
         dist.destroy_process_group()
 
 
@@ -193,6 +216,9 @@ def shard(items: Sequence[T], index: int | None = None, world: int | None = None
 # ---------------------------------------------------------------------- collectives
 def _comm_device() -> torch.device:
     """Where collective buffers must live: this rank's GPU for NCCL, else the CPU."""
+    import torch
+    import torch.distributed as dist
+
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -213,6 +239,9 @@ def all_reduce_sum(tensors: Sequence[Tensor]) -> None:
     """
     if not active() or not tensors:
         return
+    import torch
+    import torch.distributed as dist
+
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
@@ -236,6 +265,9 @@ def barrier() -> None:
     """Wait until every rank gets here (bounded by the timeout)."""
     if not active():
         return
+    import torch
+    import torch.distributed as dist
+
     try:
         if dist.get_backend() == "nccl":
             dist.barrier(device_ids=[torch.cuda.current_device()])
@@ -253,6 +285,9 @@ def check_same(text: str, what: str) -> None:
     """
     if not active():
         return
+    import torch
+    import torch.distributed as dist
+
     digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
     mine = torch.tensor([digest], dtype=torch.int64, device=_comm_device())
     gathered = [torch.zeros_like(mine) for _ in range(world_size())]
@@ -275,6 +310,9 @@ def broadcast_from_main(obj: Any) -> Any:
     """
     if not active():
         return obj
+    import torch
+    import torch.distributed as dist
+
     comm = _comm_device()
     try:
         if is_main():

@@ -1,6 +1,8 @@
 """Files: the learned initialization (safetensors), checkpoints and atomic writes.
 
-Nothing here unpickles: inits are safetensors, JSON is JSON.
+Nothing here unpickles: inits are safetensors, JSON is JSON. torch and safetensors are
+imported by the functions that read or write tensors, so the JSON and atomic-write
+helpers (the run-directory policy, the reports) come without them.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from leap.util.errors import CorruptFileError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 def _umask() -> int:
@@ -122,6 +123,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
 
 def non_finite(state: dict[str, Tensor]) -> list[str]:
     """Names of the floating-point tensors of ``state`` that hold a NaN or an infinity."""
+    import torch
+
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
@@ -153,6 +156,8 @@ def save_init(path: str | os.PathLike, state: dict[str, Tensor], metadata: dict[
 def init_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """The bytes [`save_init()`][leap.util.files.save_init] writes for ``state`` (their sha256 names an init that
     was never saved, e.g. θ0 read from a checkpoint)."""
+    from safetensors.torch import save
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return save(tensors, metadata=metadata)
 
@@ -166,6 +171,9 @@ def read_init(path: str | os.PathLike, device: torch.device | str = "cpu") -> tu
     """An initialization (a run directory's init.safetensors, or the file) and the sha256
     of the bytes it was read from: one read, so the digest names exactly what was loaded
     (results record it: [`file_sha256()`][leap.util.files.file_sha256] of the same file must give it back)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     path = Path(path)
     if path.is_dir():
         path = path / "init.safetensors"
@@ -216,6 +224,8 @@ def save_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, An
     """Write ``state`` as checkpoint ``step`` atomically, with a checksum, then delete all
     but the newest ``keep`` checkpoints (the previous one survives until the new one is
     complete)."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
@@ -230,6 +240,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling), after
     verifying its checksum: a flipped bit is a [`CorruptFileError`][leap.util.errors.CorruptFileError], never a silently
     different run. (Checkpoints written before checksums existed load unverified.)"""
+    import torch
+
     try:
         data = Path(path).read_bytes()
     except OSError as err:

@@ -17,7 +17,8 @@ measurements). So a command uses:
    still counts a command that ended seconds ago, so in a loop of runs every run after the
    first got one core of two (docs/benchmarks.md).
 
-The library (``leap.Leap`` in a user's loop) never changes torch's threads.
+The library (``leap.Leap`` in a user's loop) never changes torch's threads. torch is
+imported only to set the count (the command line declares ``--threads`` without it).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
 
 from leap.util.errors import UsageError
 
@@ -130,6 +129,8 @@ def thread_policy(requested: int | None = None, benchmark: str | None = None) ->
     """Run a command with [`choose_threads()`][leap.util.threads.choose_threads]'s count; torch's previous count
     comes back
     afterwards (commands also run in-process, from tests and notebooks)."""
+    import torch
+
     threads, _ = choose_threads(requested, benchmark)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

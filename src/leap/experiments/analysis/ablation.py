@@ -14,6 +14,9 @@ tasks (``run.evaluate``: paired, every configuration sees the same data) and wri
 ``OUT/ablation.json``, ``OUT/ablation.md`` and ``OUT/ablation.png`` (Figure 6). Rerun the
 same command after an interruption: finished configurations are skipped, an unfinished
 one resumes from its newest checkpoint.
+
+Imports no torch (the command line takes the options from here); the command imports the
+few-shot runs (``leap.experiments.fewshot.commands``) when it runs.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from typing import Any
 
 from leap.engine.rundir import holds_run
 from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, run_matcher
-from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, moving_average
 from leap.experiments.fewshot.results import eval_file, read_result
 from leap.experiments.methods import METHODS
@@ -276,6 +278,8 @@ def collect_rows(out: Path, protocol: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
+    from leap.experiments.fewshot.commands import evaluate_run, prepare, train_run
+
     if args.benchmark not in BENCHMARKS:
         raise UsageError(f"--benchmark {args.benchmark}: the ablation runs on {' or '.join(BENCHMARKS)}")
     try:

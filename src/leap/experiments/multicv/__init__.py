@@ -33,12 +33,19 @@ methods are evaluated on the same minibatches, and a run resumes from its last
 meta-step checkpoint exactly.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from leap.experiments.multicv.commands import add_multicv_options, sweep_from_args, train_from_args
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, Budget, MultiCVConfig
-from leap.experiments.multicv.methods import LeapMethod, Method, make_method
-from leap.experiments.multicv.report import collect_results, multicv_table, write_multicv_report
-from leap.experiments.multicv.run import MultiCVTrainer, multicv_sweep, run_multicv
-from leap.experiments.multicv.training import PlainView, TaskRun, error_rate, fit_task
+from leap.util.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from leap.experiments.multicv.methods import LeapMethod, Method, make_method
+    from leap.experiments.multicv.report import collect_results, multicv_table, write_multicv_report
+    from leap.experiments.multicv.run import MultiCVTrainer, multicv_sweep, run_multicv
+    from leap.experiments.multicv.training import PlainView, TaskRun, error_rate, fit_task
 
 __all__ = [
     "METHODS", "TABLE_METHODS", "Budget", "LeapMethod", "Method", "MultiCVConfig",
@@ -46,3 +53,11 @@ __all__ = [
     "make_method", "multicv_sweep", "multicv_table", "run_multicv", "sweep_from_args", "train_from_args",
     "write_multicv_report",
 ]
+# The options and commands import without torch (the command line's); the protocol's
+# modules are imported when one of their names is first used (leap.util.lazy).
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "leap.experiments.multicv.methods": ("LeapMethod", "Method", "make_method"),
+    "leap.experiments.multicv.report": ("collect_results", "multicv_table", "write_multicv_report"),
+    "leap.experiments.multicv.run": ("MultiCVTrainer", "multicv_sweep", "run_multicv"),
+    "leap.experiments.multicv.training": ("PlainView", "TaskRun", "error_rate", "fit_task"),
+})

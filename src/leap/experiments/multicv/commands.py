@@ -1,4 +1,8 @@
-"""``leap train|sweep --benchmark multicv``: options and commands."""
+"""``leap train|sweep --benchmark multicv``: options and commands.
+
+Imports no torch: the command line takes the options from here; the commands import the
+protocol (``leap.experiments.multicv.run``) when they run.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import sys
 from collections.abc import Callable
 
 from leap.experiments.multicv.config import FIELD_OPTIONS, MULTICV_OPTIONS, TABLE_METHODS, MultiCVConfig
-from leap.experiments.multicv.run import multicv_sweep, run_multicv
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.options import add_options
@@ -44,6 +47,8 @@ INPUT_ERRORS = (ValueError, FileNotFoundError, CorruptFileError, ImportError)
 def train_from_args(args: argparse.Namespace) -> int:
     """``leap train --benchmark multicv``: one run into ``--out`` (resumed if it exists
     with the same config). Errors in the input or the data exit with status 2."""
+    from leap.experiments.multicv.run import run_multicv
+
     if distributed.launched():
         raise UsageError("--benchmark multicv runs in a single process: run it without torchrun")
     try:
@@ -62,6 +67,8 @@ def train_from_args(args: argparse.Namespace) -> int:
 def sweep_from_args(args: argparse.Namespace) -> int:
     """``leap sweep --benchmark multicv``: held-out datasets (``--held-out A,B``; default
     all) x methods (``--methods``; default all five) x seeds (``--seeds``; default 0)."""
+    from leap.experiments.multicv.run import multicv_sweep
+
     try:
         methods = [m.strip() for m in (args.methods or ",".join(TABLE_METHODS)).split(",") if m.strip()]
         seeds = [int(v) for v in (args.seeds or "0").split(",") if v.strip()]

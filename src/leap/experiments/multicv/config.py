@@ -1,16 +1,23 @@
-"""Multi-CV's configuration (Table 5's budgets) and a task's training budget."""
+"""Multi-CV's configuration (Table 5's budgets) and a task's training budget.
+
+Imports no torch (the command line's Multi-CV options are declared here); the datasets
+are imported when a run builds them
+([`MultiCVConfig.benchmark()`][leap.experiments.multicv.config.MultiCVConfig.benchmark]).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leap.experiments.config import RUN_FIELDS
-from leap.tasks.multicv import MultiCV
 from leap.util import checks
 from leap.util.options import Option, by_name, check_fields
+
+if TYPE_CHECKING:
+    from leap.tasks.multicv import MultiCV
 
 METHODS = ("leap", "finetune", "none", "hat", "progressive")
 TABLE_METHODS = ("leap", "finetune", "progressive", "hat", "none")  # Table 1's row order
@@ -90,6 +97,8 @@ class MultiCVConfig:
         return checks.dataclass_from_dict(cls, values, "Multi-CV config")
 
     def benchmark(self, cache_dir: str | Path | None = None) -> MultiCV:
+        from leap.tasks.multicv import MultiCV
+
         return MultiCV(self.data_dir, self.datasets, cache_dir=cache_dir, val_size=self.val_size,
                        sample_cap=self.sample_cap, test_cap=self.test_cap, device=self.device)
 

@@ -1,7 +1,9 @@
 """The RL side of the command line: ``leap train --benchmark atari|minatar`` and
 ``leap rl-eval RUN`` (also what ``leap evaluate`` runs on an RL run directory).
 
-``leap.cli`` dispatches here.
+``leap.cli`` dispatches here. Imports no torch (the command line takes ``rl-eval``'s
+options from here): the commands import the agents, the environments and the meta-training
+loop when they run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from leap.engine.loop import fit
 from leap.engine.rundir import begin_run, holds_run, lock
 from leap.experiments.config import (
     RUN_FIELDS,
@@ -28,22 +27,25 @@ from leap.experiments.config import (
     run_matcher,
 )
 from leap.experiments.methods import METHODS
-from leap.experiments.rl.a2c import AgentCurve
-from leap.experiments.rl.envs import check_games
-from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
 from leap.experiments.rl.options import RL_BENCHMARKS, RLSetup
-from leap.experiments.rl.report import summary_table, write_rl_report
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, check_state, read_init
 from leap.util.progress import Progress
 
+if TYPE_CHECKING:
+    import torch
+
+    from leap.experiments.rl.a2c import AgentCurve
+
 RESULT_FILE = "rl-eval.json"
 BASELINE = "random"  # the label of the randomly initialized encoder
 
 
 def check_rl_games(setup: RLSetup) -> None:
+    from leap.experiments.rl.envs import check_games
+
     try:
         check_games(setup.spec, list(setup.pool) + list(setup.eval_games))
     except (ImportError, ValueError) as err:
@@ -73,6 +75,9 @@ class RLProgress(Progress):
 def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     """``leap train`` for an RL benchmark: config.json, metrics.jsonl, checkpoints,
     init.safetensors (the encoder), with resume and signal handling from ``fit``."""
+    from leap.engine.loop import fit
+    from leap.experiments.rl.meta import RLMetaTrainer
+
     if distributed.launched():
         raise UsageError(f"--benchmark {cfg.benchmark} runs in a single process: run it without torchrun")
     check_device(cfg.device)
@@ -114,6 +119,9 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
 
     Resumable: runs already in an existing result file with the same settings are kept.
     """
+    from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
+    from leap.experiments.rl.report import summary_table, write_rl_report
+
     overrides: dict[str, Any] = {}
     if eval_steps is not None:
         overrides["eval_steps"] = eval_steps

@@ -27,27 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The games are declared without torch in leap.experiments.rl.games (the benchmarks'
+# defaults); they are still read from here.
+from leap.experiments.rl.games import (  # noqa: F401
+    ATARI_EVAL,
+    ATARI_HELD_OUT,
+    ATARI_POOL,
+    MINATAR_GAMES,
+    MINATAR_HELD_OUT,
+    MINATAR_POOL,
+)
 from leap.util.checks import positive_int
 
-MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 MINATAR_CHANNELS = 10  # seaquest has the most channels; the others are zero-padded to it
-# Mirrors the paper: pretrain on the rest, hold out Breakout and SpaceInvaders.
-MINATAR_POOL = ("asterix", "freeway", "seaquest")
-MINATAR_HELD_OUT = ("breakout", "space_invaders")
-
-# The paper's pool is "all environments with an action space of at most 10" except
-# Breakout and SpaceInvaders (27 games; the list is not published). These are the games
-# of the 2018 Gym Atari suite whose minimal action set has at most 10 actions, less the
-# two held-out games: 25 games.
-ATARI_POOL = (
-    "AirRaid", "Amidar", "Assault", "Asterix", "Atlantis", "BeamRider", "Bowling", "Carnival", "CrazyClimber",
-    "DemonAttack", "Enduro", "Freeway", "Gopher", "MsPacman", "NameThisGame", "Phoenix", "Pong", "Pooyan", "Qbert",
-    "Skiing", "TimePilot", "Tutankham", "UpNDown", "VideoPinball", "WizardOfWor",
-)
-# Table 6: pretraining games, held-out games, and held-out games with 14-18 actions.
-ATARI_EVAL = ("AirRaid", "UpNDown", "WizardOfWor", "Breakout", "SpaceInvaders", "Asteroids", "Alien", "Gravitar",
-              "RoadRunner")
-ATARI_HELD_OUT = ("Breakout", "SpaceInvaders")
 
 
 class Game(Protocol):

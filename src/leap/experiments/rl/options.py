@@ -17,17 +17,23 @@ follows where it does not:
 
 Everything else is RL-specific and lives in ``RunConfig.extra`` (keys of
 `EXTRA_KEYS`), filled with the benchmark's defaults by [`resolve_extra()`][leap.experiments.rl.options.resolve_extra].
+
+The agents' and environments' modules (torch, numpy) are imported by the functions that
+build their settings, so the options and defaults come without them.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from leap.experiments.rl.a2c import A2CSettings
-from leap.experiments.rl.envs import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL, EnvSpec
+from leap.experiments.rl.games import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL
 from leap.util.options import Option, add_options, by_name, check_fields
+
+if TYPE_CHECKING:
+    from leap.experiments.rl.a2c import A2CSettings
+    from leap.experiments.rl.envs import EnvSpec
 
 RL_BENCHMARKS = ("atari", "minatar")
 RL_METHODS = ("leap", "reptile", "none")
@@ -148,6 +154,8 @@ def pretrain_default(benchmark: str, extra: dict[str, Any]) -> int:
 
 def settings(extra: dict[str, Any], values: dict[str, Any], evaluation: bool) -> A2CSettings:
     """The A2C settings of meta-training (``evaluation`` False) or evaluation runs."""
+    from leap.experiments.rl.a2c import A2CSettings
+
     prefix = "eval" if evaluation else "task"
     lr = values["eval_lr"] if evaluation else values["inner_lr"]
     return A2CSettings(
@@ -158,6 +166,8 @@ def settings(extra: dict[str, Any], values: dict[str, Any], evaluation: bool) ->
 
 
 def env_spec(benchmark: str, extra: dict[str, Any]) -> EnvSpec:
+    from leap.experiments.rl.envs import EnvSpec
+
     return EnvSpec(benchmark, frame_stack=extra["frame_stack"], action_set=extra["action_set"],
                    sticky_action_prob=extra["sticky_action_prob"])
 

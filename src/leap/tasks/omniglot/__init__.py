@@ -51,18 +51,8 @@ images themselves (transductive).
 
 from __future__ import annotations
 
-from leap.tasks.omniglot.augment import (
-    AUGMENTATION,
-    AffineParams,
-    RandomAffine,
-    affine_params_from_uniforms,
-    affine_theta,
-    apply_affine,
-    draw_affine_uniforms,
-    random_affine,
-    sample_affine_params,
-)
-from leap.tasks.omniglot.benchmark import OmniglotBenchmark
+from typing import TYPE_CHECKING
+
 from leap.tasks.omniglot.constants import (
     BN_EVAL,
     CACHE_FORMAT,
@@ -80,15 +70,43 @@ from leap.tasks.omniglot.constants import (
     TEST_DRAWINGS,
     OmniglotSizeWarning,
 )
-from leap.tasks.omniglot.data import (
-    OmniglotData,
-    Tree,
-    decode_sources,
-    find_sources,
-    load_omniglot,
-    resolve_data_dir,
-)
 from leap.tasks.omniglot.download import ARCHIVES, OFFICIAL_URL, download_omniglot
+from leap.util.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from leap.tasks.omniglot.augment import (
+        AUGMENTATION,
+        AffineParams,
+        RandomAffine,
+        affine_params_from_uniforms,
+        affine_theta,
+        apply_affine,
+        draw_affine_uniforms,
+        random_affine,
+        sample_affine_params,
+    )
+    from leap.tasks.omniglot.benchmark import OmniglotBenchmark
+    from leap.tasks.omniglot.data import (
+        OmniglotData,
+        Tree,
+        decode_sources,
+        find_sources,
+        load_omniglot,
+        resolve_data_dir,
+    )
+
+# The modules that need torch and numpy are imported when one of their names is first
+# used, so that the constants (the command line's choices) come without them.
+_LAZY = {
+    "leap.tasks.omniglot.augment": (
+        "AUGMENTATION", "AffineParams", "RandomAffine", "affine_params_from_uniforms", "affine_theta", "apply_affine",
+        "draw_affine_uniforms", "random_affine", "sample_affine_params",
+    ),
+    "leap.tasks.omniglot.benchmark": ("OmniglotBenchmark",),
+    "leap.tasks.omniglot.data": (
+        "OmniglotData", "Tree", "decode_sources", "find_sources", "load_omniglot", "resolve_data_dir",
+    ),
+}
 
 __all__ = [
     "ARCHIVES",
@@ -126,3 +144,4 @@ __all__ = [
     "resolve_data_dir",
     "sample_affine_params",
 ]
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

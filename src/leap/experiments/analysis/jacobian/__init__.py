@@ -28,27 +28,31 @@ Cost: K·n_L Hessian-vector products; memory: n_L × (number of parameters) numb
 
 from __future__ import annotations
 
-from leap.experiments.analysis.jacobian.blocks import (
-    HELP,
-    Batch,
-    LossFn,
-    block_map,
-    first_layer,
-    relative_precision,
-    schatten1,
-    sgd_block_jacobians,
-    sgd_step,
-)
+from typing import TYPE_CHECKING
+
 from leap.experiments.analysis.jacobian.command import add_options, cmd_jacobian
-from leap.experiments.analysis.jacobian.protocol import JacobianProtocol
+from leap.experiments.analysis.jacobian.protocol import HELP, JacobianProtocol
 from leap.experiments.analysis.jacobian.report import plot_jacobian, write_jacobian_report
-from leap.experiments.analysis.jacobian.study import (
-    SyntheticImages,
-    load_runs,
-    run_study,
-    study_batches,
-    study_model,
-)
+from leap.util.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from leap.experiments.analysis.jacobian.blocks import (
+        Batch,
+        LossFn,
+        block_map,
+        first_layer,
+        relative_precision,
+        schatten1,
+        sgd_block_jacobians,
+        sgd_step,
+    )
+    from leap.experiments.analysis.jacobian.study import (
+        SyntheticImages,
+        load_runs,
+        run_study,
+        study_batches,
+        study_model,
+    )
 
 __all__ = [
     "HELP",
@@ -71,3 +75,14 @@ __all__ = [
     "study_model",
     "write_jacobian_report",
 ]
+# The command, its options and the report import without torch (the command line's); the
+# Jacobians and the study are imported when one of their names is first used (leap.util.lazy).
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "leap.experiments.analysis.jacobian.blocks": (
+        "Batch", "LossFn", "block_map", "first_layer", "relative_precision", "schatten1", "sgd_block_jacobians",
+        "sgd_step",
+    ),
+    "leap.experiments.analysis.jacobian.study": (
+        "SyntheticImages", "load_runs", "run_study", "study_batches", "study_model",
+    ),
+})

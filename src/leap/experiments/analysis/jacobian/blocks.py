@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from leap.experiments.analysis.jacobian.protocol import HELP  # noqa: F401  (declared without torch, read here too)
+
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-HELP = "appendix B: precision of Leap's identity approximation of the Jacobian (Figure 5)"
 
 
 # ---------------------------------------------------------------------- linear algebra

@@ -1,4 +1,8 @@
-"""leap jacobian: options and the command."""
+"""leap jacobian: options and the command.
+
+Imports no torch (the command line takes the options from here); the command imports the
+study (``leap.experiments.analysis.jacobian.study``) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,6 @@ from typing import Any
 
 from leap.engine.rundir import check_out_dir
 from leap.experiments.analysis.jacobian.protocol import PROTOCOL_OPTIONS, JacobianProtocol
-from leap.experiments.analysis.jacobian.study import (
-    STUDY_FILE,
-    SyntheticImages,
-    protocol_matcher,
-    run_study,
-)
 from leap.experiments.config import THREADS
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
@@ -45,6 +43,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_jacobian(args: argparse.Namespace) -> int:
+    from leap.experiments.analysis.jacobian.study import STUDY_FILE, SyntheticImages, protocol_matcher, run_study
     from leap.tasks import make_benchmark
 
     protocol = JacobianProtocol(

@@ -8,6 +8,9 @@ from typing import Any
 
 from leap.util.options import Option, by_name, check_fields
 
+#: ``leap jacobian``'s line in ``leap --help``.
+HELP = "appendix B: precision of Leap's identity approximation of the Jacobian (Figure 5)"
+
 #: The protocol's options, declared once (``leap jacobian`` builds its flags from them and
 #: `JacobianProtocol.validate()` checks the same ranges).
 PROTOCOL_OPTIONS = (
