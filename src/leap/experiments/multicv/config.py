@@ -2,7 +2,7 @@
 
 Imports no torch (the command line's Multi-CV options are declared here); the datasets
 are imported when a run builds them
-([`MultiCVConfig.benchmark()`][leap.experiments.multicv.config.MultiCVConfig.benchmark]).
+(`MultiCVConfig.benchmark()`).
 """
 
 from __future__ import annotations
