@@ -51,6 +51,7 @@ import torch
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: time meta-steps (and, with several ranks, the all-reduce); rank 0 prints JSON."""
+    from leap.engine.loop import meta_step
     from leap.experiments.config import RunConfig
     from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark
     from leap.util import distributed
@@ -60,12 +61,12 @@ def worker(args: argparse.Namespace) -> None:
     cfg = RunConfig(method="leap", meta_batch=args.meta_batch, meta_steps=args.steps + 1,
                     device=args.device).resolved()
     trainer = MetaTrainer(cfg, build_benchmark(cfg))
-    trainer.step()  # warm-up: caches the tasks, first kernels
+    meta_step(trainer)  # warm-up: caches the tasks, first kernels
     times, cpu_times = [], []
     for _ in range(args.steps):
         distributed.barrier()  # every step starts together, as after the previous all-reduce
         start, cpu_start = time.perf_counter(), time.process_time()
-        trainer.step()  # ends with a host sync (the valid-task count)
+        meta_step(trainer)  # the tasks and the meta-update; ends with a host sync
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     params = sum(p.numel() for p in trainer.learner.parameters())

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from leap.engine.loop import meta_step as whole_meta_step
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.tasks.base import Task
@@ -165,7 +166,7 @@ def worker(args: argparse.Namespace) -> dict:
         if args.variant == "plain":
             plain_meta_step(trainer, init)
         else:
-            trainer.step()
+            whole_meta_step(trainer)  # the tasks (trainer.step) and fit's meta-update
 
     for _ in range(args.warmup):
         meta_step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from leap.engine.evaluation import evaluate
+from leap.engine.loop import meta_step
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer, eval_loop
 from leap.tasks import make_benchmark
@@ -16,7 +17,7 @@ def test_leap_init_beats_random_init_on_held_out_tasks():
     trainer = MetaTrainer(cfg, benchmark)
     random_init = trainer.init_state()
     for _ in range(cfg.meta_steps):
-        metrics = trainer.step()
+        metrics = meta_step(trainer)
         assert math.isfinite(metrics["train_loss"]) and metrics["valid_tasks"] == cfg.meta_batch
     learned = evaluate(benchmark, trainer.init_state(), eval_loop(cfg), seed=0)
     baseline = evaluate(benchmark, random_init, eval_loop(cfg), seed=0)

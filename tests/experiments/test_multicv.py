@@ -30,6 +30,7 @@ from PIL import Image
 
 import leap.experiments.multicv as mr
 import leap.tasks.multicv as mc
+from leap.engine.loop import meta_step
 from leap.experiments.multicv import (
     METHODS,
     Budget,
@@ -40,8 +41,10 @@ from leap.experiments.multicv import (
     run_multicv,
     write_multicv_report,
 )
+from leap.experiments.multicv.run import MultiCVTrainer
 from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
+from leap.util.files import list_checkpoints, load_checkpoint
 
 # The real data: $LEAP_TEST_DATA/multicv, else the checkout's ../shared/data/multicv.
 SHARED = Path(os.environ.get("LEAP_TEST_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data") / "multicv"
@@ -535,10 +538,11 @@ def test_task_restores_the_parameters_of_its_best_validation_check(pool_dir):
 
 def test_leap_meta_learns_the_encoder_only_and_moves_it(pool_dir):
     cfg = tiny("mnist", "leap", pool_dir)
-    method = mr.make_method(cfg, cfg.benchmark())
+    trainer = MultiCVTrainer(cfg, cfg.benchmark())
+    method = trainer.method
     assert all(n.startswith("encoder") for n in method.learner.param_names)
     before = [p.detach().clone() for p in method.learner.parameters()]
-    method.pretrain_step(0)
+    meta_step(trainer)  # the tasks' meta-gradient, then fit's meta-update of θ0
     assert all(not torch.equal(a, b) for a, b in zip(before, method.learner.parameters()))
 
 
@@ -627,6 +631,42 @@ def test_meta_training_stops_when_mean_validation_error_stops_improving(pool_dir
     cfg = tiny("gtsrb", "finetune", pool_dir, meta_steps=50, meta_patience=1, task_lr=1e-9)
     result = run_multicv(cfg, tmp_path / "run", log=lambda m: None)
     assert result["meta_stopped_early"] and result["meta_steps"] < 50
+
+
+def test_a_meta_update_that_makes_theta0_non_finite_is_rolled_back_and_the_run_stops_then_resumes(
+        pool_dir, tmp_path, monkeypatch):
+    # The loop owns Multi-CV's meta-update too: when it leaves θ0 non-finite (here an
+    # infinite meta-gradient in meta-step 2; Adam then writes NaN), θ0 and Adam's state are
+    # put back, the run stops with the loop's message and a checkpoint of meta-step 1 whose
+    # θ0 is the finite one of meta-step 1, and resuming finishes the same run.
+    from leap.experiments.multicv.methods import LeapMethod
+
+    cfg = tiny("gtsrb", "leap", pool_dir, meta_steps=3)
+    whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)
+    original = LeapMethod.end_step
+    theta: dict[str, torch.Tensor] = {}
+    calls: list[int] = []
+
+    def infinite_meta_gradient_in_meta_step_2(self):
+        original(self)
+        calls.append(1)
+        if len(calls) == 2:
+            theta.update({f"init.{n}": p.detach().clone() for n, p in self.learner.named_parameters()})
+            for p in self.learner.parameters():
+                p.grad.fill_(float("inf"))
+
+    monkeypatch.setattr(LeapMethod, "end_step", infinite_meta_gradient_in_meta_step_2)
+    with pytest.raises(RunStopped, match=r"meta-step 2 made θ0 non-finite .*θ0 is kept at meta-step 1") as stopped:
+        run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    assert stopped.value.exit_code == 1
+    step, path = list_checkpoints(tmp_path / "cut" / "checkpoints")[-1]
+    learner = load_checkpoint(path)["method"]["learner"]
+    assert step == 1 and theta and all(torch.equal(learner[k], v) for k, v in theta.items())
+    assert all(bool(torch.isfinite(v).all()) for v in theta.values())
+    monkeypatch.setattr(LeapMethod, "end_step", original)
+    resumed = run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
+    for key in ("test_error", "train_error", "auc", "curve", "meta_steps", "best_val_error"):
+        assert resumed[key] == whole[key], key
 
 
 @pytest.mark.parametrize("method", ["leap", "finetune", "hat", "progressive"])

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from leap.engine import InnerLoop, inner, train_task
+from leap.engine.loop import meta_step
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot import trainer as trainer_module
 from leap.experiments.fewshot.trainer import MetaTrainer, draw_sources
@@ -87,7 +88,7 @@ def test_finetuning_interleaves_the_minibatches_of_all_tasks_of_a_meta_step(monk
         return original(task, batch_size, generator)
 
     monkeypatch.setattr(Task, "sample", spy)
-    record = trainer.step()
+    record = meta_step(trainer)
     assert sorted(seen) == sorted(s for s in set(seen) for _ in range(4))  # each task K = 4 times
     # Interleaved: some task's minibatches are not all consecutive.
     runs = sum(1 for a, b in itertools.pairwise(seen) if a != b) + 1
@@ -101,11 +102,11 @@ def test_finetuning_keeps_one_head_per_source_and_a_revisited_source_starts_from
     reset = trainer_module.reset_head
     monkeypatch.setattr(trainer_module, "reset_head",
                         lambda model, *parts: fresh_heads.append(parts[-1]) or reset(model, *parts))
-    trainer.step()
+    meta_step(trainer)
     assert sorted(trainer.heads) == sorted(fresh_heads) == [0, 1, 2, 3]  # a new head per source, once
     saved = {s: {k: v.clone() for k, v in h.items()} for s, h in trainer.heads.items()}
     encoder_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
-    trainer.step()
+    meta_step(trainer)
     assert len(fresh_heads) == 4  # the second visit re-used every head ...
     for source, head in trainer.heads.items():  # ... and trained it further
         assert not torch.equal(head["weight"], saved[source]["weight"])
@@ -117,7 +118,7 @@ def test_finetuning_heads_fit_their_sources_labels():
     # lower than another source's head on the same data.
     trainer = finetune_trainer(meta_batch=4, steps=30)
     for _ in range(3):
-        trainer.step()
+        meta_step(trainer)
     bench, model = trainer.benchmark, trainer.model
     own, other = [], []
     for source in range(4):

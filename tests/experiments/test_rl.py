@@ -317,6 +317,87 @@ def test_sigterm_stops_rl_meta_training_after_the_game_in_flight_and_resume_cont
     assert records("b") == records("a") and [r["step"] for r in records("b")] == [1, 2, 3]
 
 
+def rl_theta(path) -> dict[str, torch.Tensor]:
+    from leap.util.files import load_checkpoint
+
+    return {k: v for k, v in load_checkpoint(path)["learner"].items() if k.startswith("init.")}
+
+
+@needs_minatar
+def test_an_rl_meta_update_that_makes_theta0_non_finite_stops_with_theta0_intact_and_continues_with_a_lower_rate(
+        tmp_path, capsys, monkeypatch):
+    # The loop's meta-update (leap.engine.loop.meta_step) serves RL as it serves few-shot
+    # runs. At this scale RL's meta-gradient is about 1e-3, so even the largest float32 rate
+    # leaves θ0 finite: scaled by 1e4 (as a larger run's could be), the rate 3e38 given from
+    # meta-step 2 on makes θ0 infinite. The run stops with the loop's message and θ0 as
+    # meta-step 1 left it, and continues with --resume --meta-lr 0.5 as if run so.
+    import leap.experiments.rl.meta as meta
+    from leap.util.files import list_checkpoints
+
+    out = tmp_path / "run"
+    run = ["train", "--benchmark", "minatar", "--method", "leap", "--checkpoint-every", "1", "--out", str(out), *TINY]
+    assert main([*run, "--meta-steps", "1"]) == 0
+    first = rl_theta(list_checkpoints(out / "checkpoints")[-1][1])
+    original = meta.normalize_meta_gradient
+
+    def scaled(learner, riders=()):
+        tasks = original(learner, riders)
+        for p in learner.parameters():
+            p.grad.mul_(1e4)
+        return tasks
+
+    monkeypatch.setattr(meta, "normalize_meta_gradient", scaled)
+    capsys.readouterr()
+    assert main([*run, "--meta-steps", "3", "--resume", "--meta-lr", "3e38"]) == 1
+    err = capsys.readouterr().err
+    assert "meta-step 2 made θ0 non-finite" in err and "θ0 is kept at meta-step 1" in err
+    assert "--resume --meta-lr X" in err
+    step, path = list_checkpoints(out / "checkpoints")[-1]
+    kept = rl_theta(path)
+    assert step == 1 and kept.keys() == first.keys() and all(torch.equal(kept[k], first[k]) for k in first)
+    assert all(bool(torch.isfinite(v).all()) for v in kept.values())
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    monkeypatch.setattr(meta, "normalize_meta_gradient", original)
+    assert main([*run, "--meta-steps", "3", "--resume", "--meta-lr", "0.5"]) == 0
+    assert "with meta learning rate 0.5 from meta-step 1" in capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    assert config["meta_lr"] == 0.5 and config["meta_lr_changes"] == [[1, 0.5]]
+    plain = tmp_path / "plain"
+    assert main([*run[:-len(TINY) - 1], str(plain), *TINY, "--meta-steps", "3"]) == 0
+    assert (out / "init.safetensors").read_bytes() == (plain / "init.safetensors").read_bytes()
+
+
+@needs_minatar
+def test_a_meta_lr_change_recorded_in_config_json_is_applied_by_rl_from_the_meta_step_it_names(tmp_path, capsys):
+    # --resume --meta-lr 0.1 after meta-step 2 records [[2, 0.1]]: meta-steps 1-2 run at
+    # the rate given first, meta-step 3 at 0.1; the recorded config trained from scratch is
+    # the same run.
+    from leap.engine.loop import fit
+    from leap.experiments.rl.meta import RLMetaTrainer
+    from leap.util.files import checkpoint_path
+
+    def run(out, *args):
+        return main(["train", "--benchmark", "minatar", "--method", "leap", "--checkpoint-every", "1",
+                     "--keep-checkpoints", "0", "--out", str(out), *TINY, *args])
+
+    assert run(tmp_path / "plain", "--meta-steps", "3") == 0
+    assert run(tmp_path / "changed", "--meta-steps", "2") == 0
+    assert run(tmp_path / "changed", "--meta-steps", "3", "--resume", "--meta-lr", "0.1") == 0
+    config = json.loads((tmp_path / "changed" / "config.json").read_text())
+    assert config["meta_lr_changes"] == [[2, 0.1]]
+    cfg = RunConfig.from_dict(config).resolved()
+    trainer = RLMetaTrainer(cfg)
+    assert [trainer.meta_lr_at(s) for s in range(3)] == [0.5, 0.5, 0.1]
+    (tmp_path / "again").mkdir()
+    fit(trainer, tmp_path / "again", checkpoint_every=1, keep_checkpoints=0, log=lambda _: None)
+    for step in (1, 2, 3):
+        changed = rl_theta(checkpoint_path(tmp_path / "changed" / "checkpoints", step))
+        again = rl_theta(checkpoint_path(tmp_path / "again" / "checkpoints", step))
+        plain = rl_theta(checkpoint_path(tmp_path / "plain" / "checkpoints", step))
+        assert all(torch.equal(changed[k], again[k]) for k in changed)
+        assert all(torch.equal(changed[k], plain[k]) for k in changed) == (step < 3), step
+
+
 @needs_minatar
 def test_paired_evaluation_differs_only_in_the_encoder_init():
     from leap.experiments.rl.meta import evaluate_init, make_game_agent

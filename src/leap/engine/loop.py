@@ -2,9 +2,11 @@
 
 ``fit`` owns what every experiment needs and none should write twice: metrics.jsonl,
 periodic checkpoints, exact resume, SIGINT/SIGTERM (stop after the meta-step in flight,
-with a checkpoint), the stop after repeated failed meta-steps, and torchrun's rules (rank 0
-reads and writes files, the ranks stop after the same meta-step). An experiment supplies a
-trainer: one meta-step, validation, its state.
+with a checkpoint), the stop after repeated failed meta-steps, torchrun's rules (rank 0
+reads and writes files, the ranks stop after the same meta-step), and the meta-update with
+its bookkeeping ([`meta_step()`][leap.engine.loop.meta_step]: the meta learning rate's
+schedule, the roll-back of a θ0 made non-finite). An experiment supplies a trainer: the
+task work of a meta-step, its meta-optimizer and θ0, validation, its state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from leap.engine.meta_update import meta_update
 from leap.learners import MetaLearner
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
@@ -44,12 +47,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Trainer(Protocol):
     """What [`fit()`][leap.engine.loop.fit] drives: one experiment's meta-training state.
 
-    ``step()`` runs one meta-step (Algorithm 1, lines 2-13) and returns its metrics,
-    which must include ``step``, ``train_loss``, ``valid_tasks`` and ``dropped_tasks``.
-    ``stop_requests`` collects the signals this process received (``fit`` installs the
-    handlers and, in a single process, stops on them); under torchrun ``stop_signal`` is
-    the one all ranks agreed on in the latest step (None: go on). ``state_dict()`` must
-    make a resumed run continue bit for bit.
+    ``step()`` does the task work of meta-step ``step_count`` (0-based; Algorithm 1, lines
+    2-12): it trains the meta-batch's tasks, leaves their meta-gradient normalized in the
+    hook ([`normalize_meta_gradient()`][leap.engine.meta_update.normalize_meta_gradient],
+    which sums it over torchrun's ranks), sets ``meta_gradient_tasks`` and returns the
+    step's metrics, which must include ``valid_tasks`` and ``dropped_tasks`` (not ``step``).
+    It neither steps the meta-optimizer nor counts the step: [`meta_step()`][leap.engine.loop.meta_step]
+    (which ``fit`` calls) then updates θ0 (``meta_parameters()`` by ``meta_optimizer`` at
+    ``meta_lr_at(step)``, rolled back if θ0 became non-finite; no update when
+    ``meta_optimizer`` is None) and keeps the bookkeeping ([`TrainerState`][leap.engine.loop.TrainerState]:
+    ``step_count``, ``consecutive_failures``). ``stop_requests`` collects the signals this
+    process received (``fit`` installs the handlers and, in a single process, stops on
+    them); under torchrun ``stop_signal`` is the one all ranks agreed on in the latest
+    step (None: go on). ``state_dict()`` must make a resumed run continue bit for bit.
     """
 
     config: dict[str, Any]  # what the run is (JSON); every torchrun rank must hold the same
@@ -59,6 +69,7 @@ class Trainer(Protocol):
     consecutive_failures: int  # meta-steps in a row in which every task failed
     stop_requests: list[int]
     stop_signal: int | None
+    meta_gradient_tasks: int  # tasks in the meta-gradient the latest step() left (0: no update)
 
     @property
     def trains(self) -> bool:
@@ -69,6 +80,20 @@ class Trainer(Protocol):
     def finished(self) -> bool:
         """Meta-training is over: ``meta_steps`` done, nothing to train, or the trainer's own
         stopping rule (Multi-CV's meta-patience)."""
+        ...
+
+    @property
+    def meta_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of θ0 (None: nothing to meta-update, e.g. finetuning, HAT)."""
+        ...
+
+    def meta_parameters(self) -> list[Tensor]:
+        """θ0: the parameters ``meta_optimizer`` steps."""
+        ...
+
+    def meta_lr_at(self, step: int) -> float:
+        """The meta learning rate of meta-step ``step`` (0-based): ``--meta-lr`` and the
+        changes a continued run recorded in config.json."""
         ...
 
     def step(self) -> dict[str, Any]: ...
@@ -87,24 +112,63 @@ class Trainer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class HookTrainerState:
+class TrainerState:
+    """The bookkeeping every trainer shares, declared once: the meta-steps done, the
+    failed ones in a row, the stop requests and signal, the tasks of the latest
+    meta-gradient; and no meta-update by default (``meta_optimizer`` None). A trainer
+    calls ``super().__init__()``; [`meta_step()`][leap.engine.loop.meta_step] keeps the counts."""
+
+    def __init__(self) -> None:
+        self.step_count = 0  # meta-steps done
+        self.consecutive_failures = 0  # meta-steps in a row in which every task failed
+        # Signals this process received (fit's handlers append), and the one the ranks agreed
+        # to stop on after the latest step (None: go on; set by a trainer running under torchrun,
+        # whose flags travel in the meta-gradient's all-reduce, so every rank stops after the
+        # same meta-step).
+        self.stop_requests: list[int] = []
+        self.stop_signal: int | None = None
+        self.meta_gradient_tasks = 0  # tasks in the meta-gradient the latest step() left
+
+    @property
+    def meta_optimizer(self) -> torch.optim.Optimizer | None:
+        return None
+
+    def meta_parameters(self) -> list[Tensor]:
+        return []
+
+    def meta_lr_at(self, step: int) -> float:
+        raise NotImplementedError
+
+
+class HookTrainerState(TrainerState):
     """``state_dict``/``load_state_dict`` of a trainer that holds ``model``, ``learner``
-    (a `MetaLearner` or None) and ``meta_opt`` (or None): the
+    (a `MetaLearner` or None), ``meta_opt`` (or None) and ``cfg`` (a
+    [`RunConfig`][leap.experiments.config.RunConfig]: the meta learning rate's schedule): the
     meta-step, the failure count, the model, θ0 with its accumulators, the meta-optimizer
     and the global RNG states (loadable with ``torch.load(weights_only=True)``); and
-    ``finished`` once ``meta_steps`` are done (or when it does not train)."""
+    ``finished`` once ``meta_steps`` are done (or when it does not train). θ0 is the
+    learner's parameters, stepped by ``meta_opt`` at ``cfg.meta_lr_at(step)``."""
 
     model: nn.Module
     learner: MetaLearner | None
     meta_opt: torch.optim.Optimizer | None
+    cfg: Any
     meta_steps: int
-    step_count: int
-    consecutive_failures: int
     trains: bool
 
     @property
     def finished(self) -> bool:
         return not self.trains or self.step_count >= self.meta_steps
+
+    @property
+    def meta_optimizer(self) -> torch.optim.Optimizer | None:
+        return self.meta_opt if self.learner is not None else None
+
+    def meta_parameters(self) -> list[Tensor]:
+        return list(self.learner.parameters()) if self.learner is not None else []
+
+    def meta_lr_at(self, step: int) -> float:
+        return self.cfg.meta_lr_at(step)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +220,29 @@ def _write_init(trainer: Trainer, out: Path, main: bool) -> None:
                          f"likely too high): init.safetensors not written", 1)
     if main and init is not None:
         save_init(out / "init.safetensors", init)
+
+
+def meta_step(trainer: Trainer) -> dict[str, Any] | None:
+    """One whole meta-step of ``trainer``: its task work (``trainer.step()``), the
+    meta-update of θ0 ([`meta_update()`][leap.engine.meta_update.meta_update] at
+    ``trainer.meta_lr_at(step)``; none without a ``meta_optimizer`` or when no task
+    contributed) and the bookkeeping (``step_count``, ``consecutive_failures``).
+
+    Returns the step's record, ``step`` first; None when the meta-update made θ0
+    non-finite: θ0 and the meta-optimizer are then as before it and the step is not
+    counted (``fit`` restores the rest of the trainer's state and stops)."""
+    record = trainer.step()
+    optimizer = getattr(trainer, "meta_optimizer", None)
+    if optimizer is not None:
+        start = time.perf_counter()
+        if not meta_update(optimizer, trainer.meta_parameters(), trainer.meta_lr_at(trainer.step_count),
+                           trainer.meta_gradient_tasks):
+            return None
+        if "seconds" in record:
+            record["seconds"] += time.perf_counter() - start
+    trainer.step_count += 1
+    trainer.consecutive_failures = 0 if record["valid_tasks"] > 0 else trainer.consecutive_failures + 1
+    return {"step": trainer.step_count, **record}
 
 
 def fit(
@@ -211,14 +298,16 @@ def fit(
         while not trainer.finished:
             recent.append((trainer.step_count, copy.deepcopy(trainer.state_dict())))
             try:
-                record = trainer.step()
+                done = meta_step(trainer)
             except StepInterrupted as inside:
                 raise RunStopped(f"interrupted inside meta-step {trainer.step_count + 1} ({inside}); checkpoint "
                                  f"{checkpoint(trainer.step_count)} resumes there; continue with --resume",
                                  128 + trainer.stop_requests[0]) from None
-            if record.get("diverged"):  # the trainer kept θ0 as it was before this meta-step
-                raise RunStopped(DIVERGED.format(failed=record["step"], step=trainer.step_count,
+            if done is None:  # θ0 became non-finite: the run stops as it was before this meta-step
+                trainer.load_state_dict(recent[-1][1])
+                raise RunStopped(DIVERGED.format(failed=trainer.step_count + 1, step=trainer.step_count,
                                                  checkpoint=checkpoint(trainer.step_count)), 1)
+            record = done
             record.update(trainer.validate())
             history.append(record)
             _write_record(record, metrics, trainer.meta_batch, log)

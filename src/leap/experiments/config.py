@@ -287,9 +287,13 @@ def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
         existing = {"precision": "fp32", **existing}  # written before the option existed
-        # A continued run appends to meta_lr_changes: the directory's must be a prefix of cfg's.
-        changes = existing.get("meta_lr_changes", [])
-        if [list(c) for c in cfg.meta_lr_changes[: len(changes)]] != [list(c) for c in changes]:
+        # A continued run appends to meta_lr_changes: the directory's must be a prefix of cfg's,
+        # or (a run continued again from the same checkpoint, e.g. after the rate it was
+        # continued with diverged too) cfg's last change replaces those from its step on.
+        changes = [list(c) for c in existing.get("meta_lr_changes", [])]
+        mine = [list(c) for c in cfg.meta_lr_changes]
+        if mine[: len(changes)] != changes and (
+                not mine or [c for c in changes if c[0] < mine[-1][0]] != mine[:-1]):
             return False
         existing = {**existing, "meta_lr_changes": cfg.meta_lr_changes}
         return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())

@@ -2,7 +2,8 @@
 
 A meta-step reads top to bottom: draw a meta-batch of pretraining tasks, train each
 through the shared inner loop with the method's hook (or all at once with the batched
-engine), and let the meta-optimizer step on θ0. [`leap.engine.loop.fit()`][leap.engine.loop.fit] drives it.
+engine); [`leap.engine.loop.fit()`][leap.engine.loop.fit] drives it and lets the meta-optimizer
+step on θ0.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from leap.engine.batched import select_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.inner import make_optimizer
 from leap.engine.loop import STOP_SIGNALS, HookTrainerState
+from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
 from leap.learners import MAML
@@ -52,8 +54,9 @@ def draw_sources(pool: int, count: int, generator: torch.Generator) -> list[int]
 class MetaTrainer(HookTrainerState):
     """State of one meta-training run: model, θ0 (in the learner), meta-optimizer, RNG.
 
-    ``step()`` performs one meta-step and returns its metrics (floats, one host sync per
-    meta-step). ``init_state()`` is the learned initialization as a state dict. All
+    ``step()`` trains one meta-step's tasks, leaves their meta-gradient in the learner and
+    returns its metrics (floats, one host sync per meta-step); [`leap.engine.loop.fit()`][leap.engine.loop.fit]
+    applies the meta-update. ``init_state()`` is the learned initialization as a state dict. All
     randomness after construction comes from generators derived from (seed, meta-step,
     task index), see [`leap.util.seeding`][leap.util.seeding].
     """
@@ -79,16 +82,10 @@ class MetaTrainer(HookTrainerState):
                                     max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched,
                                     example=lambda: example_input(benchmark))
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
-        self.step_count = 0
-        self.consecutive_failures = 0  # meta-steps in a row in which every task failed
+        super().__init__()  # the bookkeeping fit keeps (step_count, stop_requests, ...)
         if distributed.world_size() > 1 and self.method.carries_model:
             raise ValueError(f"method {cfg.method!r} carries one model from task to task and cannot be split "
                              "over processes; run it in a single process")
-        # Signals this process received (fit's handlers append), and the one the ranks agreed
-        # to stop on after the latest step (None: go on). Under torchrun the flags travel in
-        # the meta-gradient's all-reduce, so every rank stops after the same meta-step.
-        self.stop_requests: list[int] = []
-        self.stop_signal: int | None = None
 
     def draw_tasks(self, step: int, indices: Sequence[int] | None = None) -> list[tuple[Task, torch.Generator]]:
         """The meta-batch of meta-step ``step``: sources drawn without replacement from
@@ -128,56 +125,24 @@ class MetaTrainer(HookTrainerState):
             table[torch.tensor(mine, device=device)] = torch.stack(
                 [torch.stack([c.train_loss.mean(), c.train_error.mean()]).float() for c in curves])
         control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], device=device)
-        valid = cfg.meta_batch
         if self.learner is not None:
-            assert self.meta_opt is not None
-
-            def reduce(tensors: list[Tensor]) -> None:
-                # One collective for the meta-gradient, the valid count, the metrics and the stop flags.
-                distributed.all_reduce_sum([*tensors, table, control])
-
-            valid_tasks = int(self.learner.normalize(reduce if distributed.active() else None).item())
-            if valid_tasks > 0 and not self._meta_step():
-                return {"step": self.step_count + 1, "diverged": True, "seconds": time.perf_counter() - start}
-            self.meta_opt.zero_grad()
-            valid = valid_tasks
+            # One collective for the meta-gradient, the valid count, the metrics and the stop
+            # flags; fit's meta_step then applies the meta-update.
+            valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner, [table, control])
         else:
             valid = sum(bool(torch.isfinite(c.train_loss).all()) for c in curves)
-        self.step_count += 1
-        self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
         if distributed.active():
             agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
             self.stop_signal = agreed[0] if agreed else None
         loss = _finite_mean(list(table[:, 0]))
         error = _finite_mean(list(table[:, 1]))
         return {
-            "step": self.step_count,
             "train_loss": float(loss),
             "train_error": float(error),
             "valid_tasks": valid,
             "dropped_tasks": cfg.meta_batch - valid,
             "seconds": time.perf_counter() - start,
         }
-
-    def _meta_step(self) -> bool:
-        """θ0 ← θ0 - β ∇F (Algorithm 1, line 13) at this meta-step's rate
-        (``cfg.meta_lr_at``). If that makes θ0 non-finite (a rate far too high), θ0 and the
-        meta-optimizer are put back as they were and False is returned: the loop stops
-        with θ0 intact, and the run can continue with a lower rate."""
-        assert self.learner is not None and self.meta_opt is not None
-        for group in self.meta_opt.param_groups:
-            group["lr"] = self.cfg.meta_lr_at(self.step_count)
-        before = [p.detach().clone() for p in self.learner.parameters()]
-        opt_state = copy.deepcopy(self.meta_opt.state_dict())
-        self.meta_opt.step()
-        if all(bool(torch.isfinite(p).all()) for p in self.learner.parameters()):
-            return True
-        with torch.no_grad():
-            for p, b in zip(self.learner.parameters(), before, strict=True):
-                p.copy_(b)
-        self.meta_opt.load_state_dict(opt_state)
-        self.meta_opt.zero_grad()
-        return False
 
     def validate(self) -> dict[str, float]:
         """Every ``val_every`` meta-steps: the current θ0 evaluated on the validation split."""

@@ -10,6 +10,7 @@ from torch import nn
 
 from leap.baselines import HATNet, ProgressiveNet
 from leap.engine.loop import StepInterrupted
+from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.multicv.config import Budget, MultiCVConfig
 from leap.experiments.multicv.training import (
     HATView,
@@ -38,6 +39,7 @@ class Method:
         self.task_budget = Budget(cfg.task_epochs, cfg.task_batch, cfg.task_lr, cfg.patience, cfg.check_every)
         self.eval_budget = Budget(cfg.eval_epochs, cfg.eval_batch, cfg.eval_lr, cfg.patience, cfg.check_every)
         self.partial: list[tuple[str, TaskRun]] = []  # the tasks of the meta-step in flight already trained
+        self.meta_gradient_tasks = 0  # tasks in the meta-gradient the latest meta-step left (Leap)
 
     def draw(self, step: int) -> list[tuple[int, str, torch.Generator]]:
         """Meta-step ``step``'s batch: (index, dataset, data generator), drawn with replacement."""
@@ -65,7 +67,8 @@ class Method:
         raise NotImplementedError
 
     def end_step(self) -> None:
-        """What a meta-step does after its tasks (the meta-update)."""
+        """What a meta-step does after its tasks (Leap: normalize the meta-gradient, which
+        ``fit`` applies; ``meta_gradient_tasks`` says how many tasks it holds)."""
 
     def evaluate(self, data: DatasetSplits, generator: torch.Generator) -> tuple[TaskRun, TaskView]:
         raise NotImplementedError
@@ -132,9 +135,8 @@ class LeapMethod(ConvNetMethod):
                         model=self.model, restore_best=False)
 
     def end_step(self) -> None:
-        if int(self.learner.normalize().item()) > 0:
-            self.meta_opt.step()
-        self.meta_opt.zero_grad()
+        # The meta-update itself is fit's (leap.engine.loop.meta_step), on ``meta_opt``.
+        self.meta_gradient_tasks = normalize_meta_gradient(self.learner)
 
     def prepare_encoder(self) -> None:
         self.learner.to(self.model)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from leap.engine.loop import fit
+from leap.engine.loop import TrainerState, fit
 from leap.engine.rundir import begin_run, check_out_dir
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import METHOD_CLASSES, make_method
@@ -26,12 +26,13 @@ from leap.util.seeding import derived_generator, rng_state, set_rng_state
 
 
 # ---------------------------------------------------------------------- a run on disk
-class MultiCVTrainer:
+class MultiCVTrainer(TrainerState):
     """Multi-CV's pretraining as a [`leap.engine.loop.Trainer`][leap.engine.loop.Trainer], so
     [`fit()`][leap.engine.loop.fit]
     gives it checkpoints, exact resume, signals and the failed-step stop.
 
-    A meta-step is ``method.pretrain_step``; pretraining also ends once the meta-batch's
+    A meta-step is ``method.pretrain_step`` (Leap leaves the meta-gradient in its hook and
+    ``fit`` steps ``meta_optimizer``); pretraining also ends once the meta-batch's
     mean validation error has not improved in ``meta_patience`` meta-steps.
     """
 
@@ -39,10 +40,7 @@ class MultiCVTrainer:
         self.cfg = cfg
         self.method = make_method(cfg, bench)
         self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
-        self.step_count = 0
-        self.consecutive_failures = 0
-        self.stop_requests: list[int] = []  # fit's signal handlers append here
-        self.stop_signal: int | None = None  # for torchrun only; Multi-CV runs in one process
+        super().__init__()  # fit's bookkeeping; stop_signal stays None (Multi-CV runs in one process)
         self.best_val_error = math.inf  # the lowest mean validation error of a meta-batch so far
         self.bad_steps = 0  # meta-steps since it last improved
         self.stopped_early = False
@@ -56,10 +54,22 @@ class MultiCVTrainer:
     def finished(self) -> bool:
         return not self.trains or self.stopped_early or self.step_count >= self.meta_steps
 
+    @property
+    def meta_optimizer(self) -> torch.optim.Optimizer | None:
+        """Leap's optimizer of the encoder's θ0 (None: the other methods train the model itself)."""
+        return getattr(self.method, "meta_opt", None)
+
+    def meta_parameters(self) -> list[Tensor]:
+        learner = getattr(self.method, "learner", None)
+        return list(learner.parameters()) if learner is not None else []
+
+    def meta_lr_at(self, step: int) -> float:
+        return self.cfg.meta_lr
+
     def step(self) -> dict[str, Any]:
         start = time.perf_counter()
         runs = self.method.pretrain_step(self.step_count, stop=lambda: bool(self.stop_requests))
-        self.step_count += 1
+        self.meta_gradient_tasks = self.method.meta_gradient_tasks
         val = [r.best_val_error for _, r in runs]
         valid = sum(math.isfinite(v) for v in val)
         mean_val = sum(val) / len(val)
@@ -68,10 +78,9 @@ class MultiCVTrainer:
         else:
             self.bad_steps += 1
         self.stopped_early = self.bad_steps >= self.cfg.meta_patience
-        self.consecutive_failures = 0 if valid else self.consecutive_failures + 1
         seconds = time.perf_counter() - start
         self.pretrain_seconds += seconds
-        return {"step": self.step_count, "mean_val_error": mean_val,
+        return {"mean_val_error": mean_val,
                 "mean_train_error": sum(float(r.train_errors.mean()) for _, r in runs) / len(runs),
                 "tasks": [name for name, _ in runs], "task_steps": [r.steps for _, r in runs],
                 "valid_tasks": valid, "dropped_tasks": len(runs) - valid, "seconds": seconds}

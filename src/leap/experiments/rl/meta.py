@@ -3,7 +3,8 @@
 `RLMetaTrainer` is Algorithm 1 with games as tasks (appendix F): each meta-step
 draws a batch of games from the pretraining pool, trains an agent on each from θ0 (the
 encoder; heads fresh per game) with A2C for a budget of environment steps while the
-hook accumulates the meta-gradient on the fly, and lets the meta-optimizer step on θ0.
+hook accumulates the meta-gradient on the fly; ``fit`` then lets the meta-optimizer step
+on θ0 (at the run's meta learning rate schedule, rolled back if θ0 becomes non-finite).
 It is a [`leap.engine.loop.Trainer`][leap.engine.loop.Trainer] (``step``, ``validate``, ``state_dict``, ``init_state``,
 ...), so RL runs get the same metrics.jsonl, checkpoints, resume and signal handling
 as the supervised benchmarks. Checkpoints fall between meta-steps.
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from leap.engine.inner import make_optimizer
 from leap.engine.loop import HookTrainerState, StepInterrupted
+from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
@@ -113,12 +115,8 @@ class RLMetaTrainer(HookTrainerState):
         self.meta_opt: torch.optim.Optimizer | None = None
         if self.learner is not None:
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
-        self.step_count = 0
-        self.consecutive_failures = 0
-        # fit() appends the signals it receives here and stops after the meta-step in
-        # flight; ``stop_signal`` stays None (it is for torchrun, and RL runs in one process).
-        self.stop_requests: list[int] = []
-        self.stop_signal: int | None = None
+        # fit's bookkeeping; ``stop_signal`` stays None (it is for torchrun, and RL runs in one process).
+        super().__init__()
         self.on_game: Callable[[int, str, AgentCurve], None] | None = None
         # The games of the meta-step in flight already trained (their summaries), kept in
         # checkpoints: a stop requested during a meta-step takes effect after the game in
@@ -161,17 +159,13 @@ class RLMetaTrainer(HookTrainerState):
             if self.on_game is not None:
                 self.on_game(index, games[index], curve)
         start = time.perf_counter()
-        valid = int(self.learner.normalize().item())
-        if valid > 0:
-            self.meta_opt.step()
-        self.meta_opt.zero_grad()
-        self.step_count += 1
-        self.consecutive_failures = 0 if valid > 0 else self.consecutive_failures + 1
+        # The meta-update itself is fit's (meta_step): at this meta-step's rate, rolled back if
+        # it made θ0 non-finite.
+        valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner)
         done, self.partial = self.partial, []
         losses = [g["loss"] for g in done if np.isfinite(g["loss"])]
         returns = [g["return"] for g in done if np.isfinite(g["return"])]
         return {
-            "step": self.step_count,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             # No error rate in RL; NaN keeps the column that the supervised runs log.
             "train_error": float("nan"),

@@ -1,0 +1,58 @@
+"""The meta-update θ0 ← θ0 - β ∇F (Algorithm 1, line 13), the same for every experiment.
+
+A trainer's ``step()`` trains the tasks of a meta-step and leaves the meta-gradient,
+normalized (and under torchrun summed over the ranks), in its learner: it calls
+[`normalize_meta_gradient()`][leap.engine.meta_update.normalize_meta_gradient]. Then
+[`leap.engine.loop.fit()`][leap.engine.loop.fit] applies it with
+[`meta_update()`][leap.engine.meta_update.meta_update]: at the rate the run's schedule
+gives for that meta-step (``--meta-lr`` and the changes recorded in config.json), and
+rolled back when it makes θ0 non-finite, so that the run stops with θ0 intact.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from leap.learners import MetaLearner
+from leap.util import distributed
+
+
+def normalize_meta_gradient(learner: MetaLearner, riders: Sequence[Tensor] = ()) -> int:
+    """Normalize ``learner``'s accumulated meta-gradient over the tasks that contributed;
+    under torchrun it is summed over the ranks first, in one collective that also sums
+    ``riders`` in place (a trainer's metrics and stop flags travel with it). Returns the
+    number of tasks in the meta-gradient (over all ranks)."""
+    def reduce(tensors: list[Tensor]) -> None:
+        distributed.all_reduce_sum([*tensors, *riders])
+
+    return int(learner.normalize(reduce if distributed.active() else None).item())
+
+
+def meta_update(optimizer: torch.optim.Optimizer, parameters: Iterable[Tensor], lr: float, tasks: int) -> bool:
+    """Step ``optimizer`` on the normalized meta-gradient of ``tasks`` tasks at rate ``lr``
+    (nothing when ``tasks`` is 0), then clear the gradient.
+
+    If the step makes a parameter non-finite (a rate far too high), the parameters and
+    the optimizer's state are put back as they were and False is returned."""
+    parameters = list(parameters)
+    if tasks <= 0:
+        optimizer.zero_grad()
+        return True
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    before = [p.detach().clone() for p in parameters]
+    state = copy.deepcopy(optimizer.state_dict())
+    optimizer.step()
+    if all(bool(torch.isfinite(p).all()) for p in parameters):
+        optimizer.zero_grad()
+        return True
+    with torch.no_grad():
+        for p, b in zip(parameters, before, strict=True):
+            p.copy_(b)
+    optimizer.load_state_dict(state)
+    optimizer.zero_grad()
+    return False
