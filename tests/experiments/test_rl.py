@@ -155,6 +155,24 @@ def test_leap_hook_sees_every_agent_update_between_backward_and_step():
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in learner.parameters())
 
 
+def test_an_agent_whose_parameters_overflowed_plays_its_game_out_and_is_left_out_of_the_meta_gradient():
+    # A θ0 far too large (finite, but the forward pass overflows) must not crash the game
+    # (torch.multinomial refuses NaN probabilities): the game runs to its end with a NaN
+    # loss, and the hook leaves the task out, so the loop counts it as a failed task.
+    model = bandit_agent()
+    learner = leap.Leap(model, metric="energy", params=encoder_only)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.fill_(1e38)
+    settings = A2CSettings(steps=400, num_envs=8, unroll=5, lr=1e-2)
+    learner.init_task()
+    learner.to(model)
+    curve = train_agent(model, bandit_env(), settings, torch.Generator().manual_seed(0), learner)
+    assert curve.updates == settings.updates and curve.steps == 400
+    assert not bool(torch.isfinite(curve.losses).any())
+    assert int(learner.normalize()) == 0
+
+
 def test_the_meta_learned_parameters_are_the_encoder_not_the_heads():
     model = make_agent("minatar", 10, 4)
     learner = leap.Leap(model, metric="energy", params=encoder_only)

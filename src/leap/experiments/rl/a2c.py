@@ -206,7 +206,10 @@ def collect(model: ActorCritic, env: VecEnv, obs: Tensor, settings: A2CSettings,
         logits, values = model(obs.float() * env.obs_scale)  # the parameters do not change within a rollout
         all_logits.append(logits)
         all_values.append(values)
-        probs = F.softmax(logits.detach(), dim=-1)
+        # An agent whose parameters overflowed (a θ0 far too large) has NaN probabilities:
+        # it then acts uniformly, so its game runs to the end with a NaN loss and is left
+        # out of the meta-gradient as a failed task, instead of multinomial raising.
+        probs = torch.nan_to_num(F.softmax(logits.detach(), dim=-1), nan=1.0)
         action = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         result = env.step(action.cpu().numpy())
         observations.append(obs)
