@@ -184,7 +184,7 @@ def markdown_table(records: list[dict], digits: int) -> str:
     Leap - Reptile paired by seed; the random init's score in the last row. With one seed
     whose records hold per-task scores (a CLI run), the intervals are over the held-out
     tasks and the difference is paired by task."""
-    by_task = all(len({r["seed"] for r in records}) == 1 and "task_scores" in r for r in records)
+    by_task = len({r["seed"] for r in records}) == 1 and all("task_scores" in r for r in records)
     scores: dict[tuple[str, str, float], dict[int, float]] = {}
     for r in records:
         values = dict(enumerate(r["task_scores"])) if by_task else {r["seed"]: r["score"]}
