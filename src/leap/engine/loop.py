@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from leap.engine.meta_update import meta_update
+from leap.engine.rundir import RunMatcher, begin_run
 from leap.learners import MetaLearner
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
@@ -250,6 +251,8 @@ def fit(
     out: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
+    same_run: RunMatcher | None = None,
     checkpoint_every: int = 0,
     keep_checkpoints: int = 2,
     max_failed_steps: int = 10,
@@ -257,8 +260,13 @@ def fit(
     log: Callable[[str], None] = print,
     tensorboard: bool = False,
 ) -> dict[str, Any]:
-    """Meta-train into ``out`` (metrics.jsonl, checkpoints/, init.safetensors).
+    """Meta-train into ``out`` (config.json, metrics.jsonl, checkpoints/, init.safetensors).
 
+    The run claims ``out`` first ([`begin_run()`][leap.engine.rundir.begin_run], rank 0): its lock, the old
+    run's outputs removed with ``overwrite`` (kept when ``resume`` continues the run the
+    directory holds, as ``same_run`` tells from its config.json; default: the same
+    config), and ``trainer.config`` written as config.json. A command checks the
+    directory before any work ([`check_out_dir()`][leap.engine.rundir.check_out_dir]).
     Checkpoints are written every ``checkpoint_every`` meta-steps (the newest
     ``keep_checkpoints`` are kept; 0: all), on SIGINT/SIGTERM
     (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
@@ -277,6 +285,9 @@ def fit(
     main = distributed.is_main()
     if distributed.active():
         _agree_on_the_run(trainer, out, log)
+    if main:
+        begin_run(out, trainer.config, same_run or (lambda existing: existing == trainer.config),
+                  overwrite=overwrite, resume=resume)
     history = _restore(trainer, ckpt_dir, metrics_path, resume, log)  # the metrics so far, in every checkpoint
 
     def checkpoint(step: int) -> Path:

@@ -265,6 +265,25 @@ def add_dist_options(p: argparse.ArgumentParser) -> None:
     DIST_TIMEOUT.add_to(p)
 
 
+def join_workers(device: str, timeout_s: float, unsplittable: str | None = None) -> None:
+    """Under torchrun, join the other processes before any data lands on a device
+    (``--device cuda`` then means this process's GPU, cuda:LOCAL_RANK); alone, nothing.
+    ``unsplittable``: why this run cannot be split over processes (refused, one line)."""
+    from leap.util.devices import check_device
+
+    if not timeout_s > 0:
+        raise UsageError(f"--dist-timeout must be > 0 seconds, got {timeout_s}")
+    if not distributed.launched():
+        return
+    if unsplittable is not None:
+        raise UsageError(f"{unsplittable} and cannot be split over processes: run it without torchrun")
+    check_device(device)
+    try:
+        distributed.setup(device, timeout_s)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
     values = {name: getattr(args, name) for name in CONFIG_FIELDS}
     try:

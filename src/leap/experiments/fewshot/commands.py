@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ from leap.engine.batched import choose_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.loop import fit
 from leap.engine.memory import check_fits, estimate_bytes
-from leap.engine.rundir import begin_run, holds_run
+from leap.engine.rundir import holds_run
 from leap.experiments.config import (
     RL_BENCHMARKS,
     RunConfig,
     check_run_dir,
     config_from_args,
+    join_workers,
     resumed_config,
     run_matcher,
 )
@@ -91,34 +91,21 @@ def check_memory(cfg: RunConfig, benchmark: Benchmark) -> None:
         raise UsageError(str(err)) from err
 
 
-def join_workers(cfg: RunConfig, args: argparse.Namespace) -> None:
-    """Under torchrun, join the other processes before any data lands on a device
-    (``--device cuda`` then means this process's GPU, cuda:LOCAL_RANK)."""
-    if not args.dist_timeout > 0:
-        raise UsageError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
-    if not distributed.launched():
-        return
-    if METHODS[cfg.method].carries_model:
-        raise UsageError(f"--method {cfg.method} carries one encoder from task to task and cannot be split over "
-                         "processes: run it without torchrun")
-    check_device(cfg.device)
-    try:
-        distributed.setup(cfg.device, args.dist_timeout)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+def unsplittable(cfg: RunConfig) -> str | None:
+    """Why ``cfg``'s run cannot be split over torchrun's processes (None: it can)."""
+    return f"--method {cfg.method} carries one encoder from task to task" if METHODS[cfg.method].carries_model \
+        else None
 
 
 def train_run(cfg: RunConfig, benchmark: Benchmark, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Meta-train one method into ``out``: config.json, metrics.jsonl, checkpoints, init.safetensors."""
     main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
-    # Ranks launched with different options are refused before rank 0 writes anything.
-    distributed.check_same(json.dumps(cfg.to_dict(), sort_keys=True), "run configuration")
-    if main:
-        begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = MetaTrainer(cfg, benchmark)
     bar = Progress(cfg.meta_steps, cfg.method, main and trainer.trains, bar=not args.no_progress)
     try:
-        return fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        # fit claims the directory (rank 0), after refusing ranks launched with other options.
+        return fit(trainer, out, resume=args.resume, overwrite=args.overwrite, same_run=run_matcher(cfg),
+                   checkpoint_every=args.checkpoint_every,
                    keep_checkpoints=args.keep_checkpoints,
                    max_failed_steps=args.max_failed_steps, tensorboard=args.tensorboard, on_step=bar.update,
                    log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
@@ -165,7 +152,7 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
 
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
     """``leap train`` for a few-shot benchmark."""
-    join_workers(cfg, args)
+    join_workers(cfg.device, args.dist_timeout, unsplittable(cfg))
     benchmark = prepare(cfg, args.download)
     out = Path(args.out)
     cfg = resumed_config(out, cfg, args)
@@ -179,7 +166,7 @@ def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:
 def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     """``leap evaluate`` of a few-shot run (``cfg``: its config with the command's overrides)."""
     run = Path(args.run)
-    join_workers(cfg, args)
+    join_workers(cfg.device, args.dist_timeout, unsplittable(cfg))
     benchmark = prepare(cfg)
     loaded, source, path = None, run, eval_file(run, args.split)
     if args.checkpoint is not None:  # θ0 as it was at that meta-step
