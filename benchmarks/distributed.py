@@ -1,11 +1,15 @@
 """Meta-steps per second with 1 and 2 processes, and a projection for a cluster (not a test).
 
-Built-in benchmark, Leap (length metric, loss in the manifold, stabilizer), the built-in
-budgets except for the meta-batch (default 8, an even split over 2 processes). Each
-process gets ``--threads`` intra-op threads (default 1) in both settings, so the
-comparison is one core per process. The 2-process run starts its workers exactly as
-torchrun does (RANK, WORLD_SIZE, MASTER_ADDR/PORT) and goes through the library's own
-path: ``MetaTrainer.step`` with the one all-reduce of ``leap.util.distributed``.
+Leap on one experiment (``--experiment``): ``fewshot``, the built-in benchmark (length
+metric, loss in the manifold, stabilizer) with its budgets; ``rl``, MinAtar games
+(``--rl-task-steps`` environment steps per game, A2C with the benchmark's other
+settings); ``multicv``, Multi-CV's pool with MNIST held out (``--multicv-data``, each
+dataset capped at ``--multicv-cap`` training images, one epoch per task). The meta-batch
+is ``--meta-batch`` (default 8, an even split over 2 processes). Each process gets
+``--threads`` intra-op threads (default 1) in both settings, so the comparison is one core
+per process. The 2-process run starts its workers exactly as torchrun does (RANK,
+WORLD_SIZE, MASTER_ADDR/PORT) and goes through the library's own path: the experiment's
+trainer and ``leap.engine.loop.meta_step``, with the one all-reduce of ``leap.util.distributed``.
 
 Measured: the median wall time of a meta-step (after one warm-up step) with 1 and 2
 processes (and rank 0's CPU time per meta-step, which other processes on the machine
@@ -26,8 +30,8 @@ S the all-reduce bytes. Task drawing,
 the meta-optimizer step and the validation passes are left out (they are small, or
 replicated on every rank).
 
-    python benchmarks/distributed.py [--device cpu|cuda] [--meta-batch 8] [--steps 10] [--repeats 3]
-        [--latency-us 50] [--bandwidth-gbit 10] [--project-batch 8,64]
+    python benchmarks/distributed.py [--experiment fewshot|rl|multicv] [--device cpu|cuda] [--meta-batch 8]
+        [--steps 10] [--repeats 3] [--latency-us 50] [--bandwidth-gbit 10] [--project-batch 8,64]
 
 On a GPU machine ``--device cuda`` uses NCCL, one GPU per process: the 2-process run
 needs 2 GPUs and is skipped with fewer.
@@ -49,18 +53,39 @@ import time
 import torch
 
 
+def make_trainer(args: argparse.Namespace):  # -> (trainer, per-task metrics in the all-reduce, their dtype)
+    """The experiment's trainer for ``args`` (Leap), as ``leap train`` builds it."""
+    if args.experiment == "fewshot":
+        from leap.experiments.config import RunConfig
+        from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark
+
+        cfg = RunConfig(method="leap", meta_batch=args.meta_batch, meta_steps=args.steps + 1,
+                        device=args.device).resolved()
+        return MetaTrainer(cfg, build_benchmark(cfg)), 2, torch.float32
+    if args.experiment == "rl":
+        from leap.experiments.config import RunConfig
+        from leap.experiments.rl.meta import RLMetaTrainer
+
+        cfg = RunConfig(benchmark="minatar", method="leap", meta_batch=args.meta_batch, meta_steps=args.steps + 1,
+                        task_steps=args.rl_task_steps, device=args.device).resolved()
+        return RLMetaTrainer(cfg), 3, torch.float64
+    from leap.experiments.multicv.config import MultiCVConfig
+    from leap.experiments.multicv.run import MultiCVTrainer
+
+    cfg = MultiCVConfig(held_out="mnist", method="leap", data_dir=args.multicv_data, meta_batch=args.meta_batch,
+                        meta_steps=args.steps + 1, sample_cap=args.multicv_cap, test_cap=args.multicv_cap // 4,
+                        val_size=args.multicv_cap // 10, device=args.device)
+    return MultiCVTrainer(cfg, cfg.benchmark()), 3, torch.float64
+
+
 def worker(args: argparse.Namespace) -> None:
     """One rank: time meta-steps (and, with several ranks, the all-reduce); rank 0 prints JSON."""
     from leap.engine.loop import meta_step
-    from leap.experiments.config import RunConfig
-    from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark
     from leap.util import distributed
 
     torch.set_num_threads(args.threads)
-    distributed.setup(args.device, timeout_s=300)
-    cfg = RunConfig(method="leap", meta_batch=args.meta_batch, meta_steps=args.steps + 1,
-                    device=args.device).resolved()
-    trainer = MetaTrainer(cfg, build_benchmark(cfg))
+    distributed.setup(args.device, timeout_s=600)
+    trainer, columns, dtype = make_trainer(args)
     meta_step(trainer)  # warm-up: caches the tasks, first kernels
     times, cpu_times = [], []
     for _ in range(args.steps):
@@ -69,9 +94,11 @@ def worker(args: argparse.Namespace) -> None:
         meta_step(trainer)  # the tasks and the meta-update; ends with a host sync
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
-    params = sum(p.numel() for p in trainer.learner.parameters())
-    # The buffer step() reduces: meta-gradient, valid count, (B, 2) metrics, 2 stop flags.
-    buffer = torch.zeros(params + 1 + 2 * cfg.meta_batch + 2, device=next(trainer.model.parameters()).device)
+    theta = trainer.meta_parameters()
+    params = sum(p.numel() for p in theta)
+    # The buffer step() reduces: meta-gradient, valid count, (B, columns) metrics, 2 stop flags,
+    # in the widest dtype among them.
+    buffer = torch.zeros(params + 1 + columns * args.meta_batch + 2, dtype=dtype, device=theta[0].device)
     reduce_times = []
     if distributed.active():
         for _ in range(50):
@@ -87,7 +114,7 @@ def worker(args: argparse.Namespace) -> None:
             "cpu_s": statistics.median(cpu_times),
             "allreduce_s": statistics.median(reduce_times) if reduce_times else None,
             "params": params, "allreduce_bytes": buffer.numel() * buffer.element_size(),
-            "param_bytes": params * buffer.element_size(),
+            "param_bytes": params * theta[0].element_size(),
         }), flush=True)
     distributed.shutdown()
 
@@ -101,8 +128,10 @@ def free_port() -> int:
 def measure(args: argparse.Namespace, world: int) -> dict:
     """Start ``world`` worker processes (as torchrun would) and return rank 0's figures."""
     port = str(free_port())
-    command = [sys.executable, __file__, "--worker", "--device", args.device, "--meta-batch", str(args.meta_batch),
-               "--steps", str(args.steps), "--threads", str(args.threads)]
+    command = [sys.executable, __file__, "--worker", "--experiment", args.experiment, "--device", args.device,
+               "--meta-batch", str(args.meta_batch), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--rl-task-steps", str(args.rl_task_steps), "--multicv-data", args.multicv_data,
+               "--multicv-cap", str(args.multicv_cap)]
     procs = []
     for rank in range(world):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -132,7 +161,12 @@ def project(t_task: float, nbytes: int, batch: int, latency_s: float, bandwidth:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="fewshot", choices=["fewshot", "rl", "multicv"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rl-task-steps", type=int, default=2000, help="rl: environment steps per game")
+    parser.add_argument("--multicv-data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                                                "multicv"), help="multicv: the data directory")
+    parser.add_argument("--multicv-cap", type=int, default=1000, help="multicv: training images per dataset")
     parser.add_argument("--meta-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed meta-steps per setting")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
@@ -168,7 +202,9 @@ def main() -> None:
           f"device {args.device}, {args.threads} thread(s) per process")
     print(f"model: {one['params']} meta-learned parameters ({one['param_bytes']} bytes); "
           f"all-reduce buffer {one['allreduce_bytes']} bytes")
-    print(f"built-in benchmark, leap, meta-batch {args.meta_batch}, {args.steps} timed meta-steps per run, "
+    what = {"fewshot": "built-in benchmark", "rl": f"minatar, {args.rl_task_steps} environment steps per game",
+            "multicv": f"multicv (mnist held out), {args.multicv_cap} training images per dataset"}[args.experiment]
+    print(f"{what}, leap, meta-batch {args.meta_batch}, {args.steps} timed meta-steps per run, "
           f"{args.repeats} runs per setting; load average {load_before:.1f} before, {load_after:.1f} after\n")
     print("| processes | meta-step (s, median) | meta-steps/s | speed-up | per run (s) | CPU s per step, rank 0 |")
     print("|---|---|---|---|---|---|")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,43 +12,32 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 import leap
+from helpers.torchrun import (
+    FAULT_INJECTION,
+    LIMIT_S,
+    assert_same_records,
+    fault_env,
+    finish,
+    free_port,
+    launch,
+    max_abs_diff,
+    records,
+    stop,
+    torchrun,
+)
 from leap.cli import main
 from leap.models import MLP
 from leap.util import distributed
 
-TESTS = Path(__file__).parent
 # Meta-batch 3 over 2 ranks: an uneven split (2 + 1 tasks).
 BUDGET = ["--meta-steps", "3", "--meta-batch", "3", "--task-steps", "10", "--no-progress"]
 EXTRA = {"leap": ["--val-every", "3", "--eval-steps", "5"], "reptile": []}
-# A bound on how long a job may take, to tell "ends" from "hangs", not a speed measure:
-# generous for a loaded 2-core machine, where starting a process that imports torch takes seconds.
-LIMIT_S = 120
-
-
-def torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
 
 
 def train_args(method: str, out: Path, *more: str) -> list[str]:
     return ["train", "--method", method, "--out", str(out), *BUDGET, *EXTRA[method], *more]
-
-
-def records(out: Path) -> list[dict]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
-def max_abs_diff(a: Path, b: Path) -> float:
-    x, y = load_file(str(a / "init.safetensors")), load_file(str(b / "init.safetensors"))
-    assert x.keys() == y.keys()
-    return max(float((x[k] - y[k]).abs().max()) for k in x)
-
-
-def fault_env(kind: str, rank: int = 1, step: int = 2) -> dict[str, str]:
-    return {**os.environ, "LEAP_FAULT": kind, "LEAP_FAULT_RANK": str(rank), "LEAP_FAULT_STEP": str(step)}
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +132,26 @@ def test_two_processes_learn_the_init_of_one_process_and_only_rank_0_writes(tmp_
     assert proc.stdout.count("wrote") == 1
 
 
+def test_two_nodes_of_one_process_each_meeting_at_a_c10d_rendezvous_learn_the_init_of_one_process(tmp_path, single):
+    # Multi-node use as docs/distributed.md gives it, on one machine: two torchrun
+    # invocations (two "nodes", one process each) meet at a c10d rendezvous on localhost.
+    out, port = tmp_path / "run", free_port()
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "leap-test",
+            "-m", "leap", *train_args("reptile", out)]
+    procs = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    deadline = time.monotonic() + 2 * LIMIT_S
+    try:
+        outputs = [proc.communicate(timeout=max(0.1, deadline - time.monotonic())) for proc in procs]
+    finally:
+        stop(procs)
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    assert max_abs_diff(out, single["reptile"]) < 1e-5
+    assert_same_records(records(out), records(single["reptile"]))
+    assert sum(stdout.count("wrote") for stdout, _ in outputs) == 1  # rank 0, on one of the nodes
+
+
 def test_ranks_launched_with_different_options_are_refused_before_rank_0_writes_anything(tmp_path):
     out = tmp_path / "run"
     # Each rank gets its own seed, as two nodes started with different arguments would.
@@ -166,7 +173,7 @@ def test_no_process_group_thread_outlives_a_finished_run(tmp_path):
     # imports torch._dynamo after the process group exists (the memory estimate's meta
     # forward, the first optimizer), which is what used to keep the group alive.
     env = {**os.environ, "LEAP_REPORT_THREADS": "1"}
-    proc = subprocess.run(torchrun(str(TESTS / "fault_injection.py"), *train_args("reptile", tmp_path / "run")),
+    proc = subprocess.run(torchrun(str(FAULT_INJECTION), *train_args("reptile", tmp_path / "run")),
                           capture_output=True, text=True, timeout=LIMIT_S, env=env)
     assert proc.returncode == 0, proc.stderr
     # Searched in the whole output, not line by line: two ranks' writes may still interleave.
@@ -177,44 +184,6 @@ def test_no_process_group_thread_outlives_a_finished_run(tmp_path):
 
 
 # ---------------------------------------------------------------------- failures
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(args: list[str], env: dict[str, str]) -> list[subprocess.Popen]:
-    """Two ranks started by hand, with the environment torchrun gives its workers. Unlike
-    under torchrun, no agent stops the survivors when one rank fails: each rank has to
-    end by itself, which is what these tests check."""
-    port = str(free_port())
-    procs = []
-    for rank in (0, 1):
-        rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(TESTS / "fault_injection.py"), *args], env=rank_env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
-def finish(procs: list[subprocess.Popen], limit_s: float) -> list[tuple[int, str]]:
-    """Each rank's (exit status, stderr) once all have exited; fails if that takes longer than ``limit_s``."""
-    deadline = time.monotonic() + limit_s
-    try:
-        errors = [proc.communicate(timeout=max(0.1, deadline - time.monotonic()))[1] for proc in procs]
-    except subprocess.TimeoutExpired:
-        stop(procs)
-        pytest.fail(f"the ranks did not all exit within {limit_s} s")
-    return [(proc.returncode, err) for proc, err in zip(procs, errors, strict=True)]
-
-
 def test_a_rank_that_raises_makes_every_rank_exit_nonzero_in_bounded_time_and_the_run_resumes(tmp_path, single):
     out = tmp_path / "run"
     # The collective timeout is far longer than the limit: rank 0 must learn of rank 1's

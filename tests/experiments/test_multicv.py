@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import struct
+import subprocess
 import tarfile
 import warnings
 import zipfile
@@ -647,13 +648,14 @@ def test_a_meta_update_that_makes_theta0_non_finite_is_rolled_back_and_the_run_s
     theta: dict[str, torch.Tensor] = {}
     calls: list[int] = []
 
-    def infinite_meta_gradient_in_meta_step_2(self):
-        original(self)
+    def infinite_meta_gradient_in_meta_step_2(self, riders):
+        tasks = original(self, riders)
         calls.append(1)
         if len(calls) == 2:
             theta.update({f"init.{n}": p.detach().clone() for n, p in self.learner.named_parameters()})
             for p in self.learner.parameters():
                 p.grad.fill_(float("inf"))
+        return tasks
 
     monkeypatch.setattr(LeapMethod, "end_step", infinite_meta_gradient_in_meta_step_2)
     with pytest.raises(RunStopped, match=r"meta-step 2 made θ0 non-finite .*θ0 is kept at meta-step 1") as stopped:
@@ -716,6 +718,95 @@ def test_cli_train_and_report_run_multicv(pool_dir, tmp_path, capsys):
     assert "cifar10/hat: test error" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     assert (out / "multicv.md").is_file()
+
+
+# Meta-batch 3 over 2 ranks under torchrun: rank 0 trains tasks 0 and 1 of each meta-step, rank 1 task 2.
+MULTICV_RUN = ["train", "--benchmark", "multicv", "--held-out", "gtsrb", "--method", "leap", "--meta-steps", "2",
+               "--meta-batch", "3", "--task-batch", "8", "--eval-batch", "8", "--max-epochs", "1", "--eval-epochs", "2",
+               "--val-size", "6", "--check-every", "2", "--patience", "3", "--no-progress"]
+
+
+def theta0(run: Path) -> dict[str, torch.Tensor]:
+    """Leap's θ0 in the run's last checkpoint (Multi-CV writes no init file)."""
+    learner = load_checkpoint(list_checkpoints(run / "checkpoints")[-1][1])["method"]["learner"]
+    return {k: v for k, v in learner.items() if k.startswith("init.")}
+
+
+def test_leap_pretraining_split_over_two_processes_gives_the_theta0_and_result_of_one_process(pool_dir, tmp_path):
+    from helpers.torchrun import LIMIT_S, assert_same_records, records, torchrun
+    from leap.cli import main
+    from leap.engine.rundir import release
+
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir)]
+    alone, two = tmp_path / "alone", tmp_path / "two"
+    assert main([*args, "--out", str(alone)]) == 0
+    release(alone)
+    proc = subprocess.run(torchrun("-m", "leap", *args, "--out", str(two)), capture_output=True, text=True,
+                          timeout=LIMIT_S)
+    assert proc.returncode == 0, proc.stderr
+    a, b = theta0(alone), theta0(two)
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert_same_records(records(two), records(alone))  # the tasks' errors and steps, gathered from both ranks
+    # Rank 0 alone evaluated the held-out dataset and wrote result.json.
+    assert proc.stdout.count("gtsrb/leap: test error") == 1
+    got, want = (json.loads((run / "result.json").read_text()) for run in (two, alone))
+    assert got["test_error"] == pytest.approx(want["test_error"], abs=1e-6)
+
+
+def test_a_sigterm_on_one_rank_stops_every_rank_after_the_same_meta_step_and_the_resumed_run_is_exact(
+        pool_dir, tmp_path):
+    from helpers.torchrun import LIMIT_S, assert_same_records, fault_env, finish, launch, records
+    from leap.cli import main
+    from leap.engine.rundir import release
+
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--meta-steps", "3"]
+    alone, two = tmp_path / "alone", tmp_path / "two"
+    assert main([*args, "--out", str(alone)]) == 0
+    release(alone)
+    (status0, err0), (status1, err1) = finish(launch([*args, "--out", str(two)], fault_env("sigterm", 1, 2)), LIMIT_S)
+    assert status0 == status1 == 128 + signal.SIGTERM, err0 + err1
+    assert [r["step"] for r in records(two)] == [1, 2] and not (two / "result.json").exists()
+    (status0, err0), (status1, err1) = finish(launch([*args, "--out", str(two)], dict(os.environ)), LIMIT_S)
+    assert status0 == status1 == 0, err0 + err1
+    a, b = theta0(alone), theta0(two)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert_same_records(records(two), records(alone))
+
+
+def test_a_run_continued_with_another_meta_lr_records_the_change_and_equals_that_config_trained_afresh(
+        pool_dir, tmp_path):
+    # As after a diverged θ0: the run continues from its newest checkpoint at the new rate,
+    # config.json records [from_step, lr], and that config trained from scratch is the same run.
+    from leap.cli import main
+
+    run = tmp_path / "run"
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--out", str(run)]
+    assert main(args) == 0  # 2 meta-steps at Adam 0.01
+    assert main([*args, "--meta-steps", "3", "--meta-lr", "0.001"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["meta_lr_changes"] == [[2, 0.001]] and config["meta_lr"] == 0.01
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    afresh = run_multicv(MultiCVConfig.from_dict(config), tmp_path / "afresh", log=lambda m: None)
+    a, b = theta0(run), theta0(tmp_path / "afresh")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "result.json").read_text())["test_error"] == afresh["test_error"]
+    assert main([*args, "--meta-steps", "3"]) == 0  # without --meta-lr: the recorded change is kept
+    assert json.loads((run / "config.json").read_text())["meta_lr_changes"] == [[2, 0.001]]
+
+
+@pytest.mark.parametrize("method", ["finetune", "hat", "progressive", "none"])
+def test_methods_that_train_one_network_task_after_task_refuse_torchrun_in_one_line(pool_dir, tmp_path, capsys,
+                                                                                     monkeypatch, method):
+    from leap.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun starts each process
+    monkeypatch.setattr("leap.cli.faulthandler.enable", lambda: None)  # needs a real stderr, not capsys's
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--method", method, "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be split over processes: run it without torchrun" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_reports_bad_multicv_input_in_one_line_with_status_2(pool_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import leap
+from helpers.torchrun import LIMIT_S, assert_same_records, fault_env, finish, launch, max_abs_diff, records, torchrun
 from leap.cli import main
 from leap.experiments.config import RunConfig
 from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
@@ -491,6 +493,93 @@ def test_rl_eval_refuses_an_init_that_is_not_this_agents_encoder_with_one_line(t
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"leap: error: {out / 'init.safetensors'}: ") and "\n" not in err, err
     assert not (out / "rl-eval.json").exists()
+
+
+# ---------------------------------------------------------------------- under torchrun
+# Meta-batch 3 over 2 ranks: rank 0 trains games 0 and 1 of each meta-step, rank 1 game 2.
+RL_RUN = ["train", "--benchmark", "minatar", "--method", "leap", "--meta-steps", "3", "--meta-batch", "3",
+          "--task-steps", "80", "--task-batch", "8", "--unroll", "5", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def rl_alone(tmp_path_factory):
+    """The reference: the run in one process (in this one: no interpreter start-up)."""
+    from leap.engine.rundir import release
+
+    out = tmp_path_factory.mktemp("rl-alone") / "run"
+    assert main([*RL_RUN, "--out", str(out)]) == 0
+    release(out)
+    return out
+
+
+@needs_minatar
+def test_rl_meta_batch_split_over_two_processes_learns_the_init_of_one_process_and_only_rank_0_writes(
+        tmp_path, rl_alone):
+    out = tmp_path / "run"
+    proc = subprocess.run(torchrun("-m", "leap", *RL_RUN, "--out", str(out)), capture_output=True, text=True,
+                          timeout=LIMIT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert max_abs_diff(out, rl_alone) < 1e-5
+    assert_same_records(records(out), records(rl_alone))  # games, their returns and steps, from both ranks
+    assert "[rank 1/2] leap: trains tasks 2..2 of each meta-batch of 3; writes nothing" in proc.stderr
+    assert proc.stdout.count("wrote") == 1
+
+
+@needs_minatar
+def test_rl_sigterm_on_one_rank_stops_every_rank_after_the_same_meta_step_and_resume_is_exact(tmp_path, rl_alone):
+    # Under torchrun the ranks agree on a stop in the meta-gradient's all-reduce: a SIGTERM
+    # that reaches rank 1 alone during meta-step 2 stops both after it, with rank 0's checkpoint.
+    out = tmp_path / "run"
+    args = [*RL_RUN, "--out", str(out)]
+    (status0, err0), (status1, err1) = finish(launch(args, fault_env("sigterm", rank=1, step=2)), LIMIT_S)
+    assert status0 == status1 == 128 + signal.SIGTERM, err0 + err1
+    assert "interrupted at meta-step 2" in err0 and "interrupted at meta-step 2" in err1
+    assert [r["step"] for r in records(out)] == [1, 2] and not (out / "init.safetensors").exists()
+    (status0, err0), (status1, err1) = finish(launch([*args, "--resume"], dict(os.environ)), LIMIT_S)
+    assert status0 == status1 == 0, err0 + err1
+    assert max_abs_diff(out, rl_alone) < 1e-5
+    assert_same_records(records(out), records(rl_alone))
+
+
+@needs_minatar
+def test_rl_rank_killed_mid_run_stops_the_other_with_one_line_and_resume_is_exact(tmp_path, rl_alone):
+    out = tmp_path / "run"
+    args = [*RL_RUN, "--out", str(out), "--checkpoint-every", "1"]
+    (status0, err0), (status1, _) = finish(launch(args, fault_env("kill", rank=1, step=3)), LIMIT_S)
+    assert status1 == -signal.SIGKILL
+    assert status0 == 1 and "[rank 0/2] all-reduce failed: another rank stopped" in err0, err0
+    (status0, err0), (status1, err1) = finish(launch([*args, "--resume"], dict(os.environ)), LIMIT_S)
+    assert status0 == status1 == 0, err0 + err1
+    assert "(meta-step 2)" in err1  # rank 1 continued from rank 0's checkpoint
+    assert max_abs_diff(out, rl_alone) < 1e-5
+    assert_same_records(records(out), records(rl_alone))
+
+
+@needs_minatar
+def test_rl_meta_step_stopped_alone_between_games_resumes_under_torchrun_to_the_init_of_one_process(
+        tmp_path, rl_alone, monkeypatch):
+    # Alone, a SIGTERM during game 1 of meta-step 2 leaves a checkpoint holding that game
+    # (in the hook's accumulators); resumed over 2 ranks, rank 0 keeps it and trains game 2,
+    # rank 1 trains game 3, and the game done is counted once.
+    import leap.experiments.rl.meta as meta
+    from leap.engine.rundir import release
+
+    original = meta.train_game
+
+    def terminated_during_a_game(spec, game, settings, seed_parts, *args, **kwargs):
+        if seed_parts[2:] == (1, 0):  # meta-step 2 (0-based 1), its first game
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(spec, game, settings, seed_parts, *args, **kwargs)
+
+    monkeypatch.setattr(meta, "train_game", terminated_during_a_game)
+    out = tmp_path / "run"
+    assert main([*RL_RUN, "--out", str(out)]) == 128 + signal.SIGTERM
+    release(out)
+    proc = subprocess.run(torchrun("-m", "leap", *RL_RUN, "--out", str(out), "--resume"), capture_output=True,
+                          text=True, timeout=LIMIT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert max_abs_diff(out, rl_alone) < 1e-5
+    assert_same_records(records(out), records(rl_alone))
 
 
 # ---------------------------------------------------------------------- ALE

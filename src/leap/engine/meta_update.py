@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,6 +31,16 @@ def normalize_meta_gradient(learner: MetaLearner, riders: Sequence[Tensor] = ())
         distributed.all_reduce_sum([*tensors, *riders])
 
     return int(learner.normalize(reduce if distributed.active() else None).item())
+
+
+def without_accumulated_tasks(learner_state: dict[str, Any]) -> dict[str, Any]:
+    """A learner's ``state_dict()`` with its meta-batch accumulator emptied (θ0 kept).
+
+    For a meta-step stopped between two tasks in a single process and resumed under
+    torchrun: rank 0 loads the checkpoint as it is, the other ranks load this, so that the
+    all-reduce counts the tasks already done once."""
+    return {k: torch.zeros_like(v) if k.startswith("acc.") or k in ("valid_tasks", "num_tasks") else v
+            for k, v in learner_state.items()}
 
 
 def meta_update(optimizer: torch.optim.Optimizer, parameters: Iterable[Tensor], lr: float, tasks: int) -> bool:

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from leap.experiments.config import join_workers
 from leap.experiments.multicv.config import FIELD_OPTIONS, MULTICV_OPTIONS, TABLE_METHODS, MultiCVConfig
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, UsageError
@@ -43,22 +44,34 @@ def _log_to_stderr(args: argparse.Namespace) -> Callable[[str], None]:
 
 INPUT_ERRORS = (ValueError, FileNotFoundError, CorruptFileError, ImportError)
 
+#: Why a method's pretraining cannot be split over torchrun's processes.
+UNSPLITTABLE = {"finetune": "--method finetune carries one encoder from task to task",
+                "hat": "--method hat trains one network task after task",
+                "progressive": "--method progressive grows one network task after task",
+                "none": "--method none has no pretraining to split"}
+
 
 def train_from_args(args: argparse.Namespace) -> int:
     """``leap train --benchmark multicv``: one run into ``--out`` (resumed if it exists
     with the same config). Errors in the input or the data exit with status 2."""
-    from leap.experiments.multicv.run import run_multicv
+    from leap.experiments.multicv.run import continued_config, run_multicv
 
-    if distributed.launched():
-        raise UsageError("--benchmark multicv runs in a single process: run it without torchrun")
     try:
         if not args.held_out:
             raise ValueError("--benchmark multicv needs --held-out NAME (a dataset of the pool)")
         cfg = config_from_args(args)
+        # Under torchrun each rank trains a share of each meta-batch (Leap's tasks are independent).
+        join_workers(cfg.device, args.dist_timeout, UNSPLITTABLE.get(cfg.method))
+        if not args.overwrite:  # perhaps a run continued with another meta learning rate
+            cfg = continued_config(cfg, args.out, meta_lr_given=args.meta_lr is not None,
+                                   log=lambda msg: print(f"leap: {msg}", file=sys.stderr) if distributed.is_main()
+                                   else None)
         result = run_multicv(cfg, args.out, resume=True, overwrite=args.overwrite, cache_dir=args.cache_dir,
                              log=_log_to_stderr(args))
     except INPUT_ERRORS as err:
         raise UsageError(str(err)) from err
+    if result is None:  # torchrun's other ranks: rank 0 evaluates and writes
+        return 0
     print(f"{cfg.held_out}/{cfg.method}: test error {100 * result['test_error']:.1f}%, "
           f"train error {100 * result['train_error']:.1f}%, AUC {100 * result['auc']:.1f}")
     return 0

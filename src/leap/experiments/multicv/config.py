@@ -82,15 +82,35 @@ class MultiCVConfig:
     test_cap: int | None = None
     metric: str = "energy"
     device: str = "cpu"
+    # [from_step, lr] pairs: the meta learning rate from that meta-step (0-based) on, recorded
+    # when a run is continued with another --meta-lr (e.g. after its θ0 diverged).
+    meta_lr_changes: list[list[float]] = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown Multi-CV method {self.method!r}; choose from {list(METHODS)}")
         check_fields(self, OPTIONS, FIELD_OPTIONS)
         OPTIONS["seed"].check(self.seed)
+        steps = [c[0] for c in self.meta_lr_changes if isinstance(c, (list, tuple)) and len(c) == 2]
+        if len(steps) != len(self.meta_lr_changes) or steps != sorted(steps):
+            raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
+        for _, lr in self.meta_lr_changes:
+            OPTIONS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
+
+    def meta_lr_at(self, step: int) -> float:
+        """Leap's meta learning rate at meta-step ``step`` (0-based): ``meta_lr`` changed by
+        ``meta_lr_changes``."""
+        lr = self.meta_lr
+        for from_step, changed in self.meta_lr_changes:
+            if step >= from_step:
+                lr = changed
+        return lr
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if not values["meta_lr_changes"]:
+            del values["meta_lr_changes"]  # a run never continued: its config.json as before the option
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MultiCVConfig:

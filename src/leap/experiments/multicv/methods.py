@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from leap.baselines import HATNet, ProgressiveNet
 from leap.engine.loop import StepInterrupted
@@ -24,6 +24,7 @@ from leap.experiments.multicv.training import (
 from leap.learners import Leap
 from leap.models import ConvNet
 from leap.tasks.multicv import DatasetSplits, MultiCV
+from leap.util import distributed
 from leap.util.seeding import derived_generator
 
 
@@ -32,14 +33,17 @@ class Method:
     """Pretraining on the pool and evaluation on the held-out dataset, for one method."""
 
     trains = True
+    #: Leap's hook and the optimizer of its θ0 (None: the other methods train the model itself).
+    learner: Leap | None = None
+    meta_opt: torch.optim.Optimizer | None = None
 
     def __init__(self, cfg: MultiCVConfig, bench: MultiCV, pool: list[str]) -> None:
         self.cfg, self.bench, self.pool = cfg, bench, pool
         self.device = torch.device(cfg.device)
         self.task_budget = Budget(cfg.task_epochs, cfg.task_batch, cfg.task_lr, cfg.patience, cfg.check_every)
         self.eval_budget = Budget(cfg.eval_epochs, cfg.eval_batch, cfg.eval_lr, cfg.patience, cfg.check_every)
-        self.partial: list[tuple[str, TaskRun]] = []  # the tasks of the meta-step in flight already trained
-        self.meta_gradient_tasks = 0  # tasks in the meta-gradient the latest meta-step left (Leap)
+        # The tasks of the meta-step in flight this process already trained: (position, dataset, run).
+        self.partial: list[tuple[int, str, TaskRun]] = []
 
     def draw(self, step: int) -> list[tuple[int, str, torch.Generator]]:
         """Meta-step ``step``'s batch: (index, dataset, data generator), drawn with replacement."""
@@ -48,27 +52,34 @@ class Method:
         return [(i, self.pool[k], derived_generator(self.cfg.seed, "multicv-task", self.cfg.held_out, step, i))
                 for i, k in enumerate(chosen)]
 
-    def pretrain_step(self, step: int, stop: Callable[[], bool] = lambda: False) -> list[tuple[str, TaskRun]]:
-        """Meta-step ``step``: train each task of its batch (`train_task()`), then
-        `end_step()`. A task trains to convergence (minutes), so when ``stop()`` turns
-        true between two tasks this raises [`StepInterrupted`][leap.engine.loop.StepInterrupted]; ``self.partial`` (in
-        the trainer's checkpoint) then holds the tasks done, and a resumed meta-step
-        continues with the next one."""
+    def pretrain_step(self, step: int, stop: Callable[[], bool] = lambda: False) -> list[tuple[int, str, TaskRun]]:
+        """Meta-step ``step``'s task work: train each task of its batch (`train_task()`)
+        that falls to this process (under torchrun a contiguous share, alone all), as
+        (position in the batch, dataset, run); `end_step()` follows. A task trains to
+        convergence (minutes), so when ``stop()`` turns true between two tasks of a single
+        process this raises [`StepInterrupted`][leap.engine.loop.StepInterrupted]; ``self.partial`` (in the
+        trainer's checkpoint) then holds the tasks done, and a resumed meta-step continues
+        with the next one. Under torchrun the ranks stop after the meta-step instead."""
         batch = self.draw(step)
-        for i, name, generator in batch[len(self.partial):]:
-            if stop():
+        done = {i for i, _, _ in self.partial}
+        for i, name, generator in distributed.shard(batch):
+            if i in done:
+                continue
+            if stop() and not distributed.active():
                 raise StepInterrupted(f"after task {len(self.partial)} of {len(batch)}")
-            self.partial.append((name, self.train_task(step, i, name, generator)))
-        self.end_step()
+            self.partial.append((i, name, self.train_task(step, i, name, generator)))
         runs, self.partial = self.partial, []
         return runs
 
     def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
         raise NotImplementedError
 
-    def end_step(self) -> None:
-        """What a meta-step does after its tasks (Leap: normalize the meta-gradient, which
-        ``fit`` applies; ``meta_gradient_tasks`` says how many tasks it holds)."""
+    def end_step(self, riders: Sequence[Tensor]) -> int:
+        """What a meta-step does after its tasks; returns the tasks in the meta-gradient.
+        Leap normalizes the meta-gradient (``fit`` applies it), summing it over torchrun's
+        ranks in one all-reduce that also sums ``riders`` (the tasks' metrics, the stop
+        flags); the other methods have no meta-gradient and run in one process (0)."""
+        return 0
 
     def evaluate(self, data: DatasetSplits, generator: torch.Generator) -> tuple[TaskRun, TaskView]:
         raise NotImplementedError
@@ -123,8 +134,8 @@ class LeapMethod(ConvNetMethod):
 
     def __init__(self, cfg: MultiCVConfig, bench: MultiCV, pool: list[str]) -> None:
         super().__init__(cfg, bench, pool)
-        self.learner = Leap(self.model, metric=cfg.metric, params=lambda n, p: n.startswith("encoder"))
-        self.meta_opt = torch.optim.Adam(self.learner.parameters(), lr=cfg.meta_lr)
+        self.learner: Leap = Leap(self.model, metric=cfg.metric, params=lambda n, p: n.startswith("encoder"))
+        self.meta_opt: torch.optim.Optimizer = torch.optim.Adam(self.learner.parameters(), lr=cfg.meta_lr)
 
     def train_task(self, step: int, index: int, name: str, generator: torch.Generator) -> TaskRun:
         data = self.bench.get(name)
@@ -134,9 +145,9 @@ class LeapMethod(ConvNetMethod):
         return fit_task(PlainView(self.model), data, self.task_budget, generator, learner=self.learner,
                         model=self.model, restore_best=False)
 
-    def end_step(self) -> None:
+    def end_step(self, riders: Sequence[Tensor]) -> int:
         # The meta-update itself is fit's (leap.engine.loop.meta_step), on ``meta_opt``.
-        self.meta_gradient_tasks = normalize_meta_gradient(self.learner)
+        return normalize_meta_gradient(self.learner, riders)
 
     def prepare_encoder(self) -> None:
         self.learner.to(self.model)

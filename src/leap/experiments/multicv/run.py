@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -12,14 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from leap.engine.loop import TrainerState, fit
-from leap.engine.rundir import begin_run, check_out_dir
+from leap.engine.loop import STOP_SIGNALS, TrainerState, fit
+from leap.engine.meta_update import without_accumulated_tasks
+from leap.engine.rundir import check_out_dir, lock
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import METHOD_CLASSES, make_method
 from leap.experiments.multicv.report import write_multicv_report
 from leap.experiments.multicv.results import read_result, result_source
 from leap.experiments.multicv.training import TaskRun, error_rate
 from leap.tasks.multicv import MultiCV
+from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.files import atomic_write_json
 from leap.util.seeding import derived_generator, rng_state, set_rng_state
@@ -40,7 +43,7 @@ class MultiCVTrainer(TrainerState):
         self.cfg = cfg
         self.method = make_method(cfg, bench)
         self.config, self.meta_steps, self.meta_batch = cfg.to_dict(), cfg.meta_steps, cfg.meta_batch
-        super().__init__()  # fit's bookkeeping; stop_signal stays None (Multi-CV runs in one process)
+        super().__init__()  # fit's bookkeeping (step_count, stop_requests, stop_signal under torchrun)
         self.best_val_error = math.inf  # the lowest mean validation error of a meta-batch so far
         self.bad_steps = 0  # meta-steps since it last improved
         self.stopped_early = False
@@ -57,20 +60,35 @@ class MultiCVTrainer(TrainerState):
     @property
     def meta_optimizer(self) -> torch.optim.Optimizer | None:
         """Leap's optimizer of the encoder's θ0 (None: the other methods train the model itself)."""
-        return getattr(self.method, "meta_opt", None)
+        return self.method.meta_opt
 
     def meta_parameters(self) -> list[Tensor]:
-        learner = getattr(self.method, "learner", None)
+        learner = self.method.learner
         return list(learner.parameters()) if learner is not None else []
 
     def meta_lr_at(self, step: int) -> float:
-        return self.cfg.meta_lr
+        return self.cfg.meta_lr_at(step)
 
     def step(self) -> dict[str, Any]:
         start = time.perf_counter()
+        batch = self.method.draw(self.step_count)
         runs = self.method.pretrain_step(self.step_count, stop=lambda: bool(self.stop_requests))
-        self.meta_gradient_tasks = self.method.meta_gradient_tasks
-        val = [r.best_val_error for _, r in runs]
+        # Each task's (best validation error, mean training error, steps) at its position in the
+        # meta-batch, zeros at torchrun's other ranks' positions (float64: exact), summed over the
+        # ranks with Leap's meta-gradient and the stop flags in one all-reduce, so that every rank
+        # holds the whole table and takes the same meta-patience decision.
+        table = torch.zeros(len(batch), 3, dtype=torch.float64)
+        for i, _, run in runs:
+            table[i] = torch.tensor([run.best_val_error, float(run.train_errors.mean()), run.steps],
+                                    dtype=torch.float64)
+        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], dtype=torch.float64)
+        device = self.method.device
+        table, control = table.to(device), control.to(device)
+        self.meta_gradient_tasks = self.method.end_step([table, control])
+        if distributed.active():
+            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
+            self.stop_signal = agreed[0] if agreed else None
+        val, train, steps = (table[:, k].tolist() for k in range(3))
         valid = sum(math.isfinite(v) for v in val)
         mean_val = sum(val) / len(val)
         if mean_val < self.best_val_error:
@@ -80,10 +98,9 @@ class MultiCVTrainer(TrainerState):
         self.stopped_early = self.bad_steps >= self.cfg.meta_patience
         seconds = time.perf_counter() - start
         self.pretrain_seconds += seconds
-        return {"mean_val_error": mean_val,
-                "mean_train_error": sum(float(r.train_errors.mean()) for _, r in runs) / len(runs),
-                "tasks": [name for name, _ in runs], "task_steps": [r.steps for _, r in runs],
-                "valid_tasks": valid, "dropped_tasks": len(runs) - valid, "seconds": seconds}
+        return {"mean_val_error": mean_val, "mean_train_error": sum(train) / len(train),
+                "tasks": [name for _, name, _ in batch], "task_steps": [int(n) for n in steps],
+                "valid_tasks": valid, "dropped_tasks": len(batch) - valid, "seconds": seconds}
 
     def validate(self) -> dict[str, float]:
         return {}  # each task validates itself (early stopping); the meta-batch's mean is in step()'s record
@@ -96,24 +113,34 @@ class MultiCVTrainer(TrainerState):
                 "best": self.best_val_error, "bad": self.bad_steps, "stopped_early": self.stopped_early,
                 "pretrain_seconds": self.pretrain_seconds, "method": self.method.state_dict(), "rng": rng_state(),
                 # the tasks of a meta-step stopped between two of its tasks (StepInterrupted)
-                "partial": [{"name": name, **dataclasses.asdict(run)} for name, run in self.method.partial]}
+                "partial": [{"index": i, "name": name, **dataclasses.asdict(run)}
+                            for i, name, run in self.method.partial]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
         self.consecutive_failures = int(state.get("consecutive_failures", 0))
         self.best_val_error, self.bad_steps = float(state["best"]), int(state["bad"])
         self.stopped_early, self.pretrain_seconds = bool(state["stopped_early"]), float(state["pretrain_seconds"])
-        self.method.load_state_dict(state["method"])
-        self.method.partial = [(p["name"], TaskRun(**{k: v for k, v in p.items() if k != "name"}))
-                               for p in state.get("partial", [])]
+        partial = [(int(p.get("index", i)), p["name"], TaskRun(**{k: v for k, v in p.items()
+                                                                   if k not in ("index", "name")}))
+                   for i, p in enumerate(state.get("partial", []))]  # "index": absent before torchrun
+        method = state["method"]
+        if partial and not distributed.is_main():
+            # Stopped inside a meta-step (alone) and resumed under torchrun: the tasks done and
+            # their meta-gradient (in Leap's accumulators) are rank 0's alone, so that the
+            # all-reduce counts them once; the others train what is left of their shares.
+            method, partial = {**method, "learner": without_accumulated_tasks(method["learner"])}, []
+        self.method.load_state_dict(method)
+        self.method.partial = partial
         if "rng" in state:
             set_rng_state(state["rng"])
 
 
 def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = None, resume: bool = True,
                 overwrite: bool = False, cache_dir: str | Path | None = None,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Pretrain and evaluate one (held-out dataset, method) into ``out``.
+                log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Pretrain and evaluate one (held-out dataset, method) into ``out``; under torchrun
+    the ranks share pretraining and rank 0 alone evaluates (the others return None).
 
     Files: ``config.json``; ``metrics.jsonl`` (one record per meta-step);
     ``checkpoints/`` (after every meta-step; the last one marks pretraining done);
@@ -129,10 +156,17 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     out = Path(out)
     result_path = out / "result.json"
     def same_config(existing: dict[str, Any]) -> bool:
-        # The same run, or (resuming) this run with fewer meta-steps: a larger --meta-steps extends it.
-        steps = existing.get("meta_steps")
-        return existing == cfg.to_dict() or (resume and isinstance(steps, int) and steps <= cfg.meta_steps
-                                              and {**existing, "meta_steps": cfg.meta_steps} == cfg.to_dict())
+        # The same run, or (resuming) this run with fewer meta-steps (a larger --meta-steps
+        # extends it) or with fewer recorded meta learning rate changes (continued_config: the
+        # directory's are a prefix of cfg's, or cfg's last change replaces those from its step on).
+        mine = cfg.to_dict()
+        if existing == mine or not resume:
+            return existing == mine
+        steps, changes, new = existing.get("meta_steps"), existing.get("meta_lr_changes", []), cfg.meta_lr_changes
+        continued = changes == new[:len(changes)] or (new and [c for c in changes if c[0] < new[-1][0]] == new[:-1])
+        return (isinstance(steps, int) and steps <= cfg.meta_steps and bool(continued)
+                and {**existing, "meta_steps": cfg.meta_steps, "meta_lr_changes": new}
+                == {**mine, "meta_lr_changes": new})
 
     check_out_dir(out, same_config, overwrite)
     if resume and not overwrite:
@@ -148,8 +182,11 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     bench = bench if bench is not None else cfg.benchmark(cache_dir)
     for name in [cfg.held_out, *(bench.pool(cfg.held_out) if METHOD_CLASSES[cfg.method].trains else [])]:
         bench.get(name)
-    begin_run(out, cfg.to_dict(), same_config, overwrite=overwrite, resume=resume)
-    result_path.unlink(missing_ok=True)
+    if result_path.exists() and distributed.is_main():
+        # This run is trained (again, or further): its old evaluation goes first, under the
+        # run's lock (fit claims the directory with it).
+        lock(out)
+        result_path.unlink()
 
     start = time.perf_counter()
     trainer = MultiCVTrainer(cfg, bench)
@@ -159,8 +196,17 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
             f"val error {100 * record['mean_val_error']:.1f}% ({record['seconds']:.0f} s)")
 
     # A Multi-CV meta-step trains each task to convergence (minutes): checkpoint after every one.
-    fit(trainer, out, resume=resume and not overwrite, checkpoint_every=1, on_step=log_step,
-        log=lambda msg: log(f"{out}: {msg}"))
+    fit(trainer, out, resume=resume and not overwrite, overwrite=overwrite, same_run=same_config,
+        checkpoint_every=1, on_step=log_step if distributed.is_main() else None,
+        log=lambda msg: log(f"{distributed.prefix()}{out}: {msg}"))
+    if distributed.active():
+        # Pretraining is over: the ranks leave the process group together, and rank 0 evaluates
+        # the held-out dataset alone (one task: nothing to split; no collective to time out).
+        main = distributed.is_main()
+        distributed.barrier()
+        distributed.shutdown()
+        if not main:
+            return None
 
     result = {**evaluate_held_out(trainer, bench), "total_seconds": time.perf_counter() - start,
               **result_source(out, cfg.to_dict())}
@@ -198,6 +244,35 @@ def _downsample(curve: Tensor, points: int) -> list[float]:
         return curve.tolist()
     chunks = torch.tensor_split(curve, points)
     return [float(c.mean()) for c in chunks]
+
+
+def continued_config(cfg: MultiCVConfig, out: str | Path, meta_lr_given: bool,
+                     log: Callable[[str], None] = print) -> MultiCVConfig:
+    """The config with which ``leap train --benchmark multicv`` continues the run in
+    ``out`` (Multi-CV runs always resume). A run continued with another ``--meta-lr`` (e.g.
+    after θ0 diverged) records the change in ``meta_lr_changes``, from its newest
+    checkpoint's meta-step on, so that the recorded config trained from scratch gives the
+    same run; without ``--meta-lr`` the recorded changes are kept. ``cfg`` as it is for a
+    directory that holds no run, or another run (the directory check refuses it)."""
+    from leap.util.files import list_checkpoints
+
+    try:
+        existing = MultiCVConfig.from_dict(json.loads((Path(out) / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return cfg
+    if dataclasses.replace(existing, meta_lr=cfg.meta_lr, meta_lr_changes=[], meta_steps=cfg.meta_steps) != cfg:
+        return cfg
+    continued = dataclasses.replace(existing, meta_steps=cfg.meta_steps)
+    if not meta_lr_given:
+        return continued if cfg.meta_lr == existing.meta_lr else cfg
+    if cfg.meta_lr == existing.meta_lr_at(2**62):
+        return continued
+    found = list_checkpoints(Path(out) / "checkpoints")
+    step = found[-1][0] if found else 0
+    changes = [list(c) for c in existing.meta_lr_changes if c[0] < step] + [[step, cfg.meta_lr]]
+    log(f"continuing {out} with meta learning rate {cfg.meta_lr:g} from meta-step {step} (recorded in config.json "
+        "as meta_lr_changes)")
+    return dataclasses.replace(continued, meta_lr_changes=changes)
 
 
 # ---------------------------------------------------------------------- sweep and report

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leap.engine.rundir import begin_run, holds_run, lock
+from leap.engine.rundir import holds_run, lock
 from leap.experiments.config import (
     RUN_FIELDS,
     THREADS,
     RunConfig,
     check_run_dir,
+    join_workers,
     read_run_config,
     resumed_config,
     run_matcher,
@@ -78,26 +79,27 @@ def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
     from leap.engine.loop import fit
     from leap.experiments.rl.meta import RLMetaTrainer
 
-    if distributed.launched():
-        raise UsageError(f"--benchmark {cfg.benchmark} runs in a single process: run it without torchrun")
+    join_workers(cfg.device, args.dist_timeout)  # under torchrun: each rank trains a share of each meta-batch
     check_device(cfg.device)
     setup = RLSetup.from_config(cfg)
     check_rl_games(setup)
     out = Path(args.out)
     cfg = resumed_config(out, cfg, args)
     check_run_dir(out, cfg, args.overwrite, extending=args.resume)
-    begin_run(out, cfg.to_dict(), run_matcher(cfg), overwrite=args.overwrite, resume=args.resume)
     trainer = RLMetaTrainer(cfg, setup)
-    progress = RLProgress(cfg.meta_steps, cfg.method, trainer.trains, bar=not args.no_progress)
+    main = distributed.is_main()  # under torchrun only rank 0 writes and shows progress
+    progress = RLProgress(cfg.meta_steps, cfg.method, main and trainer.trains, bar=not args.no_progress)
     trainer.on_game = progress.game
     try:
-        info = fit(trainer, out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        info = fit(trainer, out, resume=args.resume, overwrite=args.overwrite, same_run=run_matcher(cfg),
+                   checkpoint_every=args.checkpoint_every,
                    keep_checkpoints=args.keep_checkpoints,
                    max_failed_steps=args.max_failed_steps, tensorboard=args.tensorboard, on_step=progress.update,
-                   log=lambda msg: print(f"leap: {msg}", file=sys.stderr))
+                   log=lambda msg: print(f"{distributed.prefix()}leap: {msg}", file=sys.stderr))
     finally:
         progress.close()
-    print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
+    if main:
+        print(f"{cfg.method}: wrote {out / 'init.safetensors'} ({info['train_seconds']:.1f} s)")
     return 0
 
 

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from leap.engine.inner import make_optimizer
-from leap.engine.loop import HookTrainerState, StepInterrupted
-from leap.engine.meta_update import normalize_meta_gradient
+from leap.engine.loop import STOP_SIGNALS, HookTrainerState, StepInterrupted
+from leap.engine.meta_update import normalize_meta_gradient, without_accumulated_tasks
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.a2c import A2CSettings, AgentCurve, train_agent
@@ -34,6 +34,7 @@ from leap.experiments.rl.agent import ActorCritic, encoder_only, make_agent
 from leap.experiments.rl.envs import EnvSpec, make_vec_env, observation_channels
 from leap.experiments.rl.options import RLSetup
 from leap.learners import MetaLearner
+from leap.util import distributed
 from leap.util.seeding import derive_seed, derived_generator
 
 
@@ -115,12 +116,12 @@ class RLMetaTrainer(HookTrainerState):
         self.meta_opt: torch.optim.Optimizer | None = None
         if self.learner is not None:
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
-        # fit's bookkeeping; ``stop_signal`` stays None (it is for torchrun, and RL runs in one process).
-        super().__init__()
+        super().__init__()  # fit's bookkeeping (step_count, stop_requests, ...)
         self.on_game: Callable[[int, str, AgentCurve], None] | None = None
-        # The games of the meta-step in flight already trained (their summaries), kept in
-        # checkpoints: a stop requested during a meta-step takes effect after the game in
-        # flight, and the resumed run continues with the next game (StepInterrupted).
+        # The games of the meta-step in flight this process already trained (their summaries,
+        # with their positions in the meta-batch), kept in checkpoints: alone, a stop requested
+        # during a meta-step takes effect after the game in flight, and the resumed run
+        # continues with the next game (StepInterrupted).
         self.partial: list[dict[str, Any]] = []
 
     @property
@@ -146,44 +147,70 @@ class RLMetaTrainer(HookTrainerState):
         cfg = self.cfg
         assert self.learner is not None and self.meta_opt is not None
         games = self.draw_games(self.step_count)
-        for index in range(len(self.partial), len(games)):  # a resumed meta-step continues with its next game
-            if self.stop_requests:
+        done = {g["index"] for g in self.partial}  # a resumed meta-step continues with its next game
+        # Under torchrun this rank trains a contiguous share of the meta-batch; alone, all of it.
+        for index in distributed.shard(range(len(games))):
+            if index in done:
+                continue
+            if self.stop_requests and not distributed.active():
+                # Alone, a stop takes effect between two games; under torchrun the ranks
+                # agree on it in the meta-gradient's all-reduce and stop after the meta-step.
                 raise StepInterrupted(f"after game {index} of {len(games)}")
             start = time.perf_counter()
             curve = train_game(self.setup.spec, games[index], self.setup.train,
                                (cfg.seed, "rl-task", self.step_count, index), cfg.device, learner=self.learner)
-            self.partial.append({"game": curve.game, "loss": float(curve.losses.float().mean()), "steps": curve.steps,
+            self.partial.append({"index": index, "game": curve.game, "loss": float(curve.losses.float().mean()),
+                                 "steps": curve.steps,
                                  # late return: the mean of the game's last 10% of episodes
                                  "return": curve.mean_return(max(1, len(curve.episode_returns) // 10)),
                                  "seconds": time.perf_counter() - start})
             if self.on_game is not None:
                 self.on_game(index, games[index], curve)
         start = time.perf_counter()
-        # The meta-update itself is fit's (meta_step): at this meta-step's rate, rolled back if
-        # it made θ0 non-finite.
-        valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner)
-        done, self.partial = self.partial, []
-        losses = [g["loss"] for g in done if np.isfinite(g["loss"])]
-        returns = [g["return"] for g in done if np.isfinite(g["return"])]
+        # Each game's (loss, late return, environment steps) at its position in the meta-batch,
+        # zeros at the other ranks' positions (float64: exact for the step counts), summed over
+        # the ranks with the meta-gradient and the stop flags in one all-reduce, so that every
+        # rank logs what a single process would. The meta-update itself is fit's (meta_step).
+        device = next(self.learner.parameters()).device  # the collective's tensors share one device
+        table = torch.zeros(cfg.meta_batch, 3, dtype=torch.float64)
+        for g in self.partial:
+            table[g["index"]] = torch.tensor([g["loss"], g["return"], g["steps"]], dtype=torch.float64)
+        table = table.to(device)
+        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], dtype=torch.float64,
+                               device=device)
+        valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner, [table, control])
+        if distributed.active():
+            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
+            self.stop_signal = agreed[0] if agreed else None
+        mine, self.partial = self.partial, []
+        losses = [v for v in table[:, 0].tolist() if np.isfinite(v)]
+        returns = [v for v in table[:, 1].tolist() if np.isfinite(v)]
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             # No error rate in RL; NaN keeps the column that the supervised runs log.
             "train_error": float("nan"),
             "train_return": float(np.mean(returns)) if returns else float("nan"),
-            "games": [g["game"] for g in done],
-            "game_returns": [g["return"] for g in done],
-            "env_steps": sum(g["steps"] for g in done),
+            "games": games,
+            "game_returns": table[:, 1].tolist(),
+            "env_steps": int(table[:, 2].sum()),
             "valid_tasks": valid,
             "dropped_tasks": cfg.meta_batch - valid,
-            "seconds": sum(g["seconds"] for g in done) + time.perf_counter() - start,  # over every segment
+            # this rank's games (over every segment) and the wait for the others in the all-reduce
+            "seconds": sum(g["seconds"] for g in mine) + time.perf_counter() - start,
         }
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "partial": [dict(g) for g in self.partial]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        partial = [{"index": i, **g} for i, g in enumerate(state.get("partial", []))]  # written before "index"
+        if partial and not distributed.is_main():
+            # Stopped inside a meta-step (alone) and resumed under torchrun: the games done and
+            # their meta-gradient (in the learner's accumulators) are rank 0's alone, so that the
+            # all-reduce counts them once; the others train what is left of their shares.
+            state, partial = {**state, "learner": without_accumulated_tasks(state["learner"])}, []
         super().load_state_dict(state)
-        self.partial = [dict(g) for g in state.get("partial", [])]
+        self.partial = partial
 
     def init_state(self) -> dict[str, Tensor]:
         """The learned initialization: the encoder's tensors (the heads are per game)."""

@@ -2,8 +2,10 @@
 
 Run it like ``python -m leap`` (under torchrun, or with RANK/WORLD_SIZE/MASTER_* set by
 hand). On the rank named by ``LEAP_FAULT_RANK``, just before meta-step
-``LEAP_FAULT_STEP`` (1-based), the process does what ``LEAP_FAULT`` says: ``raise`` (an
-exception, as a bug or a CUDA error would) or ``hang`` (sleeps, as a stuck rank would).
+``LEAP_FAULT_STEP`` (1-based) of any experiment, the process does what ``LEAP_FAULT``
+says: ``raise`` (an exception, as a bug or a CUDA error would), ``hang`` (sleeps, as a
+stuck rank would), ``sigterm`` (sends itself SIGTERM, as a scheduler would, and goes on)
+or ``kill`` (SIGKILL: the process vanishes, as after an out-of-memory kill).
 Without ``LEAP_FAULT`` it is plain ``leap``. With ``LEAP_REPORT_THREADS=1`` each rank
 prints, after the command returned, the names of the native threads still running in it
 (Linux: /proc/self/task). The library itself carries no test hook: these are added here.
@@ -12,11 +14,12 @@ prints, after the command returned, the names of the native threads still runnin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
 from leap import cli
-from leap.experiments.fewshot import trainer
+from leap.engine import loop
 
 
 def inject() -> None:
@@ -24,17 +27,22 @@ def inject() -> None:
         return
     kind = os.environ["LEAP_FAULT"]
     at_step = int(os.environ["LEAP_FAULT_STEP"])
-    step = trainer.MetaTrainer.step
+    meta_step = loop.meta_step  # fit calls it through the module: patched here for every experiment
 
-    def faulty_step(self: trainer.MetaTrainer) -> dict[str, float]:
-        if self.step_count + 1 == at_step:
+    def faulty_meta_step(trainer: loop.Trainer) -> dict | None:
+        if trainer.step_count + 1 == at_step:
             if kind == "raise":
                 raise RuntimeError(f"injected failure before meta-step {at_step}")
-            while True:  # a stuck rank: it never reaches the all-reduce
-                time.sleep(1)
-        return step(self)
+            if kind == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            else:
+                while True:  # a stuck rank: it never reaches the all-reduce
+                    time.sleep(1)
+        return meta_step(trainer)
 
-    trainer.MetaTrainer.step = faulty_step
+    loop.meta_step = faulty_meta_step
 
 
 def report_threads() -> None:
