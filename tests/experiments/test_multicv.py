@@ -759,7 +759,7 @@ def test_a_sigterm_on_one_rank_stops_every_rank_after_the_same_meta_step_and_the
     from leap.cli import main
     from leap.engine.rundir import release
 
-    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--meta-steps", "3"]
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--meta-steps", "3", "--dist-timeout", "600"]
     alone, two = tmp_path / "alone", tmp_path / "two"
     assert main([*args, "--out", str(alone)]) == 0
     release(alone)

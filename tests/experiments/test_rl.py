@@ -544,7 +544,9 @@ def test_rl_sigterm_on_one_rank_stops_every_rank_after_the_same_meta_step_and_re
 @needs_minatar
 def test_rl_rank_killed_mid_run_stops_the_other_with_one_line_and_resume_is_exact(tmp_path, rl_alone):
     out = tmp_path / "run"
-    args = [*RL_RUN, "--out", str(out), "--checkpoint-every", "1"]
+    # The collective timeout is far longer than the limit: rank 0 must learn of rank 1's
+    # end from the closed connection, at once.
+    args = [*RL_RUN, "--out", str(out), "--checkpoint-every", "1", "--dist-timeout", str(10 * LIMIT_S)]
     (status0, err0), (status1, _) = finish(launch(args, fault_env("kill", rank=1, step=3)), LIMIT_S)
     assert status1 == -signal.SIGKILL
     assert status0 == 1 and "[rank 0/2] all-reduce failed: another rank stopped" in err0, err0
