@@ -1,7 +1,8 @@
 """Meta-steps per second with 1 and 2 processes, and a projection for a cluster (not a test).
 
-Leap on one experiment (``--experiment``): ``fewshot``, the built-in benchmark (length
-metric, loss in the manifold, stabilizer) with its budgets; ``rl``, MinAtar games
+Leap on one experiment (``--experiment``): ``fewshot``, the built-in benchmark or Omniglot
+(``--fewshot-benchmark``; length metric, loss in the manifold, stabilizer) with its
+budgets, on the task engine ``--engine``; ``rl``, MinAtar games
 (``--rl-task-steps`` environment steps per game, A2C with the benchmark's other
 settings); ``multicv``, Multi-CV's pool with MNIST held out (``--multicv-data``, each
 dataset capped at ``--multicv-cap`` training images, one epoch per task). The meta-batch
@@ -59,8 +60,9 @@ def make_trainer(args: argparse.Namespace):  # -> (trainer, per-task metrics in 
         from leap.experiments.config import RunConfig
         from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark
 
-        cfg = RunConfig(method="leap", meta_batch=args.meta_batch, meta_steps=args.steps + 1,
-                        device=args.device).resolved()
+        cfg = RunConfig(method="leap", benchmark=args.fewshot_benchmark, meta_batch=args.meta_batch,
+                        meta_steps=args.steps + 1, device=args.device, engine=args.engine,
+                        data_dir=args.omniglot_data if args.fewshot_benchmark == "omniglot" else None).resolved()
         return MetaTrainer(cfg, build_benchmark(cfg)), 2, torch.float32
     if args.experiment == "rl":
         from leap.experiments.config import RunConfig
@@ -131,7 +133,8 @@ def measure(args: argparse.Namespace, world: int) -> dict:
     command = [sys.executable, __file__, "--worker", "--experiment", args.experiment, "--device", args.device,
                "--meta-batch", str(args.meta_batch), "--steps", str(args.steps), "--threads", str(args.threads),
                "--rl-task-steps", str(args.rl_task_steps), "--multicv-data", args.multicv_data,
-               "--multicv-cap", str(args.multicv_cap)]
+               "--multicv-cap", str(args.multicv_cap), "--fewshot-benchmark", args.fewshot_benchmark,
+               "--engine", args.engine, "--omniglot-data", args.omniglot_data]
     procs = []
     for rank in range(world):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -163,6 +166,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="fewshot", choices=["fewshot", "rl", "multicv"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fewshot-benchmark", default="builtin", choices=["builtin", "omniglot"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "batched", "sequential"],
+                        help="fewshot: the task engine (auto: batched where it applies)")
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+    parser.add_argument("--omniglot-data", default=os.path.join(shared, "omniglot"),
+                        help="fewshot omniglot: the data directory")
     parser.add_argument("--rl-task-steps", type=int, default=2000, help="rl: environment steps per game")
     parser.add_argument("--multicv-data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                                                 "multicv"), help="multicv: the data directory")
@@ -202,7 +211,8 @@ def main() -> None:
           f"device {args.device}, {args.threads} thread(s) per process")
     print(f"model: {one['params']} meta-learned parameters ({one['param_bytes']} bytes); "
           f"all-reduce buffer {one['allreduce_bytes']} bytes")
-    what = {"fewshot": "built-in benchmark", "rl": f"minatar, {args.rl_task_steps} environment steps per game",
+    what = {"fewshot": f"{args.fewshot_benchmark} benchmark ({args.engine} engine)",
+            "rl": f"minatar, {args.rl_task_steps} environment steps per game",
             "multicv": f"multicv (mnist held out), {args.multicv_cap} training images per dataset"}[args.experiment]
     print(f"{what}, leap, meta-batch {args.meta_batch}, {args.steps} timed meta-steps per run, "
           f"{args.repeats} runs per setting; load average {load_before:.1f} before, {load_after:.1f} after\n")
