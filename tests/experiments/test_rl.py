@@ -513,6 +513,16 @@ def rl_alone(tmp_path_factory):
 
 
 @needs_minatar
+def test_a_resumed_rl_run_names_its_own_meta_step_in_each_game_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RL_RUN, "--out", str(out), "--meta-steps", "1"]) == 0
+    capsys.readouterr()
+    assert main([*RL_RUN, "--out", str(out), "--meta-steps", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "leap: meta-step 2/2, game 1 " in err and "meta-step 1/2" not in err, err
+
+
+@needs_minatar
 def test_rl_meta_batch_split_over_two_processes_learns_the_init_of_one_process_and_only_rank_0_writes(
         tmp_path, rl_alone):
     out = tmp_path / "run"

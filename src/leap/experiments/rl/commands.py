@@ -65,9 +65,10 @@ class RLProgress(Progress):
         super().__init__(total, desc, enabled, postfix=rl_postfix, bar=bar)
         self._game_start = time.perf_counter()
 
-    def game(self, index: int, game: str, curve: AgentCurve) -> None:
+    def game(self, step: int, index: int, game: str, curve: AgentCurve) -> None:
+        """A line for game ``index`` of meta-step ``step`` (0-based; a resumed run's own count)."""
         seconds = time.perf_counter() - self._game_start
-        self.write(f"{self.desc}: meta-step {self.n + 1}/{self.total}, game {index + 1} {game}: {curve.steps} steps, "
+        self.write(f"{self.desc}: meta-step {step + 1}/{self.total}, game {index + 1} {game}: {curve.steps} steps, "
                    f"{len(curve.episode_returns)} episodes, late return "
                    f"{curve.mean_return(max(1, len(curve.episode_returns) // 10)):.2f} ({seconds:.0f} s)")
         self._game_start = time.perf_counter()

@@ -117,7 +117,8 @@ class RLMetaTrainer(HookTrainerState):
         if self.learner is not None:
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
         super().__init__()  # fit's bookkeeping (step_count, stop_requests, ...)
-        self.on_game: Callable[[int, str, AgentCurve], None] | None = None
+        # Called after each game: (meta-step, 0-based; position in the meta-batch; game; its curve).
+        self.on_game: Callable[[int, int, str, AgentCurve], None] | None = None
         # The games of the meta-step in flight this process already trained (their summaries,
         # with their positions in the meta-batch), kept in checkpoints: alone, a stop requested
         # during a meta-step takes effect after the game in flight, and the resumed run
@@ -165,7 +166,7 @@ class RLMetaTrainer(HookTrainerState):
                                  "return": curve.mean_return(max(1, len(curve.episode_returns) // 10)),
                                  "seconds": time.perf_counter() - start})
             if self.on_game is not None:
-                self.on_game(index, games[index], curve)
+                self.on_game(self.step_count, index, games[index], curve)
         start = time.perf_counter()
         # Each game's (loss, late return, environment steps) at its position in the meta-batch,
         # zeros at the other ranks' positions (float64: exact for the step counts), summed over
