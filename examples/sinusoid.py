@@ -130,5 +130,5 @@ def main() -> dict[str, float]:
 if __name__ == "__main__":
     # The thread policy of leap's commands: one thread for a model this small (faster than
     # torch's default on a CPU; OMP_NUM_THREADS, when set, wins).
-    with thread_policy(None, "builtin"):
+    with thread_policy(None, small_model=True):
         main()

@@ -22,7 +22,7 @@ def _thread_policy():
     from leap.util.threads import choose_threads
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(choose_threads(None, "builtin")[0])
+    torch.set_num_threads(choose_threads(None, small_model=True)[0])
     yield
     torch.set_num_threads(previous)
 

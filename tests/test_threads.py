@@ -19,30 +19,40 @@ def no_thread_env(monkeypatch):
 
 def test_threads_given_on_the_command_line_win(no_thread_env, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert choose_threads(5, "builtin") == (5, "--threads")
+    assert choose_threads(5, small_model=True) == (5, "--threads")
 
 
 def test_the_users_omp_num_threads_is_respected(no_thread_env, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert choose_threads(None, "builtin") == (3, "OMP_NUM_THREADS")
+    assert choose_threads(None, small_model=True) == (3, "OMP_NUM_THREADS")
 
 
 @pytest.mark.parametrize("benchmark", ["builtin", "minatar", "atari"])
 def test_small_models_run_single_threaded(no_thread_env, benchmark):
-    assert choose_threads(None, benchmark)[0] == 1
+    from leap.experiments import registry
+
+    assert registry.small_model(benchmark)  # as the experiments register them
+    assert choose_threads(None, registry.small_model(benchmark))[0] == 1
+
+
+@pytest.mark.parametrize("benchmark", ["omniglot", "multicv", None, "no-such-benchmark"])
+def test_convnets_and_unknown_benchmarks_are_not_small_models(benchmark):
+    from leap.experiments import registry
+
+    assert not registry.small_model(benchmark)
 
 
 def test_convnets_get_the_free_cores_never_more_than_this_process_may_use(no_thread_env, monkeypatch):
     monkeypatch.setattr(threads, "cpus_available", lambda: 8)
     monkeypatch.setattr(threads, "cpus_busy", lambda: 0.2)
-    assert choose_threads(None, "omniglot") == (8, "free cores")
+    assert choose_threads(None, small_model=False) == (8, "free cores")
     monkeypatch.setattr(threads, "cpus_busy", lambda: 6.6)  # 7 cores busy with other work
-    assert choose_threads(None, "omniglot")[0] == 1
+    assert choose_threads(None, small_model=False)[0] == 1
     monkeypatch.setattr(threads, "cpus_busy", lambda: 40.0)
-    assert choose_threads(None, "multicv")[0] == 1  # at least one
+    assert choose_threads(None, small_model=False)[0] == 1  # at least one
     monkeypatch.setattr(threads, "cpus_busy", lambda: 0.0)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun processes share the machine
-    assert choose_threads(None, "omniglot")[0] == 2
+    assert choose_threads(None, small_model=False)[0] == 2
     assert 1 <= cpus_available()
 
 

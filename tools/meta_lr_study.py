@@ -252,5 +252,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    with thread_policy(None, "builtin"):
+    with thread_policy(None, small_model=True):
         main()

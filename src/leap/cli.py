@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from leap.engine.rundir import check_output_dir, lock
+from leap.experiments import registry
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     EXECUTION_FIELDS,
@@ -32,14 +33,9 @@ from leap.experiments.config import (
     add_dist_options,
     add_engine_options,
     add_run_options,
-    read_run_config,
 )
-from leap.experiments.config import config_from_args as run_config_from_args
-from leap.experiments.methods import METHODS
-from leap.experiments.multicv.commands import add_multicv_options, sweep_from_args, train_from_args
-from leap.experiments.multicv.config import METHODS as MULTICV_METHODS
-from leap.experiments.rl.commands import add_rl_eval_parser, rl_evaluate, train_rl
-from leap.experiments.rl.options import RL_BENCHMARKS
+from leap.experiments.multicv.commands import add_multicv_options
+from leap.experiments.rl.commands import add_rl_eval_parser
 from leap.util import distributed, tensorboard
 from leap.util.errors import CorruptFileError, RunStopped, UsageError, debugging, environment_error
 from leap.util.options import Option, check_options_apply, check_parsed
@@ -60,14 +56,7 @@ DISTRIBUTED_COMMANDS = ("train", "evaluate")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.benchmark == "multicv":
-        return train_from_args(args)  # its own protocol (appendix E)
-    cfg = run_config_from_args(args, args.method)
-    if cfg.benchmark in RL_BENCHMARKS:
-        return train_rl(cfg, args)  # games, not datasets
-    from leap.experiments.fewshot import commands as fewshot
-
-    return fewshot.cmd_train(args, cfg)
+    return registry.command("train", args.benchmark)(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -76,38 +65,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # The run's lock before its config and init are read: no train --overwrite can
         # replace the run while its result is computed and written beside it.
         lock(run)
-    overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed), ("device", args.device),
-                                   ("engine", args.engine), ("compile", args.compile)) if v is not None}
-    cfg = read_run_config(run, overrides)
-    if cfg.benchmark in RL_BENCHMARKS:  # learned vs random encoder, curves of returns
-        given = [flag for flag, value in (("--split", args.split != "test"), ("--engine", args.engine is not None),
-                                          ("--compile", args.compile is not None),
-                                          ("--checkpoint", args.checkpoint is not None)) if value]
-        if given:
-            raise UsageError(f"{', '.join(given)}: not options of an RL run's evaluation (agents trained on games)")
-        rl_evaluate(run, eval_steps=args.eval_steps, device=args.device,
-                    seeds=None if args.seed is None else [args.seed])
-        return 0
-    from leap.experiments.fewshot import commands as fewshot
-
-    return fewshot.cmd_evaluate(args, cfg)
+    # A directory without a readable config.json goes to the default experiment, whose
+    # evaluation names what is missing.
+    return registry.command("evaluate", _benchmark_of(args) or registry.default_benchmark())(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    if args.benchmark == "multicv":
-        raise UsageError("compare does not run multicv; use leap sweep --benchmark multicv [--held-out A,B]")
-    from leap.experiments.fewshot import commands as fewshot
-
-    return fewshot.cmd_compare(args)
+    return registry.command("compare", args.benchmark)(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
-    if args.benchmark == "multicv":
-        return sweep_from_args(args)  # held-out datasets x methods x seeds
-    from leap.experiments.fewshot import commands as fewshot
-
-    return fewshot.cmd_sweep(args)
+    """Methods x pretraining-task counts x seeds (or Multi-CV's held-out datasets x methods
+    x seeds), one run directory each, finished runs skipped."""
+    return registry.command("sweep", args.benchmark)(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -133,9 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _benchmark_of(args: argparse.Namespace) -> str | None:
-    """The benchmark a command runs (for the thread policy): its --benchmark, or the run's."""
-    if args.command == "rl-eval":
-        return "minatar"  # RL agents: small models
+    """The benchmark a command runs: its --benchmark, or the run's (None: unknown)."""
     if getattr(args, "benchmark", None) is not None:
         return args.benchmark
     run = getattr(args, "run", None)
@@ -191,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
-    p.add_argument("--method", default="leap", choices=list(dict.fromkeys([*METHODS, *MULTICV_METHODS])),
+    p.add_argument("--method", default="leap", choices=registry.methods(),
                    help="hat and progressive: --benchmark multicv only")
     p.add_argument("--out", required=True, help="output directory")
     add_run_options(p)
@@ -304,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.
             check_options_apply(command, argv[1:], args.benchmark)
-        with thread_policy(getattr(args, "threads", None), _benchmark_of(args)):
+        with thread_policy(getattr(args, "threads", None), registry.small_model(_benchmark_of(args))):
             code = args.func(args)
         # Leave together: a rank that tears its process group down while a peer is still
         # finishing its last collective makes gloo abort that peer (SIGABRT at exit).

@@ -8,7 +8,8 @@ measurements). So a command uses:
 
 1. ``--threads N`` when given;
 2. else ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) when the user set it;
-3. else one thread for small models (the built-in benchmark, RL: `SMALL_MODEL_BENCHMARKS`);
+3. else one thread for small models (the built-in benchmark, RL: each benchmark says so in
+   the experiment registry, `leap.experiments.registry`);
 4. else the cores it can actually get: the CPUs this process may run on
    (``sched_getaffinity``), less those busy with other processes' work right now (their
    CPU time over a short window, read from ``/proc/stat`` for those CPUs, this process's
@@ -30,10 +31,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from leap.util.errors import UsageError
-
-#: Benchmarks whose models are small enough that one thread is fastest.
-SMALL_MODEL_BENCHMARKS = ("builtin", "atari", "minatar")
-
 
 #: The most intra-op threads a command takes: torch's thread pool crashes the process
 #: (SIGSEGV) when asked for 100,000.
@@ -112,26 +109,28 @@ def cpus_free() -> int:
     return max(1, (cpus_available() - round(cpus_busy())) // max(1, local_world))
 
 
-def choose_threads(requested: int | None = None, benchmark: str | None = None) -> tuple[int, str]:
-    """(threads, why) by the policy in the module docstring."""
+def choose_threads(requested: int | None = None, small_model: bool = False) -> tuple[int, str]:
+    """(threads, why) by the policy in the module docstring; ``small_model``: the command's
+    models are small enough that one thread is fastest (its benchmark says so in the
+    experiment registry, [`leap.experiments.registry`][leap.experiments.registry])."""
     if requested is not None:
         return requested, "--threads"
     env = _env_threads()
     if env is not None:
         return env, "OMP_NUM_THREADS"
-    if benchmark in SMALL_MODEL_BENCHMARKS:
-        return 1, f"small model ({benchmark})"
+    if small_model:
+        return 1, "small model"
     return cpus_free(), "free cores"
 
 
 @contextlib.contextmanager
-def thread_policy(requested: int | None = None, benchmark: str | None = None) -> Iterator[int]:
+def thread_policy(requested: int | None = None, small_model: bool = False) -> Iterator[int]:
     """Run a command with [`choose_threads()`][leap.util.threads.choose_threads]'s count; torch's previous count
     comes back
     afterwards (commands also run in-process, from tests and notebooks)."""
     import torch
 
-    threads, _ = choose_threads(requested, benchmark)
+    threads, _ = choose_threads(requested, small_model)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -25,6 +25,7 @@ from leap.experiments.config import (
     check_run_dir,
     config_from_args,
     join_workers,
+    read_run_config,
     resumed_config,
     run_matcher,
 )
@@ -148,6 +149,18 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
     # Which protocol and which init produced the numbers travels with them.
     protocol = {name: getattr(cfg, name) for name in ("pipeline", "bn_eval") if getattr(cfg, name) is not None}
     return stamp({**result.to_dict(), **protocol}, cfg, split, digest)
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    """``leap train`` for a few-shot benchmark (the registry's entry point)."""
+    return cmd_train(args, config_from_args(args, args.method))
+
+
+def evaluate_from_args(args: argparse.Namespace) -> int:
+    """``leap evaluate RUN`` of a few-shot run: its config with the command's overrides."""
+    overrides = {k: v for k, v in (("eval_steps", args.eval_steps), ("seed", args.seed), ("device", args.device),
+                                   ("engine", args.engine), ("compile", args.compile)) if v is not None}
+    return cmd_evaluate(args, read_run_config(Path(args.run), overrides))
 
 
 def cmd_train(args: argparse.Namespace, cfg: RunConfig) -> int:

@@ -22,6 +22,7 @@ from leap.experiments.config import (
     THREADS,
     RunConfig,
     check_run_dir,
+    config_from_args,
     join_workers,
     read_run_config,
     resumed_config,
@@ -72,6 +73,23 @@ class RLProgress(Progress):
                    f"{len(curve.episode_returns)} episodes, late return "
                    f"{curve.mean_return(max(1, len(curve.episode_returns) // 10)):.2f} ({seconds:.0f} s)")
         self._game_start = time.perf_counter()
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    """``leap train --benchmark atari|minatar`` (the registry's entry point)."""
+    return train_rl(config_from_args(args, args.method), args)
+
+
+def evaluate_from_args(args: argparse.Namespace) -> int:
+    """``leap evaluate RUN`` of an RL run: learned vs random encoder, curves of returns."""
+    given = [flag for flag, value in (("--split", args.split != "test"), ("--engine", args.engine is not None),
+                                      ("--compile", args.compile is not None),
+                                      ("--checkpoint", args.checkpoint is not None)) if value]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not options of an RL run's evaluation (agents trained on games)")
+    rl_evaluate(Path(args.run), eval_steps=args.eval_steps, device=args.device,
+                seeds=None if args.seed is None else [args.seed])
+    return 0
 
 
 def train_rl(cfg: RunConfig, args: argparse.Namespace) -> int:
