@@ -2,10 +2,9 @@
 
 Each experiment package declares itself in its own torch-free ``registration`` module (an
 [`Experiment`][leap.experiments.registry.Experiment]: its benchmarks, methods and commands);
-[`REGISTRATIONS`][leap.experiments.registry.REGISTRATIONS] lists those modules, the one
-place a new experiment is added. The command line dispatches through here
-([`command()`][leap.experiments.registry.command]), so it names no benchmark; a new
-benchmark of an existing experiment touches that experiment's package only.
+``REGISTRATIONS`` lists those modules, the one place a new experiment is added. The
+command line dispatches its commands through here
+([`command()`][leap.experiments.registry.command]), so its dispatch names no benchmark.
 
 Commands are named as ``"module:function"`` (the function takes the parsed arguments and
 returns the exit status) and imported when they run: ``leap --help`` stays torch-free.
