@@ -140,6 +140,21 @@ class TrainerState:
     def meta_lr_at(self, step: int) -> float:
         raise NotImplementedError
 
+    def stop_flags(self, device: torch.device | str) -> Tensor:
+        """One flag per ``STOP_SIGNALS`` entry (SIGINT, SIGTERM), 1 where this
+        process received that signal: a trainer puts them into the meta-gradient's
+        all-reduce (as a rider of [`normalize_meta_gradient()`][leap.engine.meta_update.normalize_meta_gradient])
+        and then calls `agree_on_stop()` with the summed flags."""
+        return torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], device=device)
+
+    def agree_on_stop(self, flags: Tensor) -> None:
+        """Under torchrun, ``stop_signal`` becomes the first signal any rank received
+        (``flags`` summed over the ranks), so that every rank stops after the same
+        meta-step; alone, nothing (``fit`` reads ``stop_requests`` itself)."""
+        if distributed.active():
+            agreed = [s for s, n in zip(STOP_SIGNALS, flags.tolist(), strict=True) if n > 0]
+            self.stop_signal = agreed[0] if agreed else None
+
 
 class HookTrainerState(TrainerState):
     """``state_dict``/``load_state_dict`` of a trainer that holds ``model``, ``learner``

@@ -49,6 +49,45 @@ OMNIGLOT_PROTOCOL = {"pipeline": "released", "bn_eval": "running"}
 OMNIGLOT_CHOICES = {"pipeline": PIPELINES, "bn_eval": BN_EVAL}
 
 
+# ---------------------------------------------------------------------- the meta learning rate's schedule
+# A run continued with another --meta-lr (e.g. after θ0 diverged) records [from_step, lr]
+# pairs in its config's ``meta_lr_changes``; every experiment's config reads them here.
+def check_meta_lr_changes(changes: list[list[float]], lr_option: Option) -> None:
+    """``changes`` are [from_step, lr] pairs, steps non-negative integers in order, each
+    rate valid for ``lr_option`` (ValueError otherwise)."""
+    steps = [c[0] for c in changes if isinstance(c, (list, tuple)) and len(c) == 2]
+    if len(steps) != len(changes) or steps != sorted(steps) or any(
+            not isinstance(step, int) or isinstance(step, bool) or step < 0 for step in steps):
+        raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {changes}")
+    for _, lr in changes:
+        lr_option.check(lr, "meta_lr_changes' learning rate")
+
+
+def meta_lr_at(meta_lr: float, changes: list[list[float]], step: int) -> float:
+    """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by ``changes``."""
+    lr = meta_lr
+    for from_step, changed in changes:
+        if step >= from_step:
+            lr = changed
+    return lr
+
+
+def continue_meta_lr(changes: list[list[float]], from_step: int, lr: float) -> list[list[float]]:
+    """``changes`` continued at ``lr`` from meta-step ``from_step`` (the newest checkpoint's):
+    the changes before it kept, those from it on replaced."""
+    return [list(c) for c in changes if c[0] < from_step] + [[from_step, lr]]
+
+
+def continues_meta_lr(existing: list[list[float]], mine: list[list[float]]) -> bool:
+    """Whether ``mine`` continues a run whose config recorded ``existing``: they are a prefix
+    of ``mine``, or (a run continued again from the same checkpoint, e.g. after the rate it
+    was continued with diverged too) ``mine``'s last change replaces those from its step on."""
+    existing, mine = [list(c) for c in existing], [list(c) for c in mine]
+    if mine[: len(existing)] == existing:
+        return True
+    return bool(mine) and [c for c in existing if c[0] < mine[-1][0]] == mine[:-1]
+
+
 @dataclass
 class RunConfig:
     """One meta-training run. ``None`` fields take the benchmark's defaults."""
@@ -130,12 +169,7 @@ class RunConfig:
 
         fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
         check_fields(self, RUN_FIELDS, fields, benchmark=self.benchmark)
-        steps = [c[0] for c in self.meta_lr_changes if isinstance(c, (list, tuple)) and len(c) == 2]
-        if len(steps) != len(self.meta_lr_changes) or steps != sorted(steps) or any(
-                not isinstance(step, int) or isinstance(step, bool) or step < 0 for step in steps):
-            raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
-        for _, lr in self.meta_lr_changes:
-            RUN_FIELDS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
+        check_meta_lr_changes(self.meta_lr_changes, RUN_FIELDS["meta_lr"])
         check_precision(self.precision, self.device)
         if self.precision == "bf16":  # raises for an explicitly batched engine
             resolve_engine(self.engine, self.device, METHODS[self.method].batched, self.precision)
@@ -143,11 +177,7 @@ class RunConfig:
     def meta_lr_at(self, step: int) -> float:
         """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by
         ``meta_lr_changes``."""
-        lr = self.meta_lr
-        for from_step, changed in self.meta_lr_changes:
-            if step >= from_step:
-                lr = changed
-        return lr
+        return meta_lr_at(self.meta_lr, self.meta_lr_changes, step)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -305,13 +335,7 @@ def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
             # Written before the protocol options existed: the smooth pipeline, batch statistics.
             existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
         existing = {"precision": "fp32", **existing}  # written before the option existed
-        # A continued run appends to meta_lr_changes: the directory's must be a prefix of cfg's,
-        # or (a run continued again from the same checkpoint, e.g. after the rate it was
-        # continued with diverged too) cfg's last change replaces those from its step on.
-        changes = [list(c) for c in existing.get("meta_lr_changes", [])]
-        mine = [list(c) for c in cfg.meta_lr_changes]
-        if mine[: len(changes)] != changes and (
-                not mine or [c for c in changes if c[0] < mine[-1][0]] != mine[:-1]):
+        if not continues_meta_lr(existing.get("meta_lr_changes", []), cfg.meta_lr_changes):
             return False
         existing = {**existing, "meta_lr_changes": cfg.meta_lr_changes}
         return RunConfig.from_dict({**cfg.to_dict(), **existing}) == cfg and set(existing) <= set(cfg.to_dict())
@@ -345,8 +369,8 @@ def continued_config(out: Path, cfg: RunConfig, meta_lr_given: bool) -> RunConfi
         return existing
     found = list_checkpoints(out / "checkpoints")
     step = found[-1][0] if found else 0
-    changes = [list(c) for c in existing.meta_lr_changes if c[0] < step] + [[step, cfg.meta_lr]]
-    return dataclasses.replace(existing, meta_lr_changes=changes).resolved()
+    return dataclasses.replace(existing, meta_lr_changes=continue_meta_lr(existing.meta_lr_changes, step,
+                                                                          cfg.meta_lr)).resolved()
 
 
 def resumed_config(out: Path, cfg: RunConfig, args: argparse.Namespace) -> RunConfig:

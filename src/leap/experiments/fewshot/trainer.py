@@ -21,7 +21,7 @@ from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.engine.batched import select_engine
 from leap.engine.evaluation import evaluate
 from leap.engine.inner import make_optimizer
-from leap.engine.loop import STOP_SIGNALS, HookTrainerState
+from leap.engine.loop import HookTrainerState
 from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
@@ -124,16 +124,14 @@ class MetaTrainer(HookTrainerState):
         if curves:
             table[torch.tensor(mine, device=device)] = torch.stack(
                 [torch.stack([c.train_loss.mean(), c.train_error.mean()]).float() for c in curves])
-        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], device=device)
+        control = self.stop_flags(device)
         if self.learner is not None:
             # One collective for the meta-gradient, the valid count, the metrics and the stop
             # flags; fit's meta_step then applies the meta-update.
             valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner, [table, control])
         else:
             valid = sum(bool(torch.isfinite(c.train_loss).all()) for c in curves)
-        if distributed.active():
-            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
-            self.stop_signal = agreed[0] if agreed else None
+        self.agree_on_stop(control)
         loss = _finite_mean(list(table[:, 0]))
         error = _finite_mean(list(table[:, 1]))
         return {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leap.experiments.config import RUN_FIELDS
+from leap.experiments.config import RUN_FIELDS, check_meta_lr_changes, meta_lr_at
 from leap.util import checks
 from leap.util.options import Option, by_name, check_fields
 
@@ -91,20 +91,12 @@ class MultiCVConfig:
             raise ValueError(f"unknown Multi-CV method {self.method!r}; choose from {list(METHODS)}")
         check_fields(self, OPTIONS, FIELD_OPTIONS)
         OPTIONS["seed"].check(self.seed)
-        steps = [c[0] for c in self.meta_lr_changes if isinstance(c, (list, tuple)) and len(c) == 2]
-        if len(steps) != len(self.meta_lr_changes) or steps != sorted(steps):
-            raise ValueError(f"meta_lr_changes must be [from_step, lr] pairs in step order, got {self.meta_lr_changes}")
-        for _, lr in self.meta_lr_changes:
-            OPTIONS["meta_lr"].check(lr, "meta_lr_changes' learning rate")
+        check_meta_lr_changes(self.meta_lr_changes, OPTIONS["meta_lr"])
 
     def meta_lr_at(self, step: int) -> float:
         """Leap's meta learning rate at meta-step ``step`` (0-based): ``meta_lr`` changed by
         ``meta_lr_changes``."""
-        lr = self.meta_lr
-        for from_step, changed in self.meta_lr_changes:
-            if step >= from_step:
-                lr = changed
-        return lr
+        return meta_lr_at(self.meta_lr, self.meta_lr_changes, step)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

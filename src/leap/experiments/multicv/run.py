@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from leap.engine.loop import STOP_SIGNALS, TrainerState, fit
+from leap.engine.loop import TrainerState, fit
 from leap.engine.meta_update import without_accumulated_tasks
 from leap.engine.rundir import check_out_dir, lock
+from leap.experiments.config import continue_meta_lr, continues_meta_lr
 from leap.experiments.multicv.config import METHODS, TABLE_METHODS, MultiCVConfig
 from leap.experiments.multicv.methods import METHOD_CLASSES, make_method
 from leap.experiments.multicv.report import write_multicv_report
@@ -81,13 +82,9 @@ class MultiCVTrainer(TrainerState):
         for i, _, run in runs:
             table[i] = torch.tensor([run.best_val_error, float(run.train_errors.mean()), run.steps],
                                     dtype=torch.float64)
-        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], dtype=torch.float64)
-        device = self.method.device
-        table, control = table.to(device), control.to(device)
+        table, control = table.to(self.method.device), self.stop_flags(self.method.device)
         self.meta_gradient_tasks = self.method.end_step([table, control])
-        if distributed.active():
-            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
-            self.stop_signal = agreed[0] if agreed else None
+        self.agree_on_stop(control)
         val, train, steps = (table[:, k].tolist() for k in range(3))
         valid = sum(math.isfinite(v) for v in val)
         mean_val = sum(val) / len(val)
@@ -157,14 +154,13 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     result_path = out / "result.json"
     def same_config(existing: dict[str, Any]) -> bool:
         # The same run, or (resuming) this run with fewer meta-steps (a larger --meta-steps
-        # extends it) or with fewer recorded meta learning rate changes (continued_config: the
-        # directory's are a prefix of cfg's, or cfg's last change replaces those from its step on).
+        # extends it) or with fewer recorded meta learning rate changes (continued_config).
         mine = cfg.to_dict()
         if existing == mine or not resume:
             return existing == mine
-        steps, changes, new = existing.get("meta_steps"), existing.get("meta_lr_changes", []), cfg.meta_lr_changes
-        continued = changes == new[:len(changes)] or (new and [c for c in changes if c[0] < new[-1][0]] == new[:-1])
-        return (isinstance(steps, int) and steps <= cfg.meta_steps and bool(continued)
+        steps, new = existing.get("meta_steps"), cfg.meta_lr_changes
+        return (isinstance(steps, int) and steps <= cfg.meta_steps
+                and continues_meta_lr(existing.get("meta_lr_changes", []), new)
                 and {**existing, "meta_steps": cfg.meta_steps, "meta_lr_changes": new}
                 == {**mine, "meta_lr_changes": new})
 
@@ -269,7 +265,7 @@ def continued_config(cfg: MultiCVConfig, out: str | Path, meta_lr_given: bool,
         return continued
     found = list_checkpoints(Path(out) / "checkpoints")
     step = found[-1][0] if found else 0
-    changes = [list(c) for c in existing.meta_lr_changes if c[0] < step] + [[step, cfg.meta_lr]]
+    changes = continue_meta_lr(existing.meta_lr_changes, step, cfg.meta_lr)
     log(f"continuing {out} with meta learning rate {cfg.meta_lr:g} from meta-step {step} (recorded in config.json "
         "as meta_lr_changes)")
     return dataclasses.replace(continued, meta_lr_changes=changes)

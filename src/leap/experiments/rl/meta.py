@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from leap.engine.inner import make_optimizer
-from leap.engine.loop import STOP_SIGNALS, HookTrainerState, StepInterrupted
+from leap.engine.loop import HookTrainerState, StepInterrupted
 from leap.engine.meta_update import normalize_meta_gradient, without_accumulated_tasks
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
@@ -176,13 +176,9 @@ class RLMetaTrainer(HookTrainerState):
         table = torch.zeros(cfg.meta_batch, 3, dtype=torch.float64)
         for g in self.partial:
             table[g["index"]] = torch.tensor([g["loss"], g["return"], g["steps"]], dtype=torch.float64)
-        table = table.to(device)
-        control = torch.tensor([float(s in self.stop_requests) for s in STOP_SIGNALS], dtype=torch.float64,
-                               device=device)
+        table, control = table.to(device), self.stop_flags(device)
         valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner, [table, control])
-        if distributed.active():
-            agreed = [s for s, n in zip(STOP_SIGNALS, control.tolist(), strict=True) if n > 0]
-            self.stop_signal = agreed[0] if agreed else None
+        self.agree_on_stop(control)
         mine, self.partial = self.partial, []
         losses = [v for v in table[:, 0].tolist() if np.isfinite(v)]
         returns = [v for v in table[:, 1].tolist() if np.isfinite(v)]
