@@ -700,11 +700,9 @@ def test_sigterm_stops_pretraining_after_the_task_in_flight_and_resume_continues
     for key in ("test_error", "train_error", "auc", "curve", "meta_steps", "best_val_error", "eval_steps"):
         assert resumed[key] == whole[key], key
 
-    def records(run):
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    from helpers.torchrun import records  # metrics.jsonl without the times
 
-    assert records("cut") == records("whole")
+    assert records(tmp_path / "cut") == records(tmp_path / "whole")
 
 
 def test_cli_train_and_report_run_multicv(pool_dir, tmp_path, capsys):
