@@ -86,6 +86,20 @@ def test_runs_of_one_method_with_different_configurations_are_never_averaged_as_
     assert table[2] == "| 20 | 42.0 ± 25.4 (n=2) | 50.0 (n=1) |"
 
 
+def test_runs_of_one_method_evaluated_for_different_lengths_get_a_curve_each_in_figure3(tmp_path):
+    # Their training curves differ in length; pooling them as seeds crashed the report (numpy
+    # could not stack them) after its table was written.
+    for steps, seed in ((50, 0), (100, 0), (100, 1)):
+        run = fake_run(tmp_path, "leap", 20, seed, 0.3, 0.5, eval_steps=steps)
+        result = json.loads((run / "eval-test.json").read_text())
+        (run / "eval-test.json").write_text(json.dumps({**result, "curve": [0.5] * steps}))
+    runs = collect_runs(tmp_path)
+    assert len(runs) == 3
+    paths = write_report(tmp_path)
+    assert (tmp_path / "figure3.png") in paths and (tmp_path / "figure3.png").stat().st_size > 0
+    assert "Leap (eval_steps=100)" in sweep_table(runs) and "Leap (eval_steps=50)" in sweep_table(runs)
+
+
 def test_report_puts_the_papers_table2_beside_ours_for_omniglot(tmp_path, capsys):
     fake_run(tmp_path, "leap", 25, 0, 0.30, 0.5)
     fake_run(tmp_path, "reptile", 25, 0, 0.35, 0.55)

@@ -222,30 +222,35 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
 
     counts = sorted({r["pretrain_tasks"] for r in runs})
     largest = counts[-1]
-    methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in runs)]
+    # One line per column of the tables (a method, or a method's configuration where it ran
+    # with several): runs of different configurations, e.g. evaluation lengths, are never pooled.
+    labels = columns(runs)
+    methods = sorted(set(labels), key=lambda c: (
+        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
     for m in methods:
-        curves = np.array([moving_average(r["curve"], window) for r in runs
-                           if r["method"] == m and r["pretrain_tasks"] == largest]) * 100
+        mine = [r for r, label in zip(runs, labels, strict=True) if label == m]
+        curves = np.array([moving_average(r["curve"], window) for r in mine if r["pretrain_tasks"] == largest]) * 100
         if len(curves):
             steps = np.arange(1, curves.shape[1] + 1)
-            (line,) = left.plot(steps, curves.mean(0), label=f"{METHOD_LABELS.get(m, m)} (n={len(curves)})")
+            (line,) = left.plot(steps, curves.mean(0), label=f"{_label(m)} (n={len(curves)})")
             left.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
                               color=line.get_color(), alpha=0.2)
         xs, means, stds = [], [], []
         for n in counts:
-            aucs = [100 * r["auc"] for r in runs if r["method"] == m and r["pretrain_tasks"] == n]
+            aucs = [100 * r["auc"] for r in mine if r["pretrain_tasks"] == n]
             if aucs:
                 xs.append(n)
                 means.append(float(np.mean(aucs)))
                 stds.append(float(np.std(aucs)))
-        (line,) = right.plot(xs, means, marker="o", label=METHOD_LABELS.get(m, m))
+        (line,) = right.plot(xs, means, marker="o", label=_label(m))
         right.fill_between(xs, np.subtract(means, stds), np.add(means, stds), color=line.get_color(), alpha=0.2)
         if len(xs) == 1:  # a single count: the band is invisible, show ± one std as an error bar
             right.errorbar(xs, means, yerr=stds, color=line.get_color(), capsize=4)
     right.set_xticks(counts)  # counts are integers: no fractional ticks
     left.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # so are steps
-    several = any(sum(r["method"] == m and r["pretrain_tasks"] == n for r in runs) > 1 for m in methods for n in counts)
+    several = any(sum(label == m and r["pretrain_tasks"] == n for r, label in zip(runs, labels, strict=True)) > 1
+                  for m in methods for n in counts)
     band = "shading: ± one std over n seeds (n in the legend)" if several else "one seed per method: no spread shown"
     left.set(xlabel="training step on held-out task", ylabel=f"training error (%), moving average {window}",
              title=f"Held-out tasks after {largest} pretraining tasks")
