@@ -8,7 +8,9 @@ import math
 import pytest
 
 from leap.cli import build_parser, main
-from leap.experiments.config import EXECUTION_OPTIONS, RUN_OPTIONS, RunConfig
+from leap.experiments import registry
+from leap.experiments.config import EXECUTION_OPTIONS, RunConfig, run_options
+from leap.experiments.fewshot.options import DOWNLOAD
 from leap.experiments.multicv.config import MULTICV_OPTIONS, MultiCVConfig
 from leap.experiments.rl.options import RL_OPTIONS
 from leap.util.options import Option, boolean
@@ -69,10 +71,26 @@ def test_rl_and_multicv_configs_check_the_ranges_their_options_declare():
 def test_every_declared_option_is_a_flag_of_train_with_its_declared_default():
     train = build_parser().command_parsers["train"]
     actions = {a.dest: a for a in train._actions}
-    for opt in (*RUN_OPTIONS, *EXECUTION_OPTIONS, *RL_OPTIONS, *MULTICV_OPTIONS):
+    for opt in (*run_options(), *EXECUTION_OPTIONS, DOWNLOAD, *RL_OPTIONS, *MULTICV_OPTIONS):
         assert opt.name in actions, opt.name
+        if opt.name == "benchmark":  # the first registered benchmark, which needs no download
+            assert actions[opt.name].default == registry.default_benchmark() == "builtin"
+            continue
         assert actions[opt.name].default == opt.default, opt.name
         assert actions[opt.name].option is opt
+
+
+def test_a_list_option_is_parsed_once_and_each_item_checked_against_the_declared_range(capsys):
+    from leap.util.options import comma_list
+
+    seeds = Option("seeds", type=comma_list(int), low=0)
+    assert comma_list(int)(" 1, 3,") == [1, 3]
+    assert seeds.valid([0, 2]) and not seeds.valid([1, -1]) and not seeds.valid([]) and not seeds.valid(1)
+    assert main(["sweep", "--seeds", "0,-1", "--out", "x"]) == 2
+    assert "--seeds must be a comma-separated list, each an integer >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "--seeds", "0,x", "--out", "x"])
+    assert "invalid comma-separated int value: '0,x'" in capsys.readouterr().err
 
 
 def test_an_option_knows_its_type_range_and_whether_none_is_allowed():

@@ -50,3 +50,55 @@ def test_evaluate_of_a_multicv_run_says_that_train_evaluates_it(tmp_path, capsys
 def test_an_unknown_benchmark_is_refused_with_the_registered_names():
     with pytest.raises(Exception, match="unknown benchmark 'nope'; choose from builtin, omniglot"):
         registry.experiment_of("nope")
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    """One more experiment, registered as a new one would be (tests/helpers/toy_experiment.py)."""
+    monkeypatch.setattr(registry, "REGISTRATIONS", (*registry.REGISTRATIONS, "helpers.toy_experiment"))
+    registry.reload()
+    yield
+    monkeypatch.undo()
+    registry.reload()
+
+
+def test_a_benchmark_added_by_one_registration_runs_with_its_defaults_and_its_scope(toy_registered, tmp_path,
+                                                                                     capsys):
+    # Nothing in cli.py, experiments/config.py or util/ changes: the registration is enough.
+    from helpers.toy_experiment import LAST
+    from leap.experiments.config import RunConfig
+
+    assert main(["train", "--benchmark", "toy", "--out", str(tmp_path / "run")]) == 0
+    cfg = LAST["config"]
+    assert (cfg.benchmark, cfg.meta_steps, cfg.inner_lr, cfg.meta_lr) == ("toy", 7, 0.2, RunConfig().resolved().meta_lr)
+    assert main(["train", "--benchmark", "toy", "--meta-steps", "9", "--out", str(tmp_path / "run")]) == 0
+    assert LAST["config"].meta_steps == 9
+    assert registry.small_model("toy") and "toy" in registry.RUN_CONFIG and "toy" not in registry.READS_DATA
+    # Options of other benchmarks are refused for it; a command it does not run says what to do.
+    assert main(["train", "--benchmark", "toy", "--pipeline", "smooth", "--out", str(tmp_path / "x")]) == 2
+    assert "--pipeline does not apply to --benchmark toy (only to omniglot)" in capsys.readouterr().err
+    assert main(["train", "--benchmark", "toy", "--data-dir", "d", "--out", str(tmp_path / "x")]) == 2
+    assert "--data-dir does not apply to --benchmark toy" in capsys.readouterr().err
+    assert main(["sweep", "--benchmark", "toy", "--out", str(tmp_path / "x")]) == 2
+    assert "leap sweep does not run --benchmark toy; the toy experiment has no grid" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="pipeline applies to the omniglot benchmark only, not 'toy'"):
+        RunConfig(benchmark="toy", pipeline="smooth").resolved()
+    with pytest.raises(SystemExit):
+        main(["train", "--benchmark", "toy", "--help"])
+    assert "meta-training steps (default: 7 for toy)" in " ".join(capsys.readouterr().out.split())
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_config_and_util_name_no_benchmark():
+    # Each benchmark's name, defaults and options live in its experiment's package and registration.
+    import re
+    from pathlib import Path
+
+    import leap
+
+    src = Path(leap.__file__).parent
+    files = [src / "cli.py", src / "experiments" / "config.py", *sorted((src / "util").rglob("*.py"))]
+    names = "|".join(registry.benchmarks())
+    for path in files:
+        found = re.findall(rf"\b({names})\b", path.read_text(), flags=re.IGNORECASE)
+        assert not found, f"{path.relative_to(src)} names {sorted(set(found))}"

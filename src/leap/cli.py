@@ -1,7 +1,9 @@
 """Command line: ``leap train | evaluate | compare | sweep | report | ...`` (also ``python -m leap``).
 
-Thin: it builds the parser from the experiments' options, sends each command to the
-experiment that runs it (few-shot, Multi-CV, RL, the analyses) and turns the error policy
+Thin: it builds the parser from the options the experiments declare, sends each command
+to the experiment that registered the benchmark
+([`leap.experiments.registry`][leap.experiments.registry]; the analyses are commands of
+their own) and turns the error policy
 of [`leap.util.errors`][leap.util.errors] into exit codes: bad input exits 2 with one line on stderr.
 
 Imports no torch, numpy or safetensors: the parser is built from torch-free declarations
@@ -27,29 +29,30 @@ from leap.experiments import registry
 from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     EXECUTION_FIELDS,
-    FEWSHOT_BENCHMARKS,
     RUN_FIELDS,
     THREADS,
     add_dist_options,
     add_engine_options,
     add_run_options,
 )
-from leap.experiments.multicv.commands import add_multicv_options
-from leap.experiments.rl.commands import add_rl_eval_parser
 from leap.util import distributed, tensorboard
 from leap.util.errors import CorruptFileError, RunStopped, UsageError, debugging, environment_error
-from leap.util.options import Option, check_options_apply, check_parsed
+from leap.util.options import Option, check_options_apply, check_parsed, comma_list
 from leap.util.threads import thread_policy
 from leap.util.version import VERSION
 
-#: Modules a command needs beyond the base install (the ``cli`` extra): figures.
-NEEDS = {c: ("matplotlib",) for c in ("compare", "sweep", "report", "ablation", "jacobian", "rl-eval")}
+#: Modules a command needs beyond the base install (the ``cli`` extra): figures. An
+#: experiment's own command says so with ``set_defaults(needs=...)``.
+NEEDS = {c: ("matplotlib",) for c in ("compare", "sweep", "report", "ablation", "jacobian")}
 
 #: Commands whose --out is a directory they create.
 OUTPUT_DIR_COMMANDS = ("train", "compare", "sweep", "ablation", "jacobian")
 
 #: Arguments that name a path (attribute -> how the command line spells it).
 PATH_ARGUMENTS = {"out": "--out", "run": "RUN", "dir": "DIR", "data_dir": "--data-dir", "cache_dir": "--cache-dir"}
+
+#: ``--out`` of the commands that write a directory.
+OUT = Option("out", "output directory", required=True)
 
 #: Commands that run under torchrun (every rank runs them; the others are single-process).
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -75,28 +78,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Methods x pretraining-task counts x seeds (or Multi-CV's held-out datasets x methods
-    x seeds), one run directory each, finished runs skipped."""
+    """The experiment's grid of runs (e.g. methods x pretraining-task counts x seeds), one run
+    directory each, finished runs skipped."""
     return registry.command("sweep", args.benchmark)(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from leap.experiments.fewshot.report import write_report
-    from leap.experiments.multicv.report import write_multicv_report
-    from leap.experiments.rl.report import RESULT_FILE, write_rl_report
-
+    """The analyses' report of a directory they wrote, else every experiment's report of
+    the finished runs it finds there."""
     out = Path(args.dir)
     if not out.is_dir():
         raise UsageError(f"{out}: no such directory")
     try:
-        paths = write_analysis_report(out) or write_report(out) or write_multicv_report(out)
-        if (out / RESULT_FILE).is_file():
-            paths = [*paths, *write_rl_report(out)]
+        paths = write_analysis_report(out)
+        if not paths:
+            writers = (registry.hook(e, "report") for e in registry.experiments().values())
+            paths = [path for write in writers if write is not None for path in write(out)]
     except CorruptFileError as err:  # a damaged record, named
         raise UsageError(str(err)) from err
     if not paths:
-        raise UsageError(f"{out}: no finished runs (eval-test.json, or multicv's result.json, beside config.json, "
-                         "or rl-eval.json) found")
+        files = [f for e in registry.experiments().values() for f in e.result_files]
+        raise UsageError(f"{out}: no finished runs ({', '.join(files[:-1])} or {files[-1]} beside config.json) found")
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -114,6 +116,23 @@ def _benchmark_of(args: argparse.Namespace) -> str | None:
         except (OSError, ValueError, AttributeError):
             return None
     return None
+
+
+def _only_for() -> str:
+    """``--method``'s help: the methods only some experiments run, and for which benchmarks."""
+    everywhere = set.intersection(*(set(e.methods) for e in registry.experiments().values()))
+    notes = []
+    for e in registry.experiments().values():
+        own = [m for m in e.methods if m not in everywhere]
+        if own:
+            notes.append(f"{' and '.join(own)}: --benchmark {'|'.join(registry.benchmarks_of(e.name))} only")
+    return "; ".join(notes)
+
+
+def _sweep_default(name: str) -> str:
+    """``leap sweep``'s default ``name`` (methods, seeds) per experiment, for the help."""
+    return "; ".join(f"{','.join(map(str, e.sweep_defaults[name]))} for {'|'.join(registry.benchmarks_of(e.name))}"
+                     for e in registry.experiments().values() if name in e.sweep_defaults)
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
@@ -159,17 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     p = sub.add_parser("train", help="meta-train one method, write init.safetensors")
-    p.add_argument("--method", default="leap", choices=registry.methods(),
-                   help="hat and progressive: --benchmark multicv only")
-    p.add_argument("--out", required=True, help="output directory")
-    add_run_options(p)
-    add_multicv_options(p)
+    Option("method", _only_for(), default="leap", choices=registry.methods()).add_to(p)
+    OUT.add_to(p)
+    add_run_options(p, "train")
     add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="train held-out tasks from a learned initialization")
-    p.add_argument("run", help="run directory (or its init.safetensors)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    Option("run", "run directory (or its init.safetensors)", flag="run").add_to(p)
+    Option("split", "the held-out tasks' split", default="test", choices=("test", "val")).add_to(p)
     for name in ("eval_steps", "seed", "device"):  # default None: the run's own
         dataclasses.replace(RUN_FIELDS[name], default=None, applies_to=None, help=RUN_FIELDS[name].help
                             .replace(" (default: the benchmark's)", "") + " (default: the run's)").add_to(p)
@@ -182,27 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sweep", help="methods x pretraining-task counts x seeds, then the report")
-    p.add_argument("--methods", help="comma-separated methods (default: leap,reptile,fomaml,maml,finetune,none; "
-                   "multicv: leap,finetune,progressive,hat,none)")
-    p.add_argument("--out", required=True, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)")
-    add_run_options(p, per_run=False)
-    add_multicv_options(p)
-    Option("pretrain_tasks", "comma-separated counts (Table 2's rows)", default="1,3,5,10,15,20,25",
-           applies_to=FEWSHOT_BENCHMARKS).add_to(p)
-    p.add_argument("--seeds", help="comma-separated seeds (default: 0,1,2; multicv: 0)")
+    Option("methods", f"comma-separated methods (default: {_sweep_default('methods')})", comma_list()).add_to(p)
+    dataclasses.replace(OUT, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)").add_to(p)
+    add_run_options(p, "sweep")
+    dataclasses.replace(RUN_FIELDS["seed"], name="seeds", type=comma_list(int), default=None,
+                        help=f"comma-separated seeds (default: {_sweep_default('seeds')})").add_to(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables and figures of a sweep, compare, ablation or jacobian directory")
-    p.add_argument("dir", help="a directory written by sweep, compare, ablation or jacobian")
+    Option("dir", "a directory written by sweep, compare, ablation or jacobian", flag="dir").add_to(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="meta-train and evaluate several methods, one table and plot")
-    p.add_argument("--methods", default="leap,reptile,fomaml,none", help="comma-separated methods")
-    p.add_argument("--out", required=True, help="output directory")
-    add_run_options(p)
+    Option("methods", "comma-separated methods", comma_list(), default="leap,reptile,fomaml,none").add_to(p)
+    OUT.add_to(p)
+    add_run_options(p, "compare")
     p.set_defaults(func=cmd_compare)
 
-    add_rl_eval_parser(sub)  # leap rl-eval: RL runs (atari, minatar)
+    for experiment in registry.experiments().values():  # the experiments' own commands
+        subcommands = registry.hook(experiment, "subcommands")
+        if subcommands is not None:
+            subcommands(sub)
 
     p = sub.add_parser("ablation", help=ablation.HELP)
     ablation.add_options(p)
@@ -218,10 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 def focus_help(parser: argparse.ArgumentParser, benchmark: str) -> None:
     """``leap COMMAND --benchmark NAME --help``: hide the options that do not apply to NAME
     and show that benchmark's own default where an option's help says "the benchmark's"."""
-    from leap.experiments.config import BENCHMARK_DEFAULTS
-    from leap.experiments.rl.options import EXTRA_DEFAULTS
-
-    defaults = {**BENCHMARK_DEFAULTS.get(benchmark, {}), **EXTRA_DEFAULTS.get(benchmark, {})}
+    known = registry.benchmarks().get(benchmark)
+    defaults = {**known.defaults, **known.option_defaults} if known is not None else {}
     for action in parser._actions:
         option = getattr(action, "option", None)
         if option is None or action.help in (None, argparse.SUPPRESS):
@@ -257,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                 # Path("") is the working directory: an unset variable must not make it the run's.
                 raise UsageError(f"{flag}: an empty path (an unset shell variable?); name a directory")
         check_parsed(command, argv[1:], args)  # each value within its declared range
-        missing = [m for m in NEEDS.get(args.command, ()) if importlib.util.find_spec(m) is None]
+        needs = getattr(args, "needs", NEEDS.get(args.command, ()))
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
         if missing:  # a base install: refuse before training anything whose report cannot be written
             raise UsageError(f"leap {args.command} needs {', '.join(missing)}: pip install 'leap-metalearning[cli]' "
                              "(from a checkout: pip install '.[cli]')")
@@ -265,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             tensorboard.require()
         if args.command in OUTPUT_DIR_COMMANDS:
             check_output_dir(Path(args.out))  # before any work, whatever the command does first
-        elif args.command == "rl-eval" and args.out:
+        elif getattr(args, "out_is_file", False) and args.out:  # an experiment's command writing one file
             if Path(args.out).is_dir():
-                raise UsageError(f"--out {args.out}: a directory; rl-eval's --out names the result file")
+                raise UsageError(f"--out {args.out}: a directory; {args.command}'s --out names the result file")
             check_output_dir(Path(args.out).parent)
         if getattr(args, "benchmark", None) is not None:
             # An option that does not apply to the chosen benchmark is refused, not ignored.

@@ -1,7 +1,8 @@
 """Run configuration: every hyperparameter of a meta-training run in one place, and its options.
 
-Defaults follow the paper's Table 3 (Omniglot) where a benchmark reproduces it; the
-built-in benchmark scales budgets down so that a comparison runs in minutes on 2 cores.
+Each benchmark's defaults, and the options only some benchmarks read, are declared by its
+experiment and read through the experiment registry
+([`leap.experiments.registry`][leap.experiments.registry]): this module names no benchmark.
 
 Imports no torch: the command line is built from these declarations (``leap --help``
 answers without it); the engine checks that need torch are imported by
@@ -18,35 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leap.engine.precision import PRECISIONS
 from leap.engine.rundir import RunMatcher, check_out_dir
+from leap.experiments import registry
 from leap.experiments.methods import METHODS
-from leap.experiments.rl.options import GENERIC_DEFAULTS as RL_DEFAULTS
-from leap.experiments.rl.options import RL_BENCHMARKS, add_rl_options, extra_from_args, pretrain_default, resolve_extra
-from leap.tasks.omniglot.constants import BN_EVAL, PIPELINES
 from leap.util import checks, distributed
 from leap.util.errors import UsageError
 from leap.util.files import list_checkpoints
 from leap.util.options import Option, add_options, boolean, by_name, check_fields
 from leap.util.threads import MAX_THREADS
-
-BENCHMARK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "builtin": dict(
-        meta_steps=100, meta_batch=5, task_steps=50, task_batch=20, inner_lr=0.1,
-        maml_steps=5, pretrain_tasks=20, eval_steps=50, eval_batch=20, eval_lr=0.1, val_every=0,
-    ),
-    "omniglot": dict(
-        meta_steps=1000, meta_batch=20, task_steps=100, task_batch=20, inner_lr=0.1,
-        maml_steps=5, pretrain_tasks=25, eval_steps=100, eval_batch=20, eval_lr=0.1, val_every=100,
-    ),
-    # Reinforcement learning (section 4.3): see leap.experiments.rl.options for how the fields read there.
-    **RL_DEFAULTS,
-}
-
-
-#: Omniglot's protocol options, their choices and defaults (the authors' code).
-OMNIGLOT_PROTOCOL = {"pipeline": "released", "bn_eval": "running"}
-OMNIGLOT_CHOICES = {"pipeline": PIPELINES, "bn_eval": BN_EVAL}
 
 
 # ---------------------------------------------------------------------- the meta learning rate's schedule
@@ -90,17 +70,18 @@ def continues_meta_lr(existing: list[list[float]], mine: list[list[float]]) -> b
 
 @dataclass
 class RunConfig:
-    """One meta-training run. ``None`` fields take the benchmark's defaults."""
+    """One meta-training run. ``None`` fields take the benchmark's defaults (its
+    [`Benchmark.defaults`][leap.experiments.registry.Benchmark] in the registry)."""
 
     method: str = "leap"
-    benchmark: str = "builtin"
+    benchmark: str = field(default_factory=registry.default_benchmark)
     seed: int = 0
     meta_steps: int | None = None
     meta_batch: int | None = None
     task_steps: int | None = None
     task_batch: int | None = None
     inner_lr: float | None = None
-    inner_optimizer: str | None = None  # None: the benchmark's (RL: rmsprop), else sgd
+    inner_optimizer: str | None = None  # None: the benchmark's
     meta_lr: float | None = None
     meta_optimizer: str = "sgd"
     maml_steps: int | None = None
@@ -110,11 +91,12 @@ class RunConfig:
     eval_lr: float | None = None
     val_every: int | None = None
     # Leap's options (section 2.3): length metric, loss in the manifold, stabilizer.
-    metric: str | None = None  # None: the benchmark's (RL: energy, section 4.3), else length
+    metric: str | None = None  # None: the benchmark's
     loss_in_manifold: bool = True
     stabilizer: bool = True
-    # Omniglot's protocol details (leap.tasks.omniglot): the image pipeline, and whether
-    # test images are classified with running (default) or test-batch statistics.
+    # The image pipeline and whether test images are classified with running or test-batch
+    # statistics (declared, and defaulted, by the benchmark that reads them:
+    # leap.experiments.fewshot.options).
     pipeline: str | None = None
     bn_eval: str | None = None
     device: str = "cpu"
@@ -137,26 +119,29 @@ class RunConfig:
         """A copy with the benchmark's defaults filled in and every value checked."""
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {list(METHODS)}")
-        if self.benchmark not in BENCHMARK_DEFAULTS:
-            raise ValueError(f"unknown benchmark {self.benchmark!r}; choose from {sorted(BENCHMARK_DEFAULTS)}")
+        if self.benchmark not in registry.RUN_CONFIG:
+            raise ValueError(f"unknown benchmark {self.benchmark!r}; choose from {sorted(registry.RUN_CONFIG)}")
+        experiment, benchmark = registry.experiment_of(self.benchmark), registry.get_benchmark(self.benchmark)
         values = dataclasses.asdict(self)
-        if self.benchmark in RL_BENCHMARKS and values["pretrain_tasks"] is None:
-            values["pretrain_tasks"] = pretrain_default(self.benchmark, self.extra)
-        for key, default in BENCHMARK_DEFAULTS[self.benchmark].items():
+        prepare = registry.hook(experiment, "prepare_config")
+        if prepare is not None:  # defaults that depend on other values (RL: the pool's size)
+            values = prepare(self.benchmark, values)
+        for key, default in benchmark.defaults.items():
             if values[key] is None:
                 values[key] = default
-        for name, default in OMNIGLOT_PROTOCOL.items():
-            if self.benchmark == "omniglot":
-                values[name] = values[name] or default
-            elif values[name] is not None:
-                raise ValueError(f"{name} applies to the omniglot benchmark only, not {self.benchmark!r}")
-        values["inner_optimizer"] = values["inner_optimizer"] or "sgd"
-        values["metric"] = values["metric"] or "length"
+        for opt in experiment_run_options():
+            # A field only other benchmarks read and this one leaves unset: giving it is an error.
+            if (values[opt.name] is not None and self.benchmark not in opt.applies_to and opt.default is None
+                    and opt.name not in benchmark.defaults):
+                where = " and ".join(opt.applies_to)
+                raise ValueError(f"{opt.name} applies to the {where} benchmark{'s' if len(opt.applies_to) > 1 else ''}"
+                                 f" only, not {self.benchmark!r}")
         if values["meta_lr"] is None:
             values["meta_lr"] = METHODS[self.method].meta_lr  # Table 3's
         cfg = RunConfig(**values)
         cfg.validate()
-        if cfg.benchmark in RL_BENCHMARKS:
+        resolve_extra = registry.hook(experiment, "resolve_extra")
+        if resolve_extra is not None:
             cfg.extra = resolve_extra(cfg.benchmark, cfg.method, cfg.extra, cfg.to_dict())
         return cfg
 
@@ -167,8 +152,8 @@ class RunConfig:
         from leap.engine.batched import resolve_engine
         from leap.engine.inner import check_precision
 
-        fields = {name: name for name in CONFIG_FIELDS if METHODS[self.method].has_learner or name != "meta_lr"}
-        check_fields(self, RUN_FIELDS, fields, benchmark=self.benchmark)
+        fields = {name: name for name in run_fields() if METHODS[self.method].has_learner or name != "meta_lr"}
+        check_fields(self, run_fields(), fields, benchmark=self.benchmark)
         check_meta_lr_changes(self.meta_lr_changes, RUN_FIELDS["meta_lr"])
         check_precision(self.precision, self.device)
         if self.precision == "bf16":  # raises for an explicitly batched engine
@@ -189,68 +174,62 @@ class RunConfig:
 
 # ---------------------------------------------------------------------- the options
 B = " (default: the benchmark's)"
-FEWSHOT_BENCHMARKS = ("builtin", "omniglot")
-TRAINED_BY_FIT = (*FEWSHOT_BENCHMARKS, *RL_BENCHMARKS)  # Multi-CV sets these itself (appendix E)
+#: The benchmarks whose runs read these options (an experiment with its own config sets them itself).
+TRAINED_BY_FIT = registry.RUN_CONFIG
 SEED_MAX = 2**63 - 1  # torch's generators take 64-bit seeds
 LR_MAX = 3.4028234663852886e38  # the largest float32: parameters are float32, so is a step's scale
 
-#: Every option of ``leap train`` but Multi-CV's and RL's own groups, declared once: the
-#: command line is built from these, and [`RunConfig.validate()`][leap.experiments.config.RunConfig.validate]
-# checks a run's fields
-#: (from the CLI, a config.json or Python) against the same ranges. Default None: the
-#: benchmark's (BENCHMARK_DEFAULTS).
+#: The options of ``leap train`` that every experiment's benchmarks share, declared once:
+#: the command line is built from these and the experiments' own
+#: ([`run_options()`][leap.experiments.config.run_options]), and
+#: [`RunConfig.validate()`][leap.experiments.config.RunConfig.validate] checks a run's
+#: fields (from the CLI, a config.json or Python) against the same ranges. Default None:
+#: the benchmark's ([`Benchmark.defaults`][leap.experiments.registry.Benchmark]).
 RUN_OPTIONS = (
-    Option("benchmark", "task family (default: builtin, needs no download)", default="builtin",
-           choices=sorted([*BENCHMARK_DEFAULTS, "multicv"])),
+    # Its default is the first registered benchmark (add_run_options), which needs no download.
+    Option("benchmark", "task family", choices=registry.ALL),
     Option("seed", "seed of everything random in the run", int, default=0, low=0, high=SEED_MAX),
     Option("meta_steps", "meta-training steps" + B, int, low=1),
     Option("meta_batch", "tasks per meta-step" + B, int, low=1),
     Option("task_steps", "inner steps per task in meta-training" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("task_batch", "samples per inner step" + B, int, low=1),
     Option("inner_lr", "inner (task) learning rate" + B, float, above=0, high=LR_MAX),
-    Option("inner_optimizer", "default: sgd (atari, minatar: rmsprop as in appendix F)",
-           choices=("sgd", "adam", "rmsprop"), applies_to=TRAINED_BY_FIT),
+    Option("inner_optimizer", "the tasks' optimizer" + B, choices=("sgd", "adam", "rmsprop"),
+           applies_to=TRAINED_BY_FIT),
     Option("meta_lr", "meta learning rate (default: Table 3's per method)", float, above=0, high=LR_MAX),
     Option("meta_optimizer", "the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)", default="sgd",
            choices=("sgd", "adam"), applies_to=TRAINED_BY_FIT),
-    Option("maml_steps", "MAML's differentiated inner steps in meta-training" + B, int, low=1,
-           applies_to=FEWSHOT_BENCHMARKS),
     Option("pretrain_tasks", "number of pretraining task sources" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("eval_steps", "training steps on each held-out task" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("eval_batch", "samples per step on held-out tasks" + B, int, low=1),
     Option("eval_lr", "learning rate on held-out tasks" + B, float, above=0, high=LR_MAX),
-    Option("val_every", "validate every M meta-steps (0: never)" + B, int, low=0, applies_to=FEWSHOT_BENCHMARKS),
-    Option("metric", "Leap: d1 or d2 (default: length; atari, minatar: energy as in section 4.3)",
-           choices=("length", "energy")),
+    Option("metric", "Leap: d1 (length) or d2 (energy)" + B, choices=("length", "energy")),
     Option("loss_in_manifold", "Leap: γ = (θ, f(θ))", boolean, default=True, applies_to=TRAINED_BY_FIT),
     Option("stabilizer", "Leap: use the stabilizer μ", boolean, default=True, applies_to=TRAINED_BY_FIT),
-    Option("pipeline", "omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
-           "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
-           "inverted, bilinear, scales 1", choices=OMNIGLOT_CHOICES["pipeline"], applies_to=("omniglot",)),
-    Option("bn_eval", "omniglot: classify test images with batch norm's running statistics of the task's "
-           "training (default, non-transductive) or with the test batch's own (transductive)",
-           choices=OMNIGLOT_CHOICES["bn_eval"], applies_to=("omniglot",)),
     Option("device", "cpu, cuda or cuda:N", default="cpu"),
     Option("data_dir", "dataset directory (benchmarks that read data)", optional=True,
-           applies_to=("omniglot", "multicv")),
-    Option("engine", "train a meta-batch's tasks all at once (batched) or one by one (sequential); auto: "
-           "batched on CUDA, and on CPU for models whose inner step costs under 10 MFLOP (the built-in "
-           "benchmark's); MAML and finetuning always train sequentially", default="auto",
-           choices=("auto", "batched", "sequential"), applies_to=FEWSHOT_BENCHMARKS),
-    Option("compile", "batched engine: torch.compile the inner step (default: on for CUDA, off on CPU)", boolean,
-           optional=True, applies_to=FEWSHOT_BENCHMARKS),
-    Option("precision", "arithmetic of the tasks' forward and backward passes: fp32, bf16 (autocast; CPU and "
-           "CUDA) or tf32 (CUDA); parameters, θ0 and the meta-gradient stay float32", default="fp32",
-           choices=PRECISIONS, applies_to=FEWSHOT_BENCHMARKS),
-    Option("max_tasks_per_chunk", "batched engine: most tasks trained at once (default: the whole meta-batch, "
-           "halved on CUDA out-of-memory)", int, low=1, optional=True, applies_to=FEWSHOT_BENCHMARKS),
+           applies_to=registry.READS_DATA),
 )
 RUN_FIELDS = by_name(RUN_OPTIONS)
 
+
+def experiment_run_options() -> tuple[Option, ...]:
+    """The RunConfig options that only some experiments' benchmarks read, declared by those
+    experiments ([`Experiment.run_options`][leap.experiments.registry.Experiment])."""
+    return tuple(opt for e in registry.experiments().values() if e.run_options for opt in registry.load(e.run_options))
+
+
+def run_options() -> tuple[Option, ...]:
+    """Every option of a RunConfig field: the shared ones, then the experiments' own."""
+    return (*RUN_OPTIONS, *experiment_run_options())
+
+
+def run_fields() -> dict[str, Option]:
+    """[`run_options()`][leap.experiments.config.run_options] by field name."""
+    return by_name(run_options())
+
 #: Options of a run's execution, not of its result (not in config.json).
 EXECUTION_OPTIONS = (
-    Option("download", "omniglot: fetch the official archives into --data-dir if they are missing",
-           action="store_true", applies_to=("omniglot",)),
     Option("overwrite", "replace an output directory holding another run", action="store_true"),
     Option("resume", "continue from the newest complete checkpoint in --out", action="store_true",
            applies_to=TRAINED_BY_FIT),
@@ -272,22 +251,28 @@ DIST_TIMEOUT = Option(
     "dist_timeout", "under torchrun: how long a rank waits for the others at a collective before failing "
     f"(default {distributed.DEFAULT_TIMEOUT_S:g})", float, default=distributed.DEFAULT_TIMEOUT_S, above=0,
     high=distributed.MAX_TIMEOUT_S, metavar="SECONDS")  # every benchmark runs under torchrun
-CONFIG_FIELDS = tuple(RUN_FIELDS)
 
 
-def add_run_options(p: argparse.ArgumentParser, per_run: bool = True) -> None:
-    """Options shared by train, compare and sweep (None = the benchmark's default).
-    ``per_run=False`` (sweep) leaves out --seed and --pretrain-tasks, which sweep lists."""
-    add_options(p, RUN_OPTIONS, skip=() if per_run else ("seed", "pretrain_tasks"))
+def add_run_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The options of ``leap COMMAND`` (train, compare, sweep): the run's (None = the
+    benchmark's default), their execution's, the thread count, and each experiment's own
+    option group for that command ([`Experiment.option_groups`][leap.experiments.registry.Experiment]).
+    Sweep lists --seed and --pretrain-tasks itself."""
+    skip = ("seed", "pretrain_tasks") if command == "sweep" else ()
+    dataclasses.replace(RUN_FIELDS["benchmark"], default=registry.default_benchmark()).add_to(p)
+    add_options(p, run_options(), skip=(*skip, "benchmark"))
     add_options(p, EXECUTION_OPTIONS)
     THREADS.add_to(p)
-    add_rl_options(p)
+    for experiment in registry.experiments().values():
+        group = experiment.option_groups.get(command)
+        if group is not None:
+            registry.load(group)(p)
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
     """--engine and --compile for ``leap evaluate``, default None: the run's own."""
     for name in ("engine", "compile"):
-        dataclasses.replace(RUN_FIELDS[name], default=None).add_to(p)
+        dataclasses.replace(run_fields()[name], default=None).add_to(p)
 
 
 def add_dist_options(p: argparse.ArgumentParser) -> None:
@@ -314,9 +299,10 @@ def join_workers(device: str, timeout_s: float, unsplittable: str | None = None)
 
 
 def config_from_args(args: argparse.Namespace, method: str) -> RunConfig:
-    values = {name: getattr(args, name) for name in CONFIG_FIELDS}
+    values = {name: getattr(args, name) for name in run_fields()}
+    extra_from_args = registry.hook(registry.experiment_of(args.benchmark), "extra_from_args")
     try:
-        values["extra"] = extra_from_args(args)  # the RL benchmarks' own options
+        values["extra"] = extra_from_args(args) if extra_from_args is not None else {}  # an experiment's own options
         return RunConfig(method=method, **values).resolved()
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -331,9 +317,9 @@ def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
     def matches(existing: dict[str, Any]) -> bool:
         if extending and isinstance(existing.get("meta_steps"), int) and existing["meta_steps"] <= cfg.meta_steps:
             existing = {**existing, "meta_steps": cfg.meta_steps}
-        if existing.get("benchmark") == "omniglot":
-            # Written before the protocol options existed: the smooth pipeline, batch statistics.
-            existing = {"pipeline": "smooth", "bn_eval": "batch", **existing}
+        known = registry.benchmarks().get(existing.get("benchmark"))  # type: ignore[arg-type]
+        if known is not None:  # written before some fields existed: what such a run did
+            existing = {**known.legacy_config, **existing}
         existing = {"precision": "fp32", **existing}  # written before the option existed
         if not continues_meta_lr(existing.get("meta_lr_changes", []), cfg.meta_lr_changes):
             return False

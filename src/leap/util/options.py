@@ -11,6 +11,7 @@ between the CLI and the config dataclasses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,29 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+class comma_list:
+    """argparse type of a comma-separated list, parsed once: ``comma_list(int)("1, 3")``
+    is ``[1, 3]``; an item that does not parse, or no item, is argparse's one-line error.
+    An [`Option`][leap.util.options.Option] of this type checks each item against its
+    range and choices."""
+
+    def __init__(self, item: Callable[[str], Any] = str) -> None:
+        self.item = item
+        self.__name__ = f"comma-separated {getattr(item, '__name__', 'value')}"
+
+    def __call__(self, text: str) -> list[Any]:
+        values = [self.item(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"no value in {text!r}")
+        return values
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, comma_list) and other.item is self.item
+
+    def __hash__(self) -> int:
+        return hash(("comma_list", self.item))
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its field ``name`` (also the argparse dest), argparse ``type``, valid
@@ -44,7 +68,10 @@ class Option:
     ``default``, ``help`` and the benchmarks it ``applies_to`` (None: all).
 
     ``optional``: None is a valid value after defaults are resolved (a cap that may be
-    absent). ``flag`` defaults to ``--name-with-dashes``.
+    absent). ``required``: the command line must give it. ``flag`` defaults to
+    ``--name-with-dashes``; a flag without a leading dash is a positional argument. A ``type`` of
+    [`comma_list`][leap.util.options.comma_list] makes a list option: its value is a
+    non-empty list, each item within the range and choices.
     """
 
     name: str
@@ -61,13 +88,24 @@ class Option:
     flag: str | None = None
     action: str | None = None
     metavar: str | None = None
+    required: bool = False
 
     @property
     def flags(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
 
+    @property
+    def is_list(self) -> bool:
+        return isinstance(self.type, comma_list)
+
+    @property
+    def item_type(self) -> Callable[[str], Any] | None:
+        return self.type.item if isinstance(self.type, comma_list) else self.type
+
     def requirement(self) -> str:
         """What a valid value is, in words ("a positive integer", "> 0", "one of [...]")."""
+        if self.is_list:
+            return "a comma-separated list, each " + dataclasses.replace(self, type=self.item_type).requirement()
         if self.choices is not None:
             return f"one of {list(self.choices)}"
         if self.type is int:
@@ -87,6 +125,9 @@ class Option:
     def valid(self, value: Any) -> bool:
         if value is None:
             return self.optional
+        if self.is_list:
+            item = dataclasses.replace(self, type=self.item_type)
+            return isinstance(value, list) and bool(value) and all(item.valid(v) for v in value)
         if self.choices is not None:
             return value in self.choices
         if self.type is int:
@@ -109,15 +150,20 @@ class Option:
     def add_to(self, parser: Any) -> argparse.Action:
         """Add the flag to an argparse parser or group, scoped by ``applies_to``."""
         kwargs: dict[str, Any] = dict(dest=self.name, default=self.default, help=self.help)
+        if self.required:
+            kwargs["required"] = True
         if self.action is not None:
             kwargs["action"] = self.action
         else:
             if self.type is not None:
                 kwargs["type"] = self.type
-            if self.choices is not None:
+            if self.choices is not None and not self.is_list:  # a list's items: check_parsed
                 kwargs["choices"] = list(self.choices)
             if self.metavar is not None:
                 kwargs["metavar"] = self.metavar
+        if not self.flags.startswith("-"):  # a positional argument: its name is its dest, it is required
+            del kwargs["dest"], kwargs["default"]
+            kwargs.pop("required", None)
         action = parser.add_argument(self.flags, **kwargs)
         action.option = self  # type: ignore[attr-defined]  (check_parsed, check_options_apply)
         return action

@@ -27,6 +27,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from leap.experiments.fewshot.results import eval_file, read_result
 from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, read_json_record, read_jsonl, save_figure
+from leap.util.options import Option, comma_list
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -104,12 +106,12 @@ ABLATION_CONFIGS: tuple[AblationConfig, ...] = (
 CONFIGS_BY_NAME = {c.name: c for c in ABLATION_CONFIGS}
 
 
-def select_configs(names: str | None) -> list[AblationConfig]:
-    """Configurations named in a comma-separated list (None or "all": every one), in
-    Figure 6's order. Raises ``ValueError`` for an unknown name."""
-    if names is None or names.strip() == "all":
+def select_configs(names: Sequence[str] | None) -> list[AblationConfig]:
+    """The configurations ``names`` (None or ["all"]: every one), in Figure 6's order.
+    Raises ``ValueError`` for an unknown name."""
+    if names is None or list(names) == ["all"]:
         return list(ABLATION_CONFIGS)
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = list(names)
     unknown = [n for n in wanted if n not in CONFIGS_BY_NAME]
     if unknown or not wanted:
         raise ValueError(f"--configs: unknown configuration(s) {unknown}; choose from {list(CONFIGS_BY_NAME)}")
@@ -246,10 +248,10 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
 def add_options(p: argparse.ArgumentParser) -> None:
     """Options of ``leap ablation``: the run options of ``leap train`` (the Leap options
     among them are set per configuration) and the configurations to run."""
-    p.add_argument("--out", required=True, help="output directory (one run directory per configuration)")
-    p.add_argument("--configs", default="all",
-                   help=f"comma-separated subset of {', '.join(CONFIGS_BY_NAME)} (default: all)")
-    add_run_options(p)
+    Option("out", "output directory (one run directory per configuration)", required=True).add_to(p)
+    Option("configs", f"comma-separated subset of {', '.join(CONFIGS_BY_NAME)} (default: all)", comma_list(),
+           default="all").add_to(p)
+    add_run_options(p, "ablation")  # the shared run options; no experiment adds its own here
     # Appendix C's protocol, and checkpoints often enough that an interrupted ablation
     # loses little (a rerun of the same command resumes; --resume is implied).
     p.set_defaults(meta_steps=PAPER_META_STEPS, pretrain_tasks=PAPER_PRETRAIN_TASKS, checkpoint_every=25)

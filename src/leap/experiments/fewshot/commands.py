@@ -20,7 +20,6 @@ from leap.engine.loop import fit
 from leap.engine.memory import check_fits, estimate_bytes
 from leap.engine.rundir import holds_run
 from leap.experiments.config import (
-    RL_BENCHMARKS,
     RunConfig,
     check_run_dir,
     config_from_args,
@@ -29,6 +28,8 @@ from leap.experiments.config import (
     resumed_config,
     run_matcher,
 )
+from leap.experiments.fewshot.options import BENCHMARKS
+from leap.experiments.fewshot.registration import EXPERIMENT
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, plot_curves, write_report
 from leap.experiments.fewshot.results import eval_file, read_result, stamp
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
@@ -53,8 +54,8 @@ from leap.util.progress import Progress, TaskProgress
 
 def prepare(cfg: RunConfig, download: bool = False) -> Benchmark:
     """Check what depends on the machine and the data, before any output is written."""
-    if cfg.benchmark in RL_BENCHMARKS:
-        raise UsageError(f"--benchmark {cfg.benchmark}: use leap train, then leap rl-eval on the run")
+    if cfg.benchmark not in BENCHMARKS:  # e.g. a run of another experiment, by path
+        raise UsageError(f"--benchmark {cfg.benchmark}: not a few-shot benchmark ({', '.join(BENCHMARKS)})")
     check_device(cfg.device)
     try:
         if download:
@@ -205,22 +206,12 @@ def cmd_evaluate(args: argparse.Namespace, cfg: RunConfig) -> int:
     return 0
 
 
-def parse_methods(text: str) -> list[str]:
-    methods = [m.strip() for m in text.split(",") if m.strip()]
+def check_methods(methods: list[str]) -> list[str]:
+    """``--methods``, each a few-shot method."""
     unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
+    if unknown:
         raise UsageError(f"--methods: unknown method(s) {unknown}; choose from {list(METHODS)}")
     return methods
-
-
-def parse_ints(option: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from err
-    if not values:
-        raise UsageError(f"{option}: no value given")
-    return values
 
 
 def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -245,7 +236,7 @@ def run_and_evaluate(cfg: RunConfig, benchmark: Benchmark, run_dir: Path, args: 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    methods = parse_methods(args.methods)
+    methods = check_methods(args.methods)
     configs = {m: config_from_args(args, m) for m in methods}
     benchmark = prepare(configs[methods[0]], args.download)
     out = Path(args.out)
@@ -270,9 +261,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
-    methods = parse_methods(args.methods or "leap,reptile,fomaml,maml,finetune,none")
-    counts = parse_ints("--pretrain-tasks", args.pretrain_tasks)
-    seeds = parse_ints("--seeds", args.seeds or "0,1,2")
+    methods = check_methods(args.methods or list(EXPERIMENT.sweep_defaults["methods"]))
+    counts = args.pretrain_tasks
+    seeds = args.seeds or list(EXPERIMENT.sweep_defaults["seeds"])
     out = Path(args.out)
     plan = []
     for n in counts:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from leap.experiments.config import join_workers
-from leap.experiments.multicv.config import FIELD_OPTIONS, MULTICV_OPTIONS, TABLE_METHODS, MultiCVConfig
+from leap.experiments.multicv.config import FIELD_OPTIONS, MULTICV_OPTIONS, MultiCVConfig
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.options import add_options
@@ -27,8 +27,12 @@ def config_from_args(args: argparse.Namespace, held_out: str | None = None, meth
                      seed: int | None = None) -> MultiCVConfig:
     """A run's config from ``leap train``/``leap sweep`` arguments (None = Table 5's value)."""
     values = {field: getattr(args, arg) for field, arg in FIELD_OPTIONS.items() if getattr(args, arg, None) is not None}
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    cfg = MultiCVConfig(held_out=held_out or args.held_out or "", method=method or args.method, datasets=datasets,
+    if held_out is None and args.held_out is not None:
+        if len(args.held_out) != 1:
+            raise ValueError(f"--held-out: leap train evaluates one dataset, got {','.join(args.held_out)} "
+                             "(leap sweep --benchmark multicv takes a list)")
+        held_out = args.held_out[0]
+    cfg = MultiCVConfig(held_out=held_out or "", method=method or args.method, datasets=args.datasets,
                         data_dir=args.data_dir, seed=seed if seed is not None else getattr(args, "seed", 0),
                         device=args.device, **values)
     cfg.validate()
@@ -80,12 +84,13 @@ def train_from_args(args: argparse.Namespace) -> int:
 def sweep_from_args(args: argparse.Namespace) -> int:
     """``leap sweep --benchmark multicv``: held-out datasets (``--held-out A,B``; default
     all) x methods (``--methods``; default all five) x seeds (``--seeds``; default 0)."""
+    from leap.experiments.multicv.registration import EXPERIMENT
     from leap.experiments.multicv.run import multicv_sweep
 
     try:
-        methods = [m.strip() for m in (args.methods or ",".join(TABLE_METHODS)).split(",") if m.strip()]
-        seeds = [int(v) for v in (args.seeds or "0").split(",") if v.strip()]
-        held = [h.strip() for h in args.held_out.split(",") if h.strip()] if args.held_out else None
+        methods = args.methods or list(EXPERIMENT.sweep_defaults["methods"])
+        seeds = args.seeds or list(EXPERIMENT.sweep_defaults["seeds"])
+        held = args.held_out
         base = config_from_args(args, held_out=(held or ["-"])[0], method=methods[0] if methods else "leap",
                                 seed=seeds[0] if seeds else 0)
         paths = multicv_sweep(args.out, base, held, methods, seeds, cache_dir=args.cache_dir,

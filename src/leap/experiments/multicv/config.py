@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from leap.experiments.config import RUN_FIELDS, check_meta_lr_changes, meta_lr_at
 from leap.util import checks
-from leap.util.options import Option, by_name, check_fields
+from leap.util.options import Option, by_name, check_fields, comma_list
 
 if TYPE_CHECKING:
     from leap.tasks.multicv import MultiCV
@@ -31,8 +31,8 @@ METHOD_LABELS = {"leap": "Leap", "finetune": "Finetuning", "progressive": "Progr
 # [`MultiCVConfig`][leap.experiments.multicv.config.MultiCVConfig].
 MULTICV_OPTIONS = tuple(Option(*args, applies_to=("multicv",), **kwargs) for args, kwargs in (
     (("held_out", "the dataset to evaluate on, pretraining on the others (sweep: a comma-separated list, "
-      "default all)"), {}),
-    (("datasets", "comma-separated pool (default: every dataset in --data-dir)"), {}),
+      "default all)", comma_list()), {}),
+    (("datasets", "comma-separated pool (default: every dataset in --data-dir)", comma_list()), {}),
     (("max_epochs", "epochs per pretraining task (default 1)", float), dict(above=0)),
     (("eval_epochs", "epochs on the held-out dataset (default 100)", float), dict(above=0)),
     (("sample_cap", "cap on each dataset's training images", int), dict(low=1, optional=True)),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from leap.engine.rundir import holds_run, lock
 from leap.experiments.config import (
+    EXECUTION_FIELDS,
     RUN_FIELDS,
     THREADS,
     RunConfig,
@@ -34,6 +35,7 @@ from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
 from leap.util.files import atomic_write_json, check_state, read_init
+from leap.util.options import Option, comma_list
 from leap.util.progress import Progress
 
 if TYPE_CHECKING:
@@ -209,12 +211,7 @@ def _saved_extra(run: Path) -> dict[str, Any]:
 
 
 def cmd_rl_eval(args: argparse.Namespace) -> int:
-    games = None if args.games is None else [g.strip() for g in args.games.split(",") if g.strip()]
-    try:
-        seeds = None if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError as err:
-        raise UsageError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from err
-    rl_evaluate(Path(args.run), games, seeds, args.eval_steps, args.device,
+    rl_evaluate(Path(args.run), args.games, args.seeds, args.eval_steps, args.device,
                 None if args.out is None else Path(args.out), baseline=not args.no_baseline,
                 progress=not args.no_progress)
     return 0
@@ -223,14 +220,17 @@ def cmd_rl_eval(args: argparse.Namespace) -> int:
 def add_rl_eval_parser(sub: Any) -> None:
     """Register ``leap rl-eval`` on the CLI's subparsers."""
     p = sub.add_parser("rl-eval", help="RL: train agents from a learned encoder init and from a random one")
-    p.add_argument("run", help="run directory of leap train --benchmark atari|minatar (or its init.safetensors)")
-    p.add_argument("--games", help="comma-separated games (default: the run's --eval-games)")
-    p.add_argument("--seeds", help="comma-separated seeds (default: 0..eval_seeds-1)")
+    Option("run", "run directory of leap train --benchmark atari|minatar (or its init.safetensors)",
+           flag="run").add_to(p)
+    Option("games", "comma-separated games (default: the run's --eval-games)", comma_list()).add_to(p)
+    dataclasses.replace(RUN_FIELDS["seed"], name="seeds", type=comma_list(int), default=None,
+                        help="comma-separated seeds (default: 0..eval_seeds-1)").add_to(p)
     dataclasses.replace(RUN_FIELDS["eval_steps"], help="environment steps per game and seed (default: the run's)",
                         applies_to=None).add_to(p)
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's)")
-    p.add_argument("--out", help=f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it")
-    p.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
-    p.add_argument("--no-progress", action="store_true")
+    dataclasses.replace(RUN_FIELDS["device"], default=None, help="cpu, cuda or cuda:N (default: the run's)").add_to(p)
+    Option("out", f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it").add_to(p)
+    Option("no_baseline", "skip the random-init runs", action="store_true").add_to(p)
+    EXECUTION_FIELDS["no_progress"].add_to(p)
     THREADS.add_to(p)
-    p.set_defaults(func=cmd_rl_eval)
+    # --out names a file (checked before anything runs); the figure needs matplotlib.
+    p.set_defaults(func=cmd_rl_eval, out_is_file=True, needs=("matplotlib",))

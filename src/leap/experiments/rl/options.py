@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from leap.experiments.rl.games import ATARI_EVAL, ATARI_POOL, MINATAR_GAMES, MINATAR_HELD_OUT, MINATAR_POOL
-from leap.util.options import Option, add_options, by_name, check_fields
+from leap.util.options import Option, add_options, by_name, check_fields, comma_list
 
 if TYPE_CHECKING:
     from leap.experiments.rl.a2c import A2CSettings
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 RL_BENCHMARKS = ("atari", "minatar")
 RL_METHODS = ("leap", "reptile", "none")
 
-#: The generic RunConfig defaults of the RL benchmarks (merged into BENCHMARK_DEFAULTS).
+#: The generic RunConfig defaults of the RL benchmarks (their registry entries' defaults).
 #: atari is the paper's scale (appendix F: 16 games x 5M steps x 100 meta-steps; the
 #: paper gives no meta learning rate, so Leap's default of 0.1 applies). minatar is sized
 #: for 2 CPU cores (about half an hour for training and evaluation): budgets ~100x smaller
@@ -71,8 +71,8 @@ EXTRA_KEYS = tuple(EXTRA_DEFAULTS["atari"])
 #: The RL-only options (``RunConfig.extra``), declared once: flag, type, range, help.
 #: Default None: the benchmark's (EXTRA_DEFAULTS).
 RL_OPTIONS = tuple(Option(*args, applies_to=RL_BENCHMARKS, **kwargs) for args, kwargs in (
-    (("games", "comma-separated pretraining pool (default: the benchmark's)"), {}),
-    (("eval_games", "comma-separated games for leap rl-eval (default: held-out games)"), {}),
+    (("games", "comma-separated pretraining pool (default: the benchmark's)", comma_list()), {}),
+    (("eval_games", "comma-separated games for leap rl-eval (default: held-out games)", comma_list()), {}),
     (("eval_seeds", "seeds per game in leap rl-eval", int), dict(low=1)),
     (("unroll", "A2C unroll length (paper: 5)", int), dict(low=1)),
     (("discount", "discount factor (paper: 0.99)", float), dict(low=0, high=1)),
@@ -100,11 +100,8 @@ def extra_from_args(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for key in EXTRA_KEYS:
         value = getattr(args, key, None)
-        if value is None:
-            continue
-        if key in GAME_LISTS:
-            value = [g.strip() for g in value.split(",") if g.strip()]
-        given[key] = value
+        if value is not None:
+            given[key] = value
     if given and getattr(args, "benchmark", None) not in RL_BENCHMARKS:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags}: only for --benchmark {' or '.join(RL_BENCHMARKS)}")
@@ -150,6 +147,14 @@ def resolve_extra(benchmark: str, method: str, extra: dict[str, Any], values: di
 def pretrain_default(benchmark: str, extra: dict[str, Any]) -> int:
     """Default ``pretrain_tasks``: the whole pool (the user's ``games`` if given)."""
     return len(extra.get("games") or EXTRA_DEFAULTS[benchmark]["games"])
+
+
+def prepare_config(benchmark: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The registry's hook before a RunConfig takes the benchmark's defaults: an unset
+    ``pretrain_tasks`` is the pool's size."""
+    if values["pretrain_tasks"] is None:
+        values = {**values, "pretrain_tasks": pretrain_default(benchmark, values["extra"])}
+    return values
 
 
 def settings(extra: dict[str, Any], values: dict[str, Any], evaluation: bool) -> A2CSettings:

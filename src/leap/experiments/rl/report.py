@@ -139,6 +139,11 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
     return path
 
 
+def report_directory(directory: Path) -> list[Path]:
+    """``leap report DIR``: the RL report of ``DIR/rl-eval.json``, nothing when there is none."""
+    return write_rl_report(directory) if (directory / RESULT_FILE).is_file() else []
+
+
 def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, window: int = 100,
                     spread: float = 2.0) -> list[Path]:
     """From ``directory/rl-eval.json`` write ``rl-curves.png`` (Figure 4's shape) and

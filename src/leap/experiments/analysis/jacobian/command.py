@@ -13,32 +13,25 @@ from typing import Any
 
 from leap.engine.rundir import check_out_dir
 from leap.experiments.analysis.jacobian.protocol import PROTOCOL_OPTIONS, JacobianProtocol
-from leap.experiments.config import THREADS
+from leap.experiments.config import RUN_FIELDS, THREADS
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.options import Option
+from leap.util.options import Option, comma_list
 from leap.util.options import add_options as add_options_of
 
 
 # ---------------------------------------------------------------------- command line
-def _lrs(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
-
-
 def add_options(p: argparse.ArgumentParser) -> None:
     """Options of ``leap jacobian``."""
-    p.add_argument("--out", required=True, help="output directory (jacobian.json, jacobian.md, jacobian.png)")
-    p.add_argument("--data-dir", help="Omniglot directory (default: $LEAP_OMNIGLOT_DIR)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="random pixels and labels instead of Omniglot (smoke tests; labelled as such)")
+    Option("out", "output directory (jacobian.json, jacobian.md, jacobian.png)", required=True).add_to(p)
+    Option("data_dir", "Omniglot directory (default: $LEAP_OMNIGLOT_DIR)").add_to(p)
+    Option("synthetic", "random pixels and labels instead of Omniglot (smoke tests; labelled as such)",
+           action="store_true").add_to(p)
     add_options_of(p, PROTOCOL_OPTIONS)
-    p.add_argument("--lrs", type=_lrs, default=[0.01, 0.1, 0.5], help="comma-separated learning rates")
+    Option("lrs", "comma-separated learning rates", comma_list(float), default="0.01,0.1,0.5").add_to(p)
     Option("chunk", "Jacobian columns per vmapped product (memory)", int, default=32, low=1).add_to(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="discard a study with another protocol in --out")
+    RUN_FIELDS["device"].add_to(p)
+    Option("overwrite", "discard a study with another protocol in --out", action="store_true").add_to(p)
     THREADS.add_to(p)
 
 
