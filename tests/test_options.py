@@ -90,7 +90,7 @@ def test_a_list_option_is_parsed_once_and_each_item_checked_against_the_declared
     assert "--seeds must be a comma-separated list, each an integer >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "--seeds", "0,x", "--out", "x"])
-    assert "invalid comma-separated int value: '0,x'" in capsys.readouterr().err
+    assert "comma-separated int values expected, got '0,x' ('x' is not one)" in capsys.readouterr().err
 
 
 def test_an_option_knows_its_type_range_and_whether_none_is_allowed():

@@ -102,3 +102,12 @@ def test_cli_config_and_util_name_no_benchmark():
     for path in files:
         found = re.findall(rf"\b({names})\b", path.read_text(), flags=re.IGNORECASE)
         assert not found, f"{path.relative_to(src)} names {sorted(set(found))}"
+
+
+def test_method_help_says_which_benchmarks_run_each_method_that_not_all_run(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "fomaml, maml: --benchmark builtin|omniglot only" in text
+    assert "hat, progressive: --benchmark multicv only" in text
+    assert "reptile: --benchmark builtin|omniglot|atari|minatar only" in text

@@ -119,14 +119,14 @@ def _benchmark_of(args: argparse.Namespace) -> str | None:
 
 
 def _only_for() -> str:
-    """``--method``'s help: the methods only some experiments run, and for which benchmarks."""
-    everywhere = set.intersection(*(set(e.methods) for e in registry.experiments().values()))
-    notes = []
-    for e in registry.experiments().values():
-        own = [m for m in e.methods if m not in everywhere]
-        if own:
-            notes.append(f"{' and '.join(own)}: --benchmark {'|'.join(registry.benchmarks_of(e.name))} only")
-    return "; ".join(notes)
+    """``--method``'s help: each method that only some benchmarks run, and which."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for method in registry.methods():
+        where = tuple(b for e in registry.experiments().values() if method in e.methods
+                      for b in registry.benchmarks_of(e.name))
+        if len(where) < len(registry.benchmarks()):
+            groups.setdefault(where, []).append(method)
+    return "; ".join(f"{', '.join(methods)}: --benchmark {'|'.join(where)} only" for where, methods in groups.items())
 
 
 def _sweep_default(name: str) -> str:

@@ -171,7 +171,8 @@ def test_reptile_configuration_builds_the_reptile_hook():
 
 def test_select_configs_keeps_figure6_order_and_rejects_unknown_names():
     assert [c.name for c in select_configs(["reptile", "leap-p1-mu1-f1"])] == ["leap-p1-mu1-f1", "reptile"]
-    assert len(select_configs(["all"])) == 8
+    assert len(select_configs(["all"])) == 8 and len(select_configs("all")) == 8
+    assert select_configs("reptile") == select_configs(["reptile"])
     with pytest.raises(ValueError, match="unknown configuration"):
         select_configs(["leap-p3"])
 

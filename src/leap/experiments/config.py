@@ -187,7 +187,7 @@ LR_MAX = 3.4028234663852886e38  # the largest float32: parameters are float32, s
 #: the benchmark's ([`Benchmark.defaults`][leap.experiments.registry.Benchmark]).
 RUN_OPTIONS = (
     # Its default is the first registered benchmark (add_run_options), which needs no download.
-    Option("benchmark", "task family", choices=registry.ALL),
+    Option("benchmark", "task family (the default needs no download)", choices=registry.ALL),
     Option("seed", "seed of everything random in the run", int, default=0, low=0, high=SEED_MAX),
     Option("meta_steps", "meta-training steps" + B, int, low=1),
     Option("meta_batch", "tasks per meta-step" + B, int, low=1),

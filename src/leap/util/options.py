@@ -49,7 +49,14 @@ class comma_list:
         self.__name__ = f"comma-separated {getattr(item, '__name__', 'value')}"
 
     def __call__(self, text: str) -> list[Any]:
-        values = [self.item(v.strip()) for v in text.split(",") if v.strip()]
+        values = []
+        for piece in (v.strip() for v in text.split(",")):
+            if piece:
+                try:
+                    values.append(self.item(piece))
+                except (TypeError, ValueError):
+                    raise argparse.ArgumentTypeError(f"{self.__name__} values expected, got {text!r} "
+                                                     f"({piece!r} is not one)") from None
         if not values:
             raise argparse.ArgumentTypeError(f"no value in {text!r}")
         return values

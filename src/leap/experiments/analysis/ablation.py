@@ -106,9 +106,11 @@ ABLATION_CONFIGS: tuple[AblationConfig, ...] = (
 CONFIGS_BY_NAME = {c.name: c for c in ABLATION_CONFIGS}
 
 
-def select_configs(names: Sequence[str] | None) -> list[AblationConfig]:
-    """The configurations ``names`` (None or ["all"]: every one), in Figure 6's order.
-    Raises ``ValueError`` for an unknown name."""
+def select_configs(names: Sequence[str] | str | None) -> list[AblationConfig]:
+    """The configurations ``names`` (a list, or a comma-separated string; None or "all":
+    every one), in Figure 6's order. Raises ``ValueError`` for an unknown name."""
+    if isinstance(names, str):
+        names = comma_list()(names)
     if names is None or list(names) == ["all"]:
         return list(ABLATION_CONFIGS)
     wanted = list(names)

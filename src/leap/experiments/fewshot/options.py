@@ -67,9 +67,9 @@ RUN_OPTIONS = (
 #: Options of a run's execution (not in config.json).
 DOWNLOAD = Option("download", "omniglot: fetch the official archives into --data-dir if they are missing",
                   action="store_true", applies_to=("omniglot",))
-#: ``leap sweep``'s pretraining-task counts: Table 2's rows.
+#: ``leap sweep``'s pretraining-task counts: Table 2's rows (argparse parses the default too).
 SWEEP_COUNTS = Option("pretrain_tasks", "comma-separated counts (Table 2's rows)", comma_list(int),
-                      default=[1, 3, 5, 10, 15, 20, 25], low=1, applies_to=BENCHMARKS)
+                      default="1,3,5,10,15,20,25", low=1, applies_to=BENCHMARKS)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -3,9 +3,8 @@ defaults, its options and commands."""
 
 from __future__ import annotations
 
-from leap.experiments.methods import METHODS
 from leap.experiments.registry import Benchmark, Experiment
-from leap.experiments.rl.options import EXTRA_DEFAULTS, GENERIC_DEFAULTS, RL_BENCHMARKS
+from leap.experiments.rl.options import EXTRA_DEFAULTS, GENERIC_DEFAULTS, RL_BENCHMARKS, RL_METHODS
 
 COMMANDS = "leap.experiments.rl.commands"
 OPTIONS = "leap.experiments.rl.options"
@@ -15,7 +14,7 @@ EXPERIMENT = Experiment(
     # Agents are small (a few convolutions): one thread is fastest.
     benchmarks=tuple(Benchmark(name, small_model=True, defaults=GENERIC_DEFAULTS[name],
                                option_defaults=EXTRA_DEFAULTS[name]) for name in RL_BENCHMARKS),
-    methods=tuple(METHODS),
+    methods=RL_METHODS,
     commands={"train": f"{COMMANDS}:train_from_args", "evaluate": f"{COMMANDS}:evaluate_from_args"},
     refusals={name: "meta-train with leap train, then compare the encoders with leap rl-eval on the run"
               for name in ("compare", "sweep")},
