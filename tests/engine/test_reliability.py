@@ -480,3 +480,19 @@ def test_a_resumed_runs_progress_continues_and_its_time_covers_every_segment(tmp
     resumed = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert info["train_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed))
     assert [r["seconds"] for r in resumed[:10]] == [r["seconds"] for r in records[:10]]  # the earlier segment's
+
+
+def test_each_meta_step_logs_the_norms_of_the_meta_gradient_its_step_and_theta0(tmp_path):
+    # With SGD (no momentum) θ0 moves by exactly the rate times the meta-gradient; θ0's norm is
+    # that of the init written at the end. Methods without a meta-update log none.
+    out = tmp_path / "leap"
+    assert main(["train", "--meta-steps", "2", "--meta-lr", "0.3", "--out", str(out), "--no-progress"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        assert r["meta_grad_norm"] > 0 and r["meta_step_norm"] == pytest.approx(0.3 * r["meta_grad_norm"], rel=1e-4)
+    init = load_file(str(out / "init.safetensors"))
+    assert records[-1]["init_norm"] == pytest.approx(
+        sum(float(t.double().square().sum()) for t in init.values()) ** 0.5, rel=1e-6)
+    assert main(["train", "--method", "none", "--meta-steps", "1", "--out", str(tmp_path / "none"),
+                 "--no-progress"]) == 0
+    assert "meta_grad_norm" not in (tmp_path / "none" / "metrics.jsonl").read_text()

@@ -446,6 +446,8 @@ def test_minatar_smoke_run_through_the_cli(tmp_path, capsys):
                  "--eval-seeds", "2", "--eval-games", "breakout", *TINY]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(r["valid_tasks"] == 1 for r in records)
+    # Leap's meta-objective per game (the path energy, section 4.3's metric) is logged.
+    assert all(r["train_path"] > 0 and r["game_paths"] == [r["train_path"]] for r in records)
     assert main(["rl-eval", str(out), "--no-progress"]) == 0
     result = json.loads((out / "rl-eval.json").read_text())
     assert set(result["runs"]["breakout"]) == {"leap", "random"}

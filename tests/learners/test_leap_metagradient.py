@@ -217,3 +217,25 @@ def test_segment_with_tensor_scalars_equals_segment_with_float_scalars(metric, l
     for from_floats, from_tensors, before in zip(*results, start, strict=True):
         assert not torch.equal(from_floats, before)  # the segment added something
         torch.testing.assert_close(from_floats, from_tensors, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("metric, loss_in_manifold, expected", [
+    ("energy", True, 25.25 + 1.0), ("energy", False, 25.0 + 1.0),
+    ("length", True, 25.25 ** 0.5 + 1.0), ("length", False, 5.0 + 1.0),
+])
+def test_last_path_is_the_finished_tasks_meta_objective(metric, loss_in_manifold, expected):
+    # The path (0,0) f=1 -> (3,4) f=0.5 -> (3,5) f=0.5: eq. 5's length or energy of γ.
+    model = Point([0.0, 0.0])
+    learner = leap.Leap(model, metric=metric, loss_in_manifold=loss_in_manifold, stabilizer=True)
+    assert learner.last_path != learner.last_path  # NaN before any task ended
+    learner.init_task()
+    visit(learner, model, [0.0, 0.0], 1.0, [0.0, 0.0])
+    visit(learner, model, [3.0, 4.0], 0.5, [0.0, 0.0])
+    with torch.no_grad():
+        model.theta.copy_(torch.tensor([3.0, 5.0], dtype=torch.float64))
+    learner.end_task(model, torch.tensor(0.5, dtype=torch.float64))
+    assert learner.last_path == pytest.approx(expected, rel=1e-12)
+    learner.init_task()  # the next task starts a new path
+    visit(learner, model, [0.0, 0.0], 1.0, [0.0, 0.0])
+    learner.end_task(model, torch.tensor(1.0, dtype=torch.float64))
+    assert learner.last_path == pytest.approx(0.0)

@@ -251,9 +251,11 @@ def meta_step(trainer: Trainer) -> dict[str, Any] | None:
     optimizer = getattr(trainer, "meta_optimizer", None)
     if optimizer is not None:
         start = time.perf_counter()
-        if not meta_update(optimizer, trainer.meta_parameters(), trainer.meta_lr_at(trainer.step_count),
-                           trainer.meta_gradient_tasks):
+        sizes = meta_update(optimizer, trainer.meta_parameters(), trainer.meta_lr_at(trainer.step_count),
+                            trainer.meta_gradient_tasks)
+        if sizes is None:
             return None
+        record.update(sizes)  # the meta-gradient's and the step's norms, θ0's norm
         if "seconds" in record:
             record["seconds"] += time.perf_counter() - start
     trainer.step_count += 1

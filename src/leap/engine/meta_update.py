@@ -12,6 +12,7 @@ rolled back when it makes θ0 non-finite, so that the run stops with θ0 intact.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,27 +44,39 @@ def without_accumulated_tasks(learner_state: dict[str, Any]) -> dict[str, Any]:
             for k, v in learner_state.items()}
 
 
-def meta_update(optimizer: torch.optim.Optimizer, parameters: Iterable[Tensor], lr: float, tasks: int) -> bool:
+def meta_update(optimizer: torch.optim.Optimizer, parameters: Iterable[Tensor], lr: float,
+                tasks: int) -> dict[str, float] | None:
     """Step ``optimizer`` on the normalized meta-gradient of ``tasks`` tasks at rate ``lr``
-    (nothing when ``tasks`` is 0), then clear the gradient.
+    (no step when ``tasks`` is 0), then clear the gradient.
 
-    If the step makes a parameter non-finite (a rate far too high), the parameters and
-    the optimizer's state are put back as they were and False is returned."""
+    Returns the update's sizes, L2 norms over every meta-parameter: ``meta_grad_norm``
+    (the meta-gradient stepped on), ``meta_step_norm`` (how far θ0 moved) and
+    ``init_norm`` (θ0 after the step), which tell whether the meta learning rate suits
+    the gradient's scale. If the step makes a parameter non-finite (a rate far too high),
+    the parameters and the optimizer's state are put back as they were and None is
+    returned."""
     parameters = list(parameters)
+
+    def norm(tensors: Iterable[Tensor]) -> float:
+        return math.sqrt(math.fsum(float(t.detach().double().square().sum()) for t in tensors))
+
     if tasks <= 0:
         optimizer.zero_grad()
-        return True
+        return {"meta_grad_norm": 0.0, "meta_step_norm": 0.0, "init_norm": norm(parameters)}
     for group in optimizer.param_groups:
         group["lr"] = lr
     before = [p.detach().clone() for p in parameters]
     state = copy.deepcopy(optimizer.state_dict())
+    grad_norm = norm(p.grad for p in parameters if p.grad is not None)
     optimizer.step()
     if all(bool(torch.isfinite(p).all()) for p in parameters):
         optimizer.zero_grad()
-        return True
+        return {"meta_grad_norm": grad_norm, "meta_step_norm": norm(p - b for p, b in zip(parameters, before,
+                                                                                          strict=True)),
+                "init_norm": norm(parameters)}
     with torch.no_grad():
         for p, b in zip(parameters, before, strict=True):
             p.copy_(b)
     optimizer.load_state_dict(state)
     optimizer.zero_grad()
-    return False
+    return None

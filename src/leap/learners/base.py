@@ -15,6 +15,7 @@ cannot poison the meta-gradient; ``normalize`` returns how many tasks contribute
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -113,6 +114,9 @@ class MetaLearner:
     #: which loss at θ_K ``end_task`` wants from a training loop: ``"train"`` (a training
     #: minibatch), ``"query"`` (held-out data of the task) or None (no loss).
     final_loss: str | None = None
+    #: the meta-objective of the last task ended, where the method measures one (Leap:
+    #: its path's length or energy); NaN otherwise.
+    last_path: float = math.nan
 
     def __init__(self, model: nn.Module, params: ParamSelector = None) -> None:
         named = select_parameters(model, params)

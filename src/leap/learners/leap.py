@@ -56,6 +56,11 @@ class Leap(MetaLearner):
         stabilizer: replace Δf by -|Δf| in the gradient term.
         params: None (all parameters), a list of names, or a predicate (name, param).
         eps: floor of the segment length n_i (length metric), guarding 0/0.
+
+    After ``end_task``, ``last_path`` is the finished task's meta-objective: the length
+    Σ_i ‖γ_{i+1} - γ_i‖ of its path (d1, eq. 5) or its energy Σ_i ‖γ_{i+1} - γ_i‖² (d2),
+    over the segments counted (a float; NaN before any task ended). Leap lowers its
+    mean over tasks; a run logs it to show that it does.
     """
 
     final_loss = "train"  # end_task wants f(θ_K) on a training batch: the last segment
@@ -87,6 +92,8 @@ class Leap(MetaLearner):
         self._prev_loss: Tensor | float = (
             0.0 if self._host_scalars else torch.zeros((), dtype=self._init[0].dtype, device=self._init[0].device))
         self._has_prev = False
+        self._path: Tensor | float = 0.0
+        self.last_path = math.nan
 
     def __repr__(self) -> str:
         return (
@@ -96,6 +103,7 @@ class Leap(MetaLearner):
 
     def _begin_task(self) -> None:
         self._has_prev = False
+        self._path = 0.0
 
     def hyperparameters(self) -> dict[str, object]:
         return {**super().hyperparameters(), "metric": self.metric, "loss_in_manifold": self.loss_in_manifold,
@@ -131,6 +139,7 @@ class Leap(MetaLearner):
                 self._current.load_(self.params_of(model))
                 self._add_segment(self._loss_value(loss))
         self._has_prev = False
+        self.last_path = float(self._path)  # one host sync per task where the scalars are tensors
 
     def _add_segment(self, loss: Tensor | float) -> None:
         """Add g_i of the segment (previous point -> ``_current``, whose loss is ``loss``)
@@ -139,11 +148,16 @@ class Leap(MetaLearner):
         The previous θ buffer is consumed in place (see
         [`accumulate_segment_()`][leap.learners.leap.accumulate_segment_]).
         """
-        accumulate_segment_(
+        squared = accumulate_segment_(
             self._task_packed.whole, self._prev.whole, self._prev_grads.whole, self._prev_loss, self._current.whole,
             loss,
             metric=self.metric, loss_in_manifold=self.loss_in_manifold, stabilizer=self.stabilizer, eps=self.eps,
+            measure=True,
         )
+        if self.metric == "length":
+            self._path = self._path + (math.sqrt(squared) if isinstance(squared, float) else squared.sqrt())
+        else:
+            self._path = self._path + squared
 
 
 def accumulate_segment_(
@@ -158,7 +172,8 @@ def accumulate_segment_(
     loss_in_manifold: bool,
     stabilizer: bool,
     eps: float,
-) -> None:
+    measure: bool = False,
+) -> Tensor | float | None:
     r"""``acc += g_i`` for the segment θ_i -> θ_{i+1} of eq. 8; the one place the formula lives.
 
     $$
@@ -180,13 +195,18 @@ def accumulate_segment_(
     term is added with one pass (``add`` with a float ``alpha``, or ``addcmul`` with a
     tensor coefficient): on a CPU most of the hook's cost is memory traffic
     over buffers that the training step has evicted from the caches (docs/benchmarks.md).
+
+    With ``measure``, returns the segment's squared length ‖γ_{i+1} - γ_i‖² (n_i² of the
+    length metric; a float, a 0-dim or a (T,) tensor, like ``loss``), the term of the
+    meta-objective; else None (the energy metric then computes no norm).
     """
     on_host = isinstance(loss, float)
     batched = not on_host and loss.dim() > 0
     neg_dtheta = prev_params
     torch._foreach_sub_(neg_dtheta, params)  # θ_i - θ_{i+1} = -Δθ_i
     delta_f = loss - prev_loss  # Δf_i: a float, 0-dim or (T,)
-    if metric == "length":
+    sq = None
+    if metric == "length" or measure:
         if batched:  # one squared norm per task: reduce every dim but the task dim
             # (a plain sum over dims, not flatten + stack: inductor's CPU backend in
             # torch 2.13 fails to compile the latter for 5-dim conv weights)
@@ -198,6 +218,7 @@ def accumulate_segment_(
             sq = math.fsum(d.item() for d in dots) if on_host else torch.stack(dots).sum()
         if loss_in_manifold:
             sq = sq + delta_f * delta_f
+    if metric == "length":
         if on_host:
             inv_n = 1.0 / max(math.sqrt(sq), eps)
         else:
@@ -210,6 +231,7 @@ def accumulate_segment_(
         df = -abs(delta_f) if stabilizer else delta_f
         coef = -df if inv_n is None else -df * inv_n
         _add_scaled_(acc, prev_grads, coef)
+    return sq if measure else None
 
 def _add_scaled_(acc: list[Tensor], tensors: list[Tensor], coef: Tensor | float) -> None:
     """``acc += coef * tensors`` in one pass per tensor (no temporary): ``coef`` a Python

@@ -16,6 +16,7 @@ sampling stream, so the comparison is paired and only the encoder's start differ
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -164,24 +165,29 @@ class RLMetaTrainer(HookTrainerState):
                                  "steps": curve.steps,
                                  # late return: the mean of the game's last 10% of episodes
                                  "return": curve.mean_return(max(1, len(curve.episode_returns) // 10)),
+                                 # Leap's meta-objective: the game's path energy (or length); NaN for others
+                                 "path": self.learner.last_path if self.learner is not None else float("nan"),
                                  "seconds": time.perf_counter() - start})
             if self.on_game is not None:
                 self.on_game(self.step_count, index, games[index], curve)
         start = time.perf_counter()
-        # Each game's (loss, late return, environment steps) at its position in the meta-batch,
+        # Each game's (loss, late return, environment steps, path) at its position in the meta-batch,
         # zeros at the other ranks' positions (float64: exact for the step counts), summed over
         # the ranks with the meta-gradient and the stop flags in one all-reduce, so that every
         # rank logs what a single process would. The meta-update itself is fit's (meta_step).
         device = next(self.learner.parameters()).device  # the collective's tensors share one device
-        table = torch.zeros(cfg.meta_batch, 3, dtype=torch.float64)
+        table = torch.zeros(cfg.meta_batch, 4, dtype=torch.float64)
         for g in self.partial:
-            table[g["index"]] = torch.tensor([g["loss"], g["return"], g["steps"]], dtype=torch.float64)
+            # a game checkpointed before paths were logged has none
+            table[g["index"]] = torch.tensor([g["loss"], g["return"], g["steps"], g.get("path", math.nan)],
+                                             dtype=torch.float64)
         table, control = table.to(device), self.stop_flags(device)
         valid = self.meta_gradient_tasks = normalize_meta_gradient(self.learner, [table, control])
         self.agree_on_stop(control)
         mine, self.partial = self.partial, []
         losses = [v for v in table[:, 0].tolist() if np.isfinite(v)]
         returns = [v for v in table[:, 1].tolist() if np.isfinite(v)]
+        paths = [v for v in table[:, 3].tolist() if np.isfinite(v)]
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             # No error rate in RL; NaN keeps the column that the supervised runs log.
@@ -190,6 +196,9 @@ class RLMetaTrainer(HookTrainerState):
             "games": games,
             "game_returns": table[:, 1].tolist(),
             "env_steps": int(table[:, 2].sum()),
+            # Leap's meta-objective (section 2.3), the mean over the games: it should fall
+            "train_path": float(np.mean(paths)) if paths else float("nan"),
+            "game_paths": table[:, 3].tolist(),
             "valid_tasks": valid,
             "dropped_tasks": cfg.meta_batch - valid,
             # this rank's games (over every segment) and the wait for the others in the all-reduce
