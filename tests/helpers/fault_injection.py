@@ -1,4 +1,4 @@
-"""``leap`` command line with a fault injected on one rank (a helper of test_distributed.py).
+"""``leap`` command line with a fault injected on one rank (a helper of the torchrun and kill tests).
 
 Run it like ``python -m leap`` (under torchrun, or with RANK/WORLD_SIZE/MASTER_* set by
 hand). On the rank named by ``LEAP_FAULT_RANK``, just before meta-step
@@ -23,7 +23,8 @@ from leap.engine import loop
 
 
 def inject() -> None:
-    if "LEAP_FAULT" not in os.environ or os.environ.get("RANK") != os.environ["LEAP_FAULT_RANK"]:
+    # A single process (no torchrun) is rank 0.
+    if "LEAP_FAULT" not in os.environ or os.environ.get("RANK", "0") != os.environ["LEAP_FAULT_RANK"]:
         return
     kind = os.environ["LEAP_FAULT"]
     at_step = int(os.environ["LEAP_FAULT_STEP"])
