@@ -964,3 +964,22 @@ def test_a_run_killed_by_sigkill_then_run_again_ends_byte_identical_to_an_uninte
         # generators and seeds module inits in a forked stream, never from these.
         del state["rng"]
     _assert_same_state(_without_times(a), _without_times(b))
+
+
+@pytest.mark.parametrize("option", ["--task-batch", "--eval-batch"])
+def test_a_minibatch_beyond_the_machines_memory_is_refused_in_one_line_before_anything_is_written(
+        pool_dir, tmp_path, capsys, monkeypatch, option):
+    # A batch beyond a training split trains on the whole split at once: on CIFAR-10 with
+    # --task-batch 1000000000 that was an out-of-memory kill after config.json was written.
+    import leap.engine.memory as memory
+    from leap.cli import main
+    from leap.models import ConvNet
+
+    # A machine where the run's own minibatches of 8 fit, and a whole training split does not.
+    fits = memory.estimate_bytes(ConvNet(in_channels=3, num_classes=10, image_size=32), torch.zeros(1, 3, 32, 32), 8)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * fits)
+    out = tmp_path / "run"
+    assert main([*MULTICV_RUN, "--data-dir", str(pool_dir), option, "1000000000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"({option} 1000000000) needs about" in err and f"use a smaller {option}" in err
+    assert not out.exists()

@@ -58,9 +58,11 @@ def available_bytes(device: torch.device | str) -> int | None:
         return None
 
 
-def check_fits(what: str, needed: int, device: torch.device | str) -> None:
-    """Raise ``ValueError`` naming ``what`` when ``needed`` bytes exceed the device's memory."""
+def check_fits(what: str, needed: int, device: torch.device | str,
+               advice: str = "use smaller batches (or --max-tasks-per-chunk)") -> None:
+    """Raise ``ValueError`` naming ``what`` (and ending with ``advice``) when ``needed``
+    bytes exceed the device's memory."""
     have = available_bytes(device)
     if have is not None and needed > have:
         raise ValueError(f"{what} needs about {needed / GIB:.1f} GiB of memory; {torch.device(device).type} has "
-                         f"{have / GIB:.1f} GiB: use smaller batches (or --max-tasks-per-chunk)")
+                         f"{have / GIB:.1f} GiB: {advice}")

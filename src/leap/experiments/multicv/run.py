@@ -133,6 +133,23 @@ class MultiCVTrainer(TrainerState):
             set_rng_state(state["rng"])
 
 
+def check_memory(cfg: MultiCVConfig, bench: MultiCV, pool: list[str]) -> None:
+    """Every task's largest minibatch (a batch beyond a training split is the whole split)
+    must fit the device's memory, with one Progressive Nets column per dataset trained:
+    ``ValueError`` before anything is written, not an out-of-memory kill after config.json
+    ([`leap.engine.memory`][leap.engine.memory]'s estimate)."""
+    from leap.engine.memory import check_fits, estimate_bytes
+    from leap.models import ConvNet
+
+    model, example = ConvNet(in_channels=3, num_classes=10, image_size=32), torch.zeros(1, 3, 32, 32)
+    columns = len(pool) + 1 if cfg.method == "progressive" else 1
+    for name, batch, option in [(cfg.held_out, cfg.eval_batch, "--eval-batch"),
+                                *((p, cfg.task_batch, "--task-batch") for p in pool)]:
+        used = min(batch, len(bench.get(name).train_y))
+        check_fits(f"training on {name} with minibatches of {used} images ({option} {batch})",
+                   columns * estimate_bytes(model, example, used), cfg.device, advice=f"use a smaller {option}")
+
+
 def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = None, resume: bool = True,
                 overwrite: bool = False, cache_dir: str | Path | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any] | None:
@@ -176,8 +193,10 @@ def run_multicv(cfg: MultiCVConfig, out: str | Path, *, bench: MultiCV | None = 
     # every dataset it trains on decoded (or read from the cache) and split.
     check_device(cfg.device)
     bench = bench if bench is not None else cfg.benchmark(cache_dir)
-    for name in [cfg.held_out, *(bench.pool(cfg.held_out) if METHOD_CLASSES[cfg.method].trains else [])]:
+    pool = bench.pool(cfg.held_out) if METHOD_CLASSES[cfg.method].trains else []
+    for name in [cfg.held_out, *pool]:
         bench.get(name)
+    check_memory(cfg, bench, pool)
     if result_path.exists() and distributed.is_main():
         # This run is trained (again, or further): its old evaluation goes first, under the
         # run's lock (fit claims the directory with it).
