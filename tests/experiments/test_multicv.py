@@ -695,7 +695,7 @@ def test_sigterm_stops_pretraining_after_the_task_in_flight_and_resume_continues
     monkeypatch.setattr(cls, "train_task", terminated_during_a_task)
     with pytest.raises(RunStopped, match=r"interrupted inside meta-step 2 \(after task 1 of 2\)") as stopped:
         run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
-    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and "continue with --resume" in str(stopped.value)
     assert not (tmp_path / "cut" / "result.json").exists()
     monkeypatch.setattr(cls, "train_task", original)
     resumed = run_multicv(cfg, tmp_path / "cut", log=lambda m: None)
@@ -983,3 +983,15 @@ def test_a_minibatch_beyond_the_machines_memory_is_refused_in_one_line_before_an
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"({option} 1000000000) needs about" in err and f"use a smaller {option}" in err
     assert not out.exists()
+
+
+def test_the_loops_advice_to_continue_with_resume_holds_for_multicv(pool_dir, tmp_path):
+    # A stopped Multi-CV run continues when the same command runs again; --resume, which the
+    # loop's messages name for every experiment, is accepted and does the same.
+    from leap.cli import main
+
+    args = [*MULTICV_RUN, "--data-dir", str(pool_dir), "--out", str(tmp_path / "run")]
+    assert main([*args, "--meta-steps", "1"]) == 0
+    assert main([*args, "--meta-steps", "2", "--resume"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]

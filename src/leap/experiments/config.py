@@ -231,8 +231,9 @@ def run_fields() -> dict[str, Option]:
 #: Options of a run's execution, not of its result (not in config.json).
 EXECUTION_OPTIONS = (
     Option("overwrite", "replace an output directory holding another run", action="store_true"),
-    Option("resume", "continue from the newest complete checkpoint in --out", action="store_true",
-           applies_to=TRAINED_BY_FIT),
+    # Every benchmark takes it, so that the loop's advice ("continue with --resume") holds for
+    # each; an experiment whose runs always continue (Multi-CV) accepts it as its default.
+    Option("resume", "continue from the newest complete checkpoint in --out", action="store_true"),
     Option("checkpoint_every", "checkpoint every M meta-steps (0: only at the end)", int, default=0, low=0,
            applies_to=TRAINED_BY_FIT),
     Option("keep_checkpoints", "keep the newest K checkpoints (0: all, e.g. to evaluate θ0 along meta-training "
