@@ -152,8 +152,9 @@ class RunConfig:
         from leap.engine.batched import resolve_engine
         from leap.engine.inner import check_precision
 
-        fields = {name: name for name in run_fields() if METHODS[self.method].has_learner or name != "meta_lr"}
-        check_fields(self, run_fields(), fields, benchmark=self.benchmark)
+        options = run_fields()
+        fields = {name: name for name in options if METHODS[self.method].has_learner or name != "meta_lr"}
+        check_fields(self, options, fields, benchmark=self.benchmark)
         check_meta_lr_changes(self.meta_lr_changes, RUN_FIELDS["meta_lr"])
         check_precision(self.precision, self.device)
         if self.precision == "bf16":  # raises for an explicitly batched engine

@@ -107,7 +107,7 @@ class Option:
 
     @property
     def item_type(self) -> Callable[[str], Any] | None:
-        return self.type.item if isinstance(self.type, comma_list) else self.type
+        return self.type.item if self.is_list else self.type
 
     def requirement(self) -> str:
         """What a valid value is, in words ("a positive integer", "> 0", "one of [...]")."""
