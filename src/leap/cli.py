@@ -30,6 +30,7 @@ from leap.experiments.analysis import ablation, jacobian, write_analysis_report
 from leap.experiments.config import (
     EXECUTION_FIELDS,
     RUN_FIELDS,
+    SEEDS,
     THREADS,
     add_dist_options,
     add_engine_options,
@@ -79,8 +80,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """The experiment's grid of runs (e.g. methods x pretraining-task counts x seeds), one run
-    directory each, finished runs skipped."""
-    return registry.command("sweep", args.benchmark)(args)
+    directory each, finished runs skipped; --methods and --seeds default to the experiment's."""
+    sweep = registry.command("sweep", args.benchmark)
+    defaults = registry.experiment_of(args.benchmark).sweep_defaults
+    for name in ("methods", "seeds"):
+        if getattr(args, name) is None:
+            setattr(args, name, list(defaults[name]))
+    return sweep(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -202,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     Option("methods", f"comma-separated methods (default: {_sweep_default('methods')})", comma_list()).add_to(p)
     dataclasses.replace(OUT, help="sweep directory (runs go to OUT/METHOD/tasks-N/seed-S)").add_to(p)
     add_run_options(p, "sweep")
-    dataclasses.replace(RUN_FIELDS["seed"], name="seeds", type=comma_list(int), default=None,
-                        help=f"comma-separated seeds (default: {_sweep_default('seeds')})").add_to(p)
+    dataclasses.replace(SEEDS, help=f"comma-separated seeds (default: {_sweep_default('seeds')})").add_to(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables and figures of a sweep, compare, ablation or jacobian directory")

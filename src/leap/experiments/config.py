@@ -25,7 +25,7 @@ from leap.experiments.methods import METHODS
 from leap.util import checks, distributed
 from leap.util.errors import UsageError
 from leap.util.files import list_checkpoints
-from leap.util.options import Option, add_options, boolean, by_name, check_fields
+from leap.util.options import Option, add_options, boolean, by_name, check_fields, comma_list
 from leap.util.threads import MAX_THREADS
 
 
@@ -246,6 +246,9 @@ EXECUTION_OPTIONS = (
            "package; metrics.jsonl stays the record)", action="store_true", applies_to=TRAINED_BY_FIT),
 )
 EXECUTION_FIELDS = by_name(EXECUTION_OPTIONS)
+#: A list of seeds (``leap sweep``, ``leap rl-eval``): each item as ``--seed``; the
+#: command's help says what its default is.
+SEEDS = dataclasses.replace(RUN_FIELDS["seed"], name="seeds", type=comma_list(int), default=None)
 #: Every command that computes takes it (leap.util.threads: the thread policy).
 THREADS = Option("threads", "intra-op CPU threads (default: 1 for small models, else the free cores; "
                  "OMP_NUM_THREADS if set)", int, low=1, high=MAX_THREADS, optional=True)

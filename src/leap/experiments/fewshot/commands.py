@@ -29,7 +29,6 @@ from leap.experiments.config import (
     run_matcher,
 )
 from leap.experiments.fewshot.options import BENCHMARKS
-from leap.experiments.fewshot.registration import EXPERIMENT
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, plot_curves, write_report
 from leap.experiments.fewshot.results import eval_file, read_result, stamp
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
@@ -261,9 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Methods x pretraining-task counts x seeds, one run directory each, finished runs skipped."""
-    methods = check_methods(args.methods or list(EXPERIMENT.sweep_defaults["methods"]))
-    counts = args.pretrain_tasks
-    seeds = args.seeds or list(EXPERIMENT.sweep_defaults["seeds"])
+    methods, counts, seeds = check_methods(args.methods), args.pretrain_tasks, args.seeds
     out = Path(args.out)
     plan = []
     for n in counts:

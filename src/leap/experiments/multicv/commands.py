@@ -84,13 +84,10 @@ def train_from_args(args: argparse.Namespace) -> int:
 def sweep_from_args(args: argparse.Namespace) -> int:
     """``leap sweep --benchmark multicv``: held-out datasets (``--held-out A,B``; default
     all) x methods (``--methods``; default all five) x seeds (``--seeds``; default 0)."""
-    from leap.experiments.multicv.registration import EXPERIMENT
     from leap.experiments.multicv.run import multicv_sweep
 
     try:
-        methods = args.methods or list(EXPERIMENT.sweep_defaults["methods"])
-        seeds = args.seeds or list(EXPERIMENT.sweep_defaults["seeds"])
-        held = args.held_out
+        methods, seeds, held = args.methods, args.seeds, args.held_out
         base = config_from_args(args, held_out=(held or ["-"])[0], method=methods[0] if methods else "leap",
                                 seed=seeds[0] if seeds else 0)
         paths = multicv_sweep(args.out, base, held, methods, seeds, cache_dir=args.cache_dir,

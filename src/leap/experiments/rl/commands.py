@@ -20,6 +20,7 @@ from leap.engine.rundir import holds_run, lock
 from leap.experiments.config import (
     EXECUTION_FIELDS,
     RUN_FIELDS,
+    SEEDS,
     THREADS,
     RunConfig,
     check_run_dir,
@@ -223,8 +224,7 @@ def add_rl_eval_parser(sub: Any) -> None:
     Option("run", "run directory of leap train --benchmark atari|minatar (or its init.safetensors)",
            flag="run").add_to(p)
     Option("games", "comma-separated games (default: the run's --eval-games)", comma_list()).add_to(p)
-    dataclasses.replace(RUN_FIELDS["seed"], name="seeds", type=comma_list(int), default=None,
-                        help="comma-separated seeds (default: 0..eval_seeds-1)").add_to(p)
+    dataclasses.replace(SEEDS, help="comma-separated seeds (default: 0..eval_seeds-1)").add_to(p)
     dataclasses.replace(RUN_FIELDS["eval_steps"], help="environment steps per game and seed (default: the run's)",
                         applies_to=None).add_to(p)
     dataclasses.replace(RUN_FIELDS["device"], default=None, help="cpu, cuda or cuda:N (default: the run's)").add_to(p)
