@@ -146,4 +146,4 @@ def test_help_for_one_benchmark_shows_its_options_with_their_values(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--benchmark", "minatar", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--games" in text and "--pipeline" not in text and "(default: 8 for minatar)" in text
+    assert "--games" in text and "--pipeline" not in text and "(default: 20 for minatar)" in text
