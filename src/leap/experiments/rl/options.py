@@ -62,7 +62,7 @@ GENERIC_DEFAULTS: dict[str, dict[str, Any]] = {
 
 _COMMON_EXTRA: dict[str, Any] = dict(
     unroll=5, discount=0.99, entropy_cost=0.01, value_cost=0.5, reward_clip=5.0, max_grad_norm=0.0,
-    frame_stack=1, action_set="minimal", sticky_action_prob=None,
+    frame_stack=1, action_set="minimal", sticky_action_prob=None, env_backend="gymnasium",
 )
 EXTRA_DEFAULTS: dict[str, dict[str, Any]] = {
     "atari": dict(games=list(ATARI_POOL), eval_games=list(ATARI_EVAL), eval_seeds=10, **_COMMON_EXTRA),
@@ -87,6 +87,9 @@ RL_OPTIONS = tuple(Option(*args, applies_to=RL_BENCHMARKS, **kwargs) for args, k
     (("action_set", "game action sets (default: minimal)"), dict(choices=("minimal", "full"))),
     (("sticky_action_prob", "sticky actions (default: the suite's own, ALE v5 0.25, MinAtar 0.1)", float),
      dict(low=0, below=1, optional=True)),
+    (("env_backend", "what steps the ALE games of --benchmark atari: gymnasium (ale-py; default) or envpool "
+      "(pip install -e '.[envpool]'; the same preprocessing, other emulator seeds)"),
+     dict(choices=("gymnasium", "envpool"))),
 ))
 RL_FIELDS = by_name(RL_OPTIONS)
 GAME_LISTS = ("games", "eval_games")  # comma-separated on the command line, lists in the config
@@ -169,7 +172,7 @@ def env_spec(benchmark: str, extra: dict[str, Any]) -> EnvSpec:
     from leap.experiments.rl.envs import EnvSpec
 
     return EnvSpec(benchmark, frame_stack=extra["frame_stack"], action_set=extra["action_set"],
-                   sticky_action_prob=extra["sticky_action_prob"])
+                   sticky_action_prob=extra["sticky_action_prob"], backend=extra["env_backend"])
 
 
 @dataclass(frozen=True)
