@@ -98,13 +98,27 @@ class TaskRun:
     stopped_early: bool
 
 
+#: Seed of the order in which `error_rate` forms its chunks (the same for every run).
+EVAL_ORDER_SEED = 20190506
+
+
 @torch.no_grad()
 def error_rate(view: TaskView, data: DatasetSplits, x: Tensor, y: Tensor, chunk: int = 500) -> float:
-    """Error of the view's evaluation forward pass on images ``x`` (N, C, 32, 32) uint8."""
+    """Error of the view's evaluation forward pass on images ``x`` (N, C, 32, 32) uint8.
+
+    The networks keep no running statistics, so batch norm normalizes each chunk of images
+    with that chunk's own statistics. The chunks are therefore taken in a fixed random order
+    of the images, not in the order of ``x``: the splits are stored sorted by class, and a
+    chunk of one or two classes would be normalized by those classes' statistics alone
+    (measured on CIFAR-10 from a random init, trained 3,600 steps: in storage order,
+    training error 64.8% with one class per chunk, test 44.0% with 2-3 classes, validation
+    29.9% with 5)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(EVAL_ORDER_SEED)).to(y.device)
     wrong = torch.zeros((), device=y.device)
     for start in range(0, len(y), chunk):
-        logits = view.forward(data.inputs(x[start: start + chunk]), None)
-        wrong += (logits.argmax(1) != y[start: start + chunk]).sum()
+        idx = order[start: start + chunk]
+        logits = view.forward(data.inputs(x[idx]), None)
+        wrong += (logits.argmax(1) != y[idx]).sum()
     return float(wrong) / max(1, len(y))
 
 
