@@ -142,8 +142,10 @@ class LeapMethod(ConvNetMethod):
         self.learner.init_task()
         self.learner.to(self.model)
         self.model.head = self.fresh_head(self.features, data.num_classes, "pretrain", step, index)
-        return fit_task(PlainView(self.model), data, self.task_budget, generator, learner=self.learner,
-                        model=self.model, restore_best=False)
+        run = fit_task(PlainView(self.model), data, self.task_budget, generator, learner=self.learner,
+                       model=self.model, restore_best=False)
+        run.path = self.learner.last_path
+        return run
 
     def end_step(self, riders: Sequence[Tensor]) -> int:
         # The meta-update itself is fit's (leap.engine.loop.meta_step), on ``meta_opt``.

@@ -74,18 +74,19 @@ class MultiCVTrainer(TrainerState):
         start = time.perf_counter()
         batch = self.method.draw(self.step_count)
         runs = self.method.pretrain_step(self.step_count, stop=lambda: bool(self.stop_requests))
-        # Each task's (best validation error, mean training error, steps) at its position in the
-        # meta-batch, zeros at torchrun's other ranks' positions (float64: exact), summed over the
-        # ranks with Leap's meta-gradient and the stop flags in one all-reduce, so that every rank
-        # holds the whole table and takes the same meta-patience decision.
-        table = torch.zeros(len(batch), 3, dtype=torch.float64)
+        # Each task's (best validation error, mean training error, steps, Leap's path) at its
+        # position in the meta-batch, zeros at torchrun's other ranks' positions (float64:
+        # exact), summed over the ranks with Leap's meta-gradient and the stop flags in one
+        # all-reduce, so that every rank holds the whole table and takes the same meta-patience
+        # decision.
+        table = torch.zeros(len(batch), 4, dtype=torch.float64)
         for i, _, run in runs:
-            table[i] = torch.tensor([run.best_val_error, float(run.train_errors.mean()), run.steps],
+            table[i] = torch.tensor([run.best_val_error, float(run.train_errors.mean()), run.steps, run.path],
                                     dtype=torch.float64)
         table, control = table.to(self.method.device), self.stop_flags(self.method.device)
         self.meta_gradient_tasks = self.method.end_step([table, control])
         self.agree_on_stop(control)
-        val, train, steps = (table[:, k].tolist() for k in range(3))
+        val, train, steps, paths = (table[:, k].tolist() for k in range(4))
         valid = sum(math.isfinite(v) for v in val)
         mean_val = sum(val) / len(val)
         if mean_val < self.best_val_error:
@@ -97,6 +98,9 @@ class MultiCVTrainer(TrainerState):
         self.pretrain_seconds += seconds
         return {"mean_val_error": mean_val, "mean_train_error": sum(train) / len(train),
                 "tasks": [name for _, name, _ in batch], "task_steps": [int(n) for n in steps],
+                # Leap's meta-objective (eq. 5) per task and its mean, which Leap lowers
+                **({"task_paths": paths, "train_path": sum(paths) / len(paths)} if self.method.learner is not None
+                   else {}),
                 "valid_tasks": valid, "dropped_tasks": len(batch) - valid, "seconds": seconds}
 
     def validate(self) -> dict[str, float]:

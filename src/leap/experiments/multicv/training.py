@@ -89,13 +89,16 @@ class ProgressiveView(TaskView):
 @dataclass
 class TaskRun:
     """One task's training. ``train_errors`` (K,) minibatch error per step; ``best_val_error``
-    the lowest validation error checked; ``stopped_early`` whether patience ran out."""
+    the lowest validation error checked; ``stopped_early`` whether patience ran out;
+    ``path`` Leap's meta-objective for the task (its path's length or energy, eq. 5; NaN
+    for the other methods)."""
 
     train_errors: Tensor
     best_val_error: float
     steps: int
     max_steps: int
     stopped_early: bool
+    path: float = math.nan
 
 
 #: Seed of the order in which `error_rate` forms its chunks (the same for every run).
