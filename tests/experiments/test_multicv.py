@@ -592,6 +592,40 @@ def test_every_method_pretrains_on_the_others_and_evaluates_on_the_held_out(pool
     assert "| MNIST | Leap |" in text and "| 0.7 | 0.1 | 0.6 |" in text  # the paper's row beside ours
 
 
+def synthetic_entries(values: dict[tuple[str, str], list[tuple[float, float]]], parameters: dict[str, int]):
+    """(config, result) pairs: per (held-out, method) one (test error, AUC) per seed."""
+    return [({"seed": seed}, {"held_out": d, "method": m, "test_error": test, "train_error": 0.0, "auc": auc,
+                              "parameters": parameters[m], "eval_steps": 10, "curve": [0.5, 0.2]})
+            for (d, m), runs in values.items() for seed, (test, auc) in enumerate(runs)]
+
+
+def test_the_report_reads_each_claim_of_section_4_2_off_the_paired_intervals(tmp_path):
+    from leap.experiments.multicv.report import claims, paired_table, runs_by_cell, summary_table
+
+    noise = (0.0, 0.01, -0.01)
+    values = {}
+    for m, base in (("leap", 0.10), ("finetune", 0.20), ("progressive", 0.25), ("hat", 0.40), ("none", 0.30)):
+        values[("cifar10", m)] = [(base + e, base + e) for e in noise]
+    # on gtsrb Leap trains faster than finetuning in some seeds and slower in others, and ends worse
+    values[("gtsrb", "leap")] = [(0.30, 0.20), (0.31, 0.10), (0.32, 0.30)]
+    values[("gtsrb", "finetune")] = [(0.10, 0.20), (0.11, 0.20), (0.12, 0.20)]
+    entries = synthetic_entries(values, {"leap": 100, "finetune": 100, "progressive": 730, "hat": 120, "none": 100})
+    cells = runs_by_cell(entries)
+    sentences = "\n".join(claims(cells))
+    assert "lowest AUC (it trains fastest) on Cifar10: holds" in sentences
+    assert "lowest final test error on Cifar10: holds" in sentences
+    assert "lowest AUC (it trains fastest) on Traffic Signs: cannot be told" in sentences
+    assert "lowest final test error on Traffic Signs: does not hold: above Finetuning" in sentences
+    assert "HAT ends below no pretraining (a higher test error) on some datasets: holds on Cifar10" in sentences
+    assert "Finetuning ends below no pretraining (a higher test error) on some datasets: not shown" in sentences
+    assert "Progressive Nets' size: 7.3x" in sentences
+    pairs = paired_table(cells)
+    assert "| Cifar10 | No pretraining | -20.0 ± 0.0 (n=3) | -20.0 ± 0.0 (n=3) | lower" in pairs
+    summary = summary_table(cells)  # only CIFAR-10 has every method
+    assert "Over the 1 held-out datasets" in summary and "| Leap | 1.0 | 1.0 | 10.0 |" in summary
+    assert "| HAT | 5.0 | 5.0 | 40.0 |" in summary
+
+
 def test_interrupted_run_resumes_from_its_last_meta_step_to_the_same_result(pool_dir, tmp_path, monkeypatch):
     cfg = tiny("gtsrb", "leap", pool_dir, meta_steps=3)
     whole = run_multicv(cfg, tmp_path / "whole", log=lambda m: None)

@@ -41,3 +41,18 @@ def format_ci(values: Sequence[float], digits: int = 1) -> str:
     if math.isnan(half):
         return f"{mean:.{digits}f} (n={len(values)})"
     return f"{mean:.{digits}f} ± {half:.{digits}f} (n={len(values)})"
+
+
+def interval_verdict(differences: Sequence[float], below: str, above: str,
+                     neither: str = "indistinguishable") -> str:
+    """What the 95% interval of the mean of paired ``differences`` says: ``below`` when it
+    lies below 0, ``above`` when it lies above 0, ``neither`` when it contains 0, each with
+    the reason; one value says nothing ("cannot be told")."""
+    mean, half = mean_ci95(differences)
+    if math.isnan(half):
+        return f"cannot be told from {len(differences)} seed"
+    if mean + half < 0:
+        return f"{below} (the interval lies below 0)"
+    if mean - half > 0:
+        return f"{above} (the interval lies above 0)"
+    return f"{neither} (the interval contains 0)"

@@ -1,4 +1,6 @@
-"""Table 1's shape with the paper's Table 4 beside ours."""
+"""Table 1's shape with the paper's Table 4 beside ours; per method a summary over the
+held-out datasets; Leap's paired differences with every baseline and one sentence per claim
+of section 4.2, read off the 95% intervals over seeds; the held-out training curves."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
 from leap.util.errors import CorruptFileError
 from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record
-from leap.util.stats import format_ci
+from leap.util.stats import format_ci, interval_verdict, mean_ci95
+
+Entry = tuple[dict[str, Any], dict[str, Any]]  # (config, result) of one finished run
 
 PAPER_TABLE4: dict[str, dict[str, tuple[float, float, float]]] = {
     "facescrub": {"leap": (19.9, 0.0, 11.6), "finetune": (32.7, 0.0, 13.2), "progressive": (18.0, 0.0, 8.9),
@@ -34,7 +38,7 @@ PAPER_TABLE4: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 
 
-def collect_results(directory: str | Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def collect_results(directory: str | Path) -> list[Entry]:
     """(config, result) of every finished run under ``directory`` (any depth)."""
     found = []
     for result_path in sorted(Path(directory).rglob("result.json")):
@@ -51,7 +55,7 @@ def collect_results(directory: str | Path) -> list[tuple[dict[str, Any], dict[st
     return found
 
 
-def multicv_table(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+def multicv_table(entries: list[Entry]) -> str:
     """Table 1's shape (held-out dataset x method; Test, Train, AUC), ours beside Table 4.
     Several seeds of one cell: the mean ± the half-width of its 95% interval over seeds (n)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -74,6 +78,143 @@ def multicv_table(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def runs_by_cell(entries: list[Entry]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """{(held-out dataset, method): {seed: result}}. Runs of one seed share the held-out
+    task's data, its head and (leap, finetune, none) the random encoder they start from, so
+    differences between methods pair by seed."""
+    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for config, result in entries:
+        cells.setdefault((result["held_out"], result["method"]), {})[int(config.get("seed", 0))] = result
+    return cells
+
+
+def paired(cells: dict[tuple[str, str], dict[int, dict[str, Any]]], held_out: str, a: str, b: str,
+           key: str) -> list[float]:
+    """100 x (a - b) of ``key`` over the seeds both methods ran on ``held_out``."""
+    runs_a, runs_b = cells.get((held_out, a), {}), cells.get((held_out, b), {})
+    return [100 * (runs_a[s][key] - runs_b[s][key]) for s in sorted(set(runs_a) & set(runs_b))]
+
+
+def summary_table(cells: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
+    """Per method, over the held-out datasets where every method of the table ran: the mean
+    rank of its mean test error and of its mean AUC (1 = lowest) and its mean AUC."""
+    datasets = sorted({d for d, _ in cells})
+    methods = [m for m in TABLE_METHODS if any((d, m) in cells for d in datasets)]
+    complete = [d for d in datasets if all((d, m) in cells for m in methods)]
+    if not complete or len(methods) < 2:
+        return ""
+    ranks: dict[str, dict[str, list[float]]] = {m: {"test_error": [], "auc": []} for m in methods}
+    aucs: dict[str, list[float]] = {m: [] for m in methods}
+    for d in complete:
+        for key in ("test_error", "auc"):
+            means = {m: sum(r[key] for r in cells[(d, m)].values()) / len(cells[(d, m)]) for m in methods}
+            for rank, m in enumerate(sorted(methods, key=means.__getitem__), start=1):
+                ranks[m][key].append(rank)
+        for m in methods:
+            aucs[m].append(100 * sum(r["auc"] for r in cells[(d, m)].values()) / len(cells[(d, m)]))
+    lines = [f"Over the {len(complete)} held-out datasets every method ran on ({', '.join(complete)}):", "",
+             "| Method | Mean rank, test error | Mean rank, AUC | Mean AUC |", "|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {sum(ranks[m]['test_error']) / len(complete):.1f} | "
+                     f"{sum(ranks[m]['auc']) / len(complete):.1f} | {sum(aucs[m]) / len(complete):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(cells: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> str:
+    """Leap minus each baseline, per held-out dataset, paired by seed (percentage points)."""
+    lines = ["| Held-out task | Leap minus | Test error | AUC | Leap's AUC is |", "|---|---|---|---|---|"]
+    for d in sorted({d for d, m in cells if m == "leap"}):
+        for b in TABLE_METHODS:
+            auc = paired(cells, d, "leap", b, "auc")
+            if b == "leap" or not auc:
+                continue
+            test = paired(cells, d, "leap", b, "test_error")
+            lines.append(f"| {display_name(d)} | {METHOD_LABELS.get(b, b)} | {format_ci(test)} | {format_ci(auc)} | "
+                         f"{interval_verdict(auc, below='lower', above='higher')} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def claims(cells: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> list[str]:
+    """One sentence per claim of section 4.2, per held-out dataset, from the 95% intervals
+    of the paired differences over seeds."""
+    datasets = sorted({d for d, m in cells if m == "leap"})
+    out = []
+    for key, what in (("auc", "the lowest AUC (it trains fastest)"), ("test_error", "the lowest final test error")):
+        for d in datasets:
+            diffs = {b: paired(cells, d, "leap", b, key) for b in TABLE_METHODS if b != "leap"}
+            diffs = {b: v for b, v in diffs.items() if v}
+            if not diffs:
+                continue
+            below = [b for b, v in diffs.items() if len(v) > 1 and sum(mean_ci95(v)) < 0]
+            above = [b for b, v in diffs.items() if len(v) > 1 and mean_ci95(v)[0] - mean_ci95(v)[1] > 0]
+            if len(below) == len(diffs):
+                verdict = "holds: below every baseline, each interval below 0"
+            elif above:
+                verdict = ("does not hold: above " + ", ".join(METHOD_LABELS.get(b, b) for b in above)
+                           + " (interval above 0)")
+            else:
+                verdict = "cannot be told: an interval contains 0 (or one seed)"
+            out.append(f"- Leap has {what} on {display_name(d)}: {verdict}.")
+    for m in ("finetune", "hat"):
+        worse, shown = [], []
+        for d in sorted({d for d, _ in cells}):
+            v = paired(cells, d, m, "none", "test_error")
+            if v:
+                shown.append(d)
+                if len(v) > 1 and mean_ci95(v)[0] - mean_ci95(v)[1] > 0:
+                    worse.append(f"{display_name(d)} ({format_ci(v)} points)")
+        if shown:
+            label = METHOD_LABELS.get(m, m)
+            out.append(f"- {label} ends below no pretraining (a higher test error) on some datasets: "
+                       + (f"holds on {', '.join(worse)}." if worse else
+                          f"not shown on any of {len(shown)} (no interval above 0)."))
+    ratios = sorted({round(r["parameters"] / n["parameters"], 1)
+                     for d, _ in cells for r in cells.get((d, "progressive"), {}).values()
+                     for n in cells.get((d, "none"), {}).values() if "parameters" in r and "parameters" in n})
+    if ratios:
+        size = f"{ratios[0]:g}" if len(ratios) == 1 else f"{ratios[0]:g} to {ratios[-1]:g}"
+        out.append(f"- Progressive Nets' size: {size}x the parameters of the plain network on the held-out "
+                   "dataset (the paper: over 8 times, with 8 datasets).")
+    return out
+
+
+def plot_multicv_curves(entries: list[Entry], path: str | Path) -> Path:
+    """One panel per held-out dataset: each run's training error on it (the downsampled
+    curve of result.json) against its training steps; one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["held_out"] for _, r in entries})
+    cols = min(3, len(datasets))
+    rows = -(-len(datasets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), dpi=110, squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(TABLE_METHODS)}
+    for ax, d in zip(axes.flat, datasets, strict=False):
+        labelled = set()
+        for _, r in sorted(entries, key=lambda e: TABLE_METHODS.index(e[1]["method"])
+                           if e[1]["method"] in TABLE_METHODS else 99):
+            if r["held_out"] != d or not r.get("curve"):
+                continue
+            curve, steps = r["curve"], r["eval_steps"]
+            x = [(i + 0.5) * steps / len(curve) for i in range(len(curve))]
+            m = r["method"]
+            ax.plot(x, [100 * c for c in curve], color=colours.get(m, "k"), lw=1, alpha=0.8,
+                    label=None if m in labelled else METHOD_LABELS.get(m, m))
+            labelled.add(m)
+        ax.set_title(f"held out: {display_name(d)}")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("training error (%)")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_multicv_report(directory: str | Path) -> list[Path]:
     """Write ``multicv.md`` (Table 1-shaped, ours beside the paper's Table 4, with the
     protocol and the notes on splits) and ``multicv.json`` into ``directory``; returns
@@ -92,7 +233,17 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
             "area under the training-error curve on the held-out dataset scaled to 0-100 (100 x mean minibatch "
             "training error over the steps taken); several seeds: mean ± the half-width of its 95% interval over seeds "
             "(Student's t, n seeds). Paper columns: Table 4 of Flennerhag et al. (2019).\n",
-            multicv_table(entries), "\n## Protocol\n"]
+            multicv_table(entries)]
+    cells = runs_by_cell(entries)
+    summary, pairs, sentences = summary_table(cells), paired_table(cells), claims(cells)
+    if summary:
+        text += ["\n## Summary per method\n", summary]
+    if pairs:
+        text += ["\n## Leap against each baseline, paired by seed (percentage points, 95% interval over seeds)\n",
+                 pairs]
+    if sentences:
+        text += ["\n## The claims of section 4.2\n", *sentences]
+    text += ["\n![held-out training curves](multicv-curves.png)\n", "\n## Protocol\n"]
     text += [f"- `{p}`" for p in sorted(protocols)]
     if len(protocols) > 1:
         text.append("\n**Warning: the runs above used different protocols.**")
@@ -105,4 +256,4 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
     md, js = directory / "multicv.md", directory / "multicv.json"
     atomic_write_bytes(md, ("\n".join(text) + "\n").encode())
     atomic_write_json(js, [{**{k: v for k, v in r.items() if k != "curve"}, "config": c} for c, r in entries])
-    return [md, js]
+    return [md, js, plot_multicv_curves(entries, directory / "multicv-curves.png")]

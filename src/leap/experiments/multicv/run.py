@@ -254,6 +254,7 @@ def evaluate_held_out(trainer: MultiCVTrainer, bench: MultiCV) -> dict[str, Any]
         "eval_stopped_early": run.stopped_early, "meta_steps": trainer.step_count,
         "meta_stopped_early": trainer.stopped_early, "pretrain_seconds": trainer.pretrain_seconds,
         "eval_seconds": eval_seconds, "sizes": data.sizes(), "notes": notes, "curve": _downsample(curve, 200),
+        "parameters": sum(p.numel() for p in view.network.parameters()),
     }
 
 

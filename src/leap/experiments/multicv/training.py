@@ -21,9 +21,12 @@ from leap.util.seeding import derive_seed
 # ---------------------------------------------------------------------- training one task
 class TaskView:
     """How a method trains and predicts one task: the parameters the task's optimizer
-    updates, the forward pass (``step`` is None in evaluation) and optional hooks."""
+    updates, the forward pass (``step`` is None in evaluation) and optional hooks.
+    ``network`` is the whole module the predictions come from (every column, mask and head
+    of it), whose size Table 1's discussion compares."""
 
     params: list[Tensor]
+    network: nn.Module
 
     def forward(self, x: Tensor, step: int | None) -> Tensor:
         raise NotImplementedError
@@ -43,7 +46,7 @@ class PlainView(TaskView):
     """A ConvNet whose ``head`` belongs to the task (leap, finetune, none)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        self.model = self.network = model
         self.params = list(model.parameters())
 
     def forward(self, x: Tensor, step: int | None) -> Tensor:
@@ -56,6 +59,7 @@ class HATView(TaskView):
 
     def __init__(self, net: HATNet, task: int, anneal_steps: int) -> None:
         self.net, self.task, self.anneal_steps = net, task, anneal_steps
+        self.network = net
         self.params = net.parameters_for(task)
 
     def scale(self, step: int) -> float:
@@ -79,6 +83,7 @@ class ProgressiveView(TaskView):
 
     def __init__(self, net: ProgressiveNet, task: int) -> None:
         self.net, self.task = net, task
+        self.network = net
         net.freeze_except(task)
         self.params = net.column_parameters(task)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from leap.util.files import atomic_write_text, read_json_record, save_figure
-from leap.util.stats import format_ci, mean_ci95
+from leap.util.stats import format_ci, interval_verdict
 
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
 RESULT_FILE = "rl-eval.json"
@@ -87,14 +87,7 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
 
 def _verdict(differences: list[float]) -> str:
     """Faster, slower or indistinguishable, from the 95% interval of the paired differences."""
-    mean, half = mean_ci95(differences)
-    if math.isnan(half):
-        return f"cannot be told from {len(differences)} seed"
-    if mean - half > 0:
-        return "faster (the interval lies above 0)"
-    if mean + half < 0:
-        return "slower (the interval lies below 0)"
-    return "indistinguishable (the interval contains 0)"
+    return interval_verdict(differences, below="slower", above="faster")
 
 
 def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, spread: float = 2.0,
