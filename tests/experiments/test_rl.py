@@ -251,10 +251,12 @@ def test_rl_report_reads_faster_slower_or_indistinguishable_off_the_paired_inter
     same = {str(s): run([1.0 + (-1) ** s * 0.5, 1.0 + s]) for s in range(3)}
     result = {"benchmark": "minatar", "runs": {"asterix": {"leap": faster, "random": random},
                                                "freeway": {"leap": same, "random": random},
-                                               "seaquest": {"leap": random, "random": faster}}}
+                                               "seaquest": {"leap": random, "random": faster}},
+              "pool": ["seaquest"]}
     (tmp_path / "rl-eval.json").write_text(json.dumps(result))
     table = write_rl_report(tmp_path)[1].read_text()
     assert "| asterix | Leap - Random init |" in table and "faster (the interval lies above 0) |" in table
+    assert "| seaquest (pretraining game) | Leap - Random init |" in table  # Table 6 marks games seen in training
     assert "indistinguishable (the interval contains 0) |" in table and "slower (the interval lies below 0) |" in table
 
 
@@ -472,6 +474,7 @@ def test_rl_eval_keeps_earlier_agents_only_when_they_were_trained_from_the_same_
     assert result["init_sha256"] == hashlib.sha256((out / "init.safetensors").read_bytes()).hexdigest()
     planted = {**result["runs"]["breakout"]["leap"]["0"], "planted": True}
     result["runs"]["breakout"]["leap"]["0"] = planted
+    assert result["spec"].pop("backend") == "gymnasium"  # as written before the backend was an option
     path.write_text(json.dumps(result))
     assert main(["rl-eval", str(out), "--no-progress"]) == 0  # same init: the earlier agents are kept
     assert json.loads(path.read_text())["runs"]["breakout"]["leap"]["0"].get("planted")

@@ -178,13 +178,19 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     header = {
         "benchmark": cfg.benchmark, "method": cfg.method, "games": list(setup.eval_games), "seeds": seeds,
         "labels": list(inits), "settings": dataclasses.asdict(setup.evaluation), "spec": dataclasses.asdict(setup.spec),
-        "run": str(run_dir), "init_sha256": digest,
+        "run": str(run_dir), "init_sha256": digest, "pool": list(setup.pool),
     }
     # Runs in an earlier result file with the same settings, of the same init, are kept
     # (the one "holds this run" policy).
     same = {k: header[k] for k in ("settings", "spec", "benchmark", "init_sha256")}
+
+    def same_run(previous: dict[str, Any]) -> bool:
+        # files written before the environment backend was an option stepped gymnasium
+        previous = {**previous, "spec": {"backend": "gymnasium", **(previous.get("spec") or {})}}
+        return {k: previous.get(k) for k in same} == same
+
     done = None
-    if holds_run(out.parent, lambda previous: {k: previous.get(k) for k in same} == same, record=out.name):
+    if holds_run(out.parent, same_run, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
     total = len(setup.eval_games) * len(seeds) * len(inits)
 

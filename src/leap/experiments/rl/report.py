@@ -64,10 +64,12 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
         "|---|---|---|---|---|",
     ]
     verdicts = []
+    pool = set(result.get("pool", ()))
     for game, by_label in result["runs"].items():
         seeds = {label: per_seed(runs, window) for label, runs in by_label.items()}
+        name = f"{game} (pretraining game)" if game in pool else game
         for label, values in seeds.items():
-            lines.append(f"| {game} | {LABELS.get(label, label)} | {len(by_label[label])} | "
+            lines.append(f"| {name} | {LABELS.get(label, label)} | {len(by_label[label])} | "
                          f"{_cell([v[0] for v in values.values()])} | {_cell([v[1] for v in values.values()])} |")
         for label, values in seeds.items():
             if label == "random" or "random" not in seeds:
@@ -77,7 +79,7 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
                 continue
             auc = [values[s][0] - seeds["random"][s][0] for s in shared]
             final = [values[s][1] - seeds["random"][s][1] for s in shared]
-            verdicts.append(f"| {game} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
+            verdicts.append(f"| {name} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
                             f"{_verdict(auc)} |")
     if verdicts:
         lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
