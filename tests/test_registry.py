@@ -13,7 +13,7 @@ def test_every_benchmark_belongs_to_exactly_one_experiment_and_the_first_is_the_
     owners = [e.name for e in registry.experiments().values() for _ in e.benchmarks]
     names = [b.name for e in registry.experiments().values() for b in e.benchmarks]
     assert len(names) == len(set(names)) == len(owners)
-    assert set(names) == {"builtin", "omniglot", "minatar", "atari", "multicv"}
+    assert set(names) == {"builtin", "omniglot", "charlm", "minatar", "atari", "multicv"}
     assert registry.default_benchmark() == "builtin"
     for name in names:
         assert name in registry.benchmarks_of(registry.experiment_of(name).name)
@@ -108,6 +108,6 @@ def test_method_help_says_which_benchmarks_run_each_method_that_not_all_run(caps
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "fomaml, maml: --benchmark builtin|omniglot only" in text
+    assert "fomaml, maml: --benchmark builtin|omniglot|charlm only" in text
     assert "hat, progressive: --benchmark multicv only" in text
-    assert "reptile: --benchmark builtin|omniglot|atari|minatar only" in text
+    assert "reptile: --benchmark builtin|omniglot|charlm|atari|minatar only" in text

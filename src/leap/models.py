@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -97,3 +98,79 @@ def reset_head(model: nn.Module, *seed_parts: object) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(*seed_parts))
         model.head.reset_parameters()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t attends to positions 0..t:
+    (B, T, width) -> (B, T, width). Written out (not ``F.scaled_dot_product_attention``),
+    so that MAML can differentiate through it twice on a CPU."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, h: Tensor) -> Tensor:
+        b, t, w = h.shape
+        q, k, v = self.qkv(h).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, d)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(w // self.heads)
+        future = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
+        attention = scores.masked_fill(future, float("-inf")).softmax(-1)
+        return self.out((attention @ v).transpose(1, 2).reshape(b, t, w))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: h + attention(norm(h)), then h + MLP(norm(h)) with a 4x GELU MLP."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = h + self.attention(self.norm1(h))
+        return h + self.mlp(self.norm2(h))
+
+
+class CharEncoder(nn.Module):
+    """Bytes to features: (B, T) int64 -> (B, T, width); token and learned position
+    embeddings, ``layers`` `TransformerBlock` s, a final layer norm."""
+
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, context: int) -> None:
+        super().__init__()
+        self.context = context
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*(TransformerBlock(width, heads) for _ in range(layers)))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = x.shape[1]
+        if t > self.context:
+            raise ValueError(f"sequence of {t} tokens is longer than the context of {self.context}")
+        h = self.tokens(x) + self.positions(torch.arange(t, device=x.device))
+        return self.norm(self.blocks(h))
+
+
+class CharTransformer(nn.Module):
+    """A decoder-only transformer over bytes (issue 32's long training processes):
+    `CharEncoder` then the ``head`` that predicts the next byte.
+
+    (B, T) int64 in [0, vocab), T <= context -> logits (B, T, vocab): position t predicts
+    the byte at t + 1 from bytes 0..t. No dropout: a task's training is deterministic.
+    """
+
+    batchable = False  # the batched engine trains classifiers of one label per input
+
+    def __init__(self, vocab: int = 256, width: int = 128, layers: int = 2, heads: int = 4,
+                 context: int = 128) -> None:
+        super().__init__()
+        self.encoder = CharEncoder(vocab, width, layers, heads, context)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))

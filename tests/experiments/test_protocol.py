@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -35,8 +36,9 @@ def trained_convnet(running_stats: bool) -> tuple[ConvNet, Task]:
 # ---------------------------------------------------------------------- evaluation
 def test_with_running_statistics_a_test_image_is_classified_the_same_alone_or_with_the_others():
     model, task = trained_convnet(running_stats=True)
-    one_at_a_time, all_at_once = inner.test_error(model, task, chunk=1), inner.test_error(model, task, chunk=1000)
-    assert float(one_at_a_time) == float(all_at_once)
+    one_at_a_time, all_at_once = inner.test_metrics(model, task, chunk=1), inner.test_metrics(model, task, chunk=1000)
+    assert float(one_at_a_time[0]) == float(all_at_once[0])  # the error
+    assert float(one_at_a_time[1]) == pytest.approx(float(all_at_once[1]), rel=1e-6)  # the loss, summed in other orders
     assert model.training  # evaluation leaves the model in the mode it found it in
 
 

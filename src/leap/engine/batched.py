@@ -55,7 +55,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from leap.engine.inner import TEST_CHUNK, InnerLoop, TaskCurve
-from leap.engine.stacked_optim import StackedOptimizer
+from leap.engine.stacked_optim import STACKED_OPTIMIZERS, StackedOptimizer
 from leap.engine.streams import TaskDraw, draw_stream
 from leap.learners import Leap, MetaLearner
 from leap.learners.leap import accumulate_segment_
@@ -151,10 +151,25 @@ def resolve_compile(compile: bool | None, device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda" if compile is None else bool(compile)
 
 
-def check_batchable(model: nn.Module) -> None:
-    """Raise ``ValueError`` if ``model`` cannot be trained by the batched engine."""
+def check_batchable(model: nn.Module, loop: InnerLoop | None = None) -> None:
+    """Raise ``ValueError`` if ``model`` (with ``loop``) cannot be trained by the batched
+    engine: it trains classifiers (a model may say ``batchable = False``, as the sequence
+    models do), with SGD, Adam or RMSprop and no gradient clipping."""
     if not any(True for _ in model.parameters()):
         raise ValueError("the batched engine needs a model with parameters")
+    if not getattr(model, "batchable", True):
+        raise ValueError(f"the batched engine does not train {type(model).__name__} (use --engine sequential)")
+    if loop is not None:
+        check_batchable_loop(loop.optimizer, loop.max_grad_norm)
+
+
+def check_batchable_loop(optimizer: str, max_grad_norm: float) -> None:
+    """Raise ``ValueError`` for an inner loop the batched engine cannot run (a run's config
+    is checked with it before anything is written)."""
+    if optimizer not in STACKED_OPTIMIZERS:
+        raise ValueError(f"the batched engine has no {optimizer} inner optimizer (use --engine sequential)")
+    if max_grad_norm:
+        raise ValueError("the batched engine does not clip gradients (use --engine sequential)")
 
 
 def _has_endpoint_contributions(learner: MetaLearner) -> bool:
@@ -176,7 +191,7 @@ class BatchedEngine:
     def __init__(
         self, model: nn.Module, loop: InnerLoop, *, compile: bool = False, max_tasks_per_chunk: int | None = None
     ) -> None:
-        check_batchable(model)
+        check_batchable(model, loop)
         positive_int("max_tasks_per_chunk", max_tasks_per_chunk, optional=True)
         if loop.precision == "bf16":
             raise ValueError(BF16_NOT_BATCHED)
@@ -381,9 +396,9 @@ class BatchedEngine:
                 contributions = learner.endpoint_contributions([params[order[n]] for n in learner.param_names],
                                                                [grads[order[n]] for n in learner.param_names])
 
-        test = self._test_errors(params, buffers, tasks)
+        test_errors, test_losses = self._test_metrics(params, buffers, tasks)
         loss_table, error_table = torch.stack(losses, 1), torch.stack(errors, 1)  # (T, K)
-        curves = [TaskCurve(loss_table[j], error_table[j], test[j]) for j in range(len(tasks))]
+        curves = [TaskCurve(loss_table[j], error_table[j], test_errors[j], test_losses[j]) for j in range(len(tasks))]
         if learner is not None and contributions is not None:
             # Last, so that a chunk that fails (e.g. out of memory) leaves the learner untouched.
             learner.add_task_contributions(contributions)
@@ -392,36 +407,44 @@ class BatchedEngine:
     def _as_dict(self, params: list[Tensor]) -> dict[str, Tensor]:
         return dict(zip(self.names, params, strict=True))
 
-    def _test_errors(self, params: list[Tensor], buffers: dict[str, Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
-        """(T,) error on each task's whole test set, in eval mode and in chunks of
-        ``TEST_CHUNK``, like [`leap.engine.inner.test_error()`][leap.engine.inner.test_error]."""
+    def _test_metrics(self, params: list[Tensor], buffers: dict[str, Tensor],
+                      tasks: Sequence[TaskDraw]) -> tuple[Tensor, Tensor]:
+        """(T,) error and (T,) mean loss on each task's whole test set, in eval mode and in
+        chunks of ``TEST_CHUNK``, like [`leap.engine.inner.test_metrics()`][leap.engine.inner.test_metrics]."""
         self.model.eval()
         try:
-            return self._test_errors_eval(params, buffers, tasks)
+            return self._test_metrics_eval(params, buffers, tasks)
         finally:
             self.model.train()
 
-    def _test_errors_eval(self, params: list[Tensor], buffers: dict[str, Tensor], tasks: Sequence[TaskDraw]) -> Tensor:
+    def _test_metrics_eval(self, params: list[Tensor], buffers: dict[str, Tensor],
+                           tasks: Sequence[TaskDraw]) -> tuple[Tensor, Tensor]:
         sizes = {len(t.test_y) for t, _ in tasks}
         if len(sizes) == 1:
             n = sizes.pop()
             x = torch.stack([t.test_x for t, _ in tasks])
             y = torch.stack([t.test_y for t, _ in tasks])
             wrong = torch.zeros(len(tasks), device=y.device)
+            loss = torch.zeros(len(tasks), device=y.device)
             for start in range(0, n, TEST_CHUNK):
                 logits = self._task_logits(params, buffers, x[:, start : start + TEST_CHUNK])
                 wrong += (logits.argmax(-1) != y[:, start : start + TEST_CHUNK]).sum(-1)
-            return wrong / n
-        errors = []
+                loss += _task_losses(logits, y[:, start : start + TEST_CHUNK]) * logits.shape[1]
+            return wrong / n, loss / n
+        errors, losses = [], []
         for j, (task, _) in enumerate(tasks):  # unequal test sets: one task at a time
             own = {**{n: p[j] for n, p in zip(self.names, params, strict=True)},
                    **{n: b[j] for n, b in buffers.items()}}
             wrong = torch.zeros((), device=task.test_y.device)
+            loss = torch.zeros((), device=task.test_y.device)
             for start in range(0, len(task.test_y), TEST_CHUNK):
                 logits = functional_call(self.model, own, (task.test_x[start : start + TEST_CHUNK],))
-                wrong += (logits.argmax(1) != task.test_y[start : start + TEST_CHUNK]).sum()
+                y = task.test_y[start : start + TEST_CHUNK]
+                wrong += (logits.argmax(1) != y).sum()
+                loss += F.cross_entropy(logits.float(), y, reduction="sum")
             errors.append(wrong / len(task.test_y))
-        return torch.stack(errors)
+            losses.append(loss / len(task.test_y))
+        return torch.stack(errors), torch.stack(losses)
 
 
 def _task_losses(logits: Tensor, y: Tensor) -> Tensor:
@@ -482,7 +505,7 @@ def select_engine(
     device = next(model.parameters()).device
     if engine == "auto":
         try:
-            check_batchable(model)
+            check_batchable(model, loop)
         except ValueError:
             return None
     return get_engine(model, loop, compile=resolve_compile(compile, device), max_tasks_per_chunk=max_tasks_per_chunk)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +21,15 @@ from leap.learners import MAML, MetaLearner
 from leap.tasks.base import Task
 from leap.util import checks
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "rmsprop": torch.optim.RMSprop}
 #: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
 #: result and the batched engine evaluates in the same chunks.
 TEST_CHUNK = 1000
 
 
 def make_optimizer(name: str, params, lr: float, **options: float) -> torch.optim.Optimizer:
-    """``torch.optim``'s SGD, Adam or RMSprop by name: the one factory for inner loops (the
+    """``torch.optim``'s SGD, Adam, AdamW or RMSprop by name: the one factory for inner loops (the
     S_i of eq. 1), meta-optimizers (Algorithm 1, line 13) and the RL agents."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {name!r}")
@@ -44,10 +45,13 @@ class InnerLoop:
     lr: float
     optimizer: str = "sgd"
     precision: str = "fp32"
+    max_grad_norm: float = 0.0  # clip each step's gradient to this norm before the step; 0: no clipping
 
     def __post_init__(self) -> None:
         checks.positive_ints(self, ("steps", "batch_size"))
         checks.positive_number("lr", self.lr)
+        if not self.max_grad_norm >= 0:
+            raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
         check_precision(self.precision)
@@ -117,12 +121,26 @@ class TaskCurve:
     """What one task's training produced. Tensors stay on the device (no sync).
 
     ``train_loss``/``train_error``: (K,) minibatch loss and error before each step;
-    ``test_error``: 0-dim, error on the task's test set after the K steps.
+    ``test_error``/``test_loss``: 0-dim, error and mean loss on the task's test set after
+    the K steps (NaN where not measured: MAML's meta-training).
     """
 
     train_loss: Tensor
     train_error: Tensor
     test_error: Tensor
+    test_loss: Tensor = field(default_factory=lambda: torch.tensor(float("nan")))
+
+
+def task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over every prediction: logits (..., C), targets y (...) int64.
+    A classifier predicts one label per input, (B, C) and (B,); a language model one per
+    position, (B, T, C) and (B, T)."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
+
+
+def task_error(logits: Tensor, y: Tensor) -> Tensor:
+    """Fraction of wrong predictions (0-dim), shapes as `task_loss`."""
+    return (logits.argmax(-1) != y).float().mean()
 
 
 def train_task(
@@ -148,14 +166,16 @@ def train_task(
         x, y = task.sample(loop.batch_size, generator)
         with loop.precision_context(device):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = task_loss(logits, y)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if learner is not None:
             learner.update(loss, model)
+        if loop.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(opt_params(opt), loop.max_grad_norm)
         opt.step()
         losses.append(loss.detach())
-        errors.append((logits.detach().argmax(1) != y).float().mean())
+        errors.append(task_error(logits.detach(), y))
     if learner is not None:
         kind = learner.final_loss
         if kind is None:
@@ -164,16 +184,22 @@ def train_task(
             sample = task.sample if kind == "train" else task.sample_test
             x, y = sample(loop.batch_size, generator)
             with loop.precision_context(device):
-                final_loss = F.cross_entropy(model(x), y)
+                final_loss = task_loss(model(x), y)
             learner.end_task(model, final_loss)
     with loop.precision_context(device):
-        error = test_error(model, task)
-    return TaskCurve(torch.stack(losses), torch.stack(errors), error)
+        error, test_loss = test_metrics(model, task)
+    return TaskCurve(torch.stack(losses), torch.stack(errors), error, test_loss)
+
+
+def opt_params(opt: torch.optim.Optimizer) -> list[Tensor]:
+    """Every parameter ``opt`` updates."""
+    return [p for group in opt.param_groups for p in group["params"]]
 
 
 @torch.no_grad()
-def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
-    """Error of ``model`` on the task's whole test set (0-dim tensor), in eval mode.
+def test_metrics(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> tuple[Tensor, Tensor]:
+    """Error and mean loss of ``model`` on the task's whole test set (0-dim tensors, over
+    every prediction: one per image, or one per position of a sequence), in eval mode.
 
     A model whose batch norm keeps running statistics classifies each test image with
     the statistics of the task's training (non-transductive); one without them uses the
@@ -183,12 +209,14 @@ def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
     model.eval()
     try:
         wrong = torch.zeros((), device=task.test_y.device)
+        loss = torch.zeros((), device=task.test_y.device)
         for start in range(0, len(task.test_y), chunk):
-            x = task.test_x[start : start + chunk]
-            wrong += (model(x).argmax(1) != task.test_y[start : start + chunk]).sum()
+            logits, y = model(task.test_x[start : start + chunk]), task.test_y[start : start + chunk]
+            wrong += (logits.argmax(-1) != y).sum()
+            loss += F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), reduction="sum")
     finally:
         model.train(was_training)
-    return wrong / len(task.test_y)
+    return wrong / task.test_y.numel(), loss / task.test_y.numel()
 
 
 def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Generator, learner: MAML) -> TaskCurve:
@@ -207,13 +235,13 @@ def maml_task(model: nn.Module, task: Task, loop: InnerLoop, generator: torch.Ge
         x, y = task.sample(loop.batch_size, generator)
         with loop.precision_context(device):
             logits = learner.forward(model, fast, x)
-            loss = F.cross_entropy(logits, y)
+            loss = task_loss(logits, y)
         fast = learner.adapt(loss, fast)
         losses.append(loss.detach())
-        errors.append((logits.detach().argmax(1) != y).float().mean())
+        errors.append(task_error(logits.detach(), y))
     chunks = [(task.test_x[i : i + loop.batch_size], task.test_y[i : i + loop.batch_size])
               for i in range(0, len(task.test_y), loop.batch_size)]
     with loop.precision_context(device):
-        query = torch.stack([F.cross_entropy(learner.forward(model, fast, x), y) for x, y in chunks]).mean()
+        query = torch.stack([task_loss(learner.forward(model, fast, x), y) for x, y in chunks]).mean()
     learner.end_task(loss=query)
     return TaskCurve(torch.stack(losses), torch.stack(errors), torch.full((), float("nan")))

@@ -7,6 +7,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+#: The inner optimizers the batched engine has.
+STACKED_OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
 
 class StackedOptimizer:
     """The inner optimizer of [`leap.engine.inner.InnerLoop`][leap.engine.inner.InnerLoop] applied to parameters
@@ -22,7 +25,7 @@ class StackedOptimizer:
     """
 
     def __init__(self, name: str, lr: float) -> None:
-        if name not in ("sgd", "adam", "rmsprop"):
+        if name not in STACKED_OPTIMIZERS:
             raise ValueError(f"unsupported inner optimizer {name!r}")
         self.name = name
         self.lr = lr

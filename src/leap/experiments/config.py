@@ -82,6 +82,7 @@ class RunConfig:
     task_batch: int | None = None
     inner_lr: float | None = None
     inner_optimizer: str | None = None  # None: the benchmark's
+    inner_clip: float | None = None  # clip each inner step's gradient norm; 0: never; None: the benchmark's
     meta_lr: float | None = None
     meta_optimizer: str = "sgd"
     maml_steps: int | None = None
@@ -149,7 +150,7 @@ class RunConfig:
         """Every field against its declared option (`RUN_OPTIONS`); options that do
         not apply to the benchmark, and the meta learning rate of a method without one,
         are not checked."""
-        from leap.engine.batched import resolve_engine
+        from leap.engine.batched import check_batchable_loop, resolve_engine
         from leap.engine.inner import check_precision
 
         options = run_fields()
@@ -159,6 +160,12 @@ class RunConfig:
         check_precision(self.precision, self.device)
         if self.precision == "bf16":  # raises for an explicitly batched engine
             resolve_engine(self.engine, self.device, METHODS[self.method].batched, self.precision)
+        if self.engine == "batched":  # what check_batchable would refuse once the run started
+            if not registry.get_benchmark(self.benchmark).batched_engine:
+                raise ValueError(f"the batched engine does not train --benchmark {self.benchmark}'s model "
+                                 "(use --engine sequential)")
+            if self.inner_optimizer is not None:
+                check_batchable_loop(self.inner_optimizer, self.inner_clip or 0.0)
 
     def meta_lr_at(self, step: int) -> float:
         """The meta learning rate of meta-step ``step`` (0-based): ``meta_lr`` changed by
@@ -195,7 +202,7 @@ RUN_OPTIONS = (
     Option("task_steps", "inner steps per task in meta-training" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("task_batch", "samples per inner step" + B, int, low=1),
     Option("inner_lr", "inner (task) learning rate" + B, float, above=0, high=LR_MAX),
-    Option("inner_optimizer", "the tasks' optimizer" + B, choices=("sgd", "adam", "rmsprop"),
+    Option("inner_optimizer", "the tasks' optimizer" + B, choices=("sgd", "adam", "adamw", "rmsprop"),
            applies_to=TRAINED_BY_FIT),
     Option("meta_lr", "meta learning rate (default: Table 3's per method)", float, above=0, high=LR_MAX),
     Option("meta_optimizer", "the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)", default="sgd",

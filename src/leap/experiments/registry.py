@@ -43,12 +43,14 @@ class Benchmark:
     experiment with its own config). ``option_defaults``: the defaults of its experiment's
     own options, shown by ``--benchmark NAME --help``. ``legacy_config``: the values a
     config.json written before a field existed had (what such a run did), so that
-    resuming it still matches.
+    resuming it still matches. ``batched_engine``: the batched engine can train its model
+    (a classifier); ``--engine batched`` is refused otherwise.
     """
 
     name: str
     small_model: bool = False
     reads_data: bool = False
+    batched_engine: bool = True
     defaults: Mapping[str, Any] = field(default_factory=dict)
     option_defaults: Mapping[str, Any] = field(default_factory=dict)
     legacy_config: Mapping[str, Any] = field(default_factory=dict)

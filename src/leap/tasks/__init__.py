@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from leap.tasks.base import Benchmark, Task
     from leap.tasks.builtin import BuiltinBenchmark
     from leap.tasks.omniglot import OmniglotBenchmark
+    from leap.tasks.text import StdlibTextBenchmark
 
 
 def _builtin(**kwargs: Any) -> Benchmark:
@@ -31,7 +32,13 @@ def _omniglot(**kwargs: Any) -> Benchmark:
     return OmniglotBenchmark(**kwargs)
 
 
-_REGISTRY: dict[str, Callable[..., Benchmark]] = {"builtin": _builtin, "omniglot": _omniglot}
+def _charlm(**kwargs: Any) -> Benchmark:
+    from leap.tasks.text import StdlibTextBenchmark
+
+    return StdlibTextBenchmark(**kwargs)
+
+
+_REGISTRY: dict[str, Callable[..., Benchmark]] = {"builtin": _builtin, "omniglot": _omniglot, "charlm": _charlm}
 
 
 def benchmark_names() -> list[str]:
@@ -46,10 +53,12 @@ def make_benchmark(name: str, **kwargs: Any) -> Benchmark:
 
 
 __all__ = [
-    "Benchmark", "BuiltinBenchmark", "OmniglotBenchmark", "Task", "benchmark_names", "make_benchmark",
+    "Benchmark", "BuiltinBenchmark", "OmniglotBenchmark", "StdlibTextBenchmark", "Task", "benchmark_names",
+    "make_benchmark",
 ]
 __getattr__, __dir__ = lazy_attributes(__name__, {
     "leap.tasks.base": ("Benchmark", "Task"),
     "leap.tasks.builtin": ("BuiltinBenchmark",),
     "leap.tasks.omniglot": ("OmniglotBenchmark",),
+    "leap.tasks.text": ("StdlibTextBenchmark",),
 })

@@ -17,21 +17,30 @@ from leap.engine.precision import PRECISIONS
 from leap.tasks.omniglot.constants import BN_EVAL, PIPELINES
 from leap.util.options import Option, boolean, comma_list
 
-BENCHMARKS = ("builtin", "omniglot")
+BENCHMARKS = ("builtin", "omniglot", "charlm")
 
 #: The run config's defaults per benchmark (``None`` fields of RunConfig).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "builtin": dict(
         meta_steps=100, meta_batch=5, task_steps=50, task_batch=20, inner_lr=0.1, inner_optimizer="sgd",
-        maml_steps=5, pretrain_tasks=20, eval_steps=50, eval_batch=20, eval_lr=0.1, val_every=0, metric="length",
+        inner_clip=0.0, maml_steps=5, pretrain_tasks=20, eval_steps=50, eval_batch=20, eval_lr=0.1, val_every=0,
+        metric="length",
     ),
     "omniglot": dict(
         meta_steps=1000, meta_batch=20, task_steps=100, task_batch=20, inner_lr=0.1, inner_optimizer="sgd",
-        maml_steps=5, pretrain_tasks=25, eval_steps=100, eval_batch=20, eval_lr=0.1, val_every=100,
+        inner_clip=0.0, maml_steps=5, pretrain_tasks=25, eval_steps=100, eval_batch=20, eval_lr=0.1, val_every=100,
         metric="length",
         # Omniglot's protocol (leap.tasks.omniglot): the authors' code's image pipeline, and
         # test images classified with the task's running batch-norm statistics.
         pipeline="released", bn_eval="running",
+    ),
+    # Character-level language modelling on the standard library's packages (leap.tasks.text):
+    # long learning processes of a transformer, AdamW with clipping as such models train.
+    # A first sizing, not yet measured against the issue's budget.
+    "charlm": dict(
+        meta_steps=20, meta_batch=2, task_steps=500, task_batch=8, inner_lr=1e-3, inner_optimizer="adamw",
+        inner_clip=1.0, maml_steps=5, pretrain_tasks=16, eval_steps=500, eval_batch=8, eval_lr=1e-3, val_every=0,
+        metric="length",
     ),
 }
 
@@ -45,6 +54,8 @@ RUN_OPTIONS = (
            low=1, applies_to=BENCHMARKS),
     Option("val_every", "validate every M meta-steps (0: never) (default: the benchmark's)", int, low=0,
            applies_to=BENCHMARKS),
+    Option("inner_clip", "clip each inner step's gradient to this norm, 0: never (default: the benchmark's)",
+           float, low=0, applies_to=BENCHMARKS),
     Option("pipeline", "omniglot: image pipeline; released (default): the authors' code (nearest-neighbour "
            "resize, not inverted, nearest augmentation, batch-norm scales U(0, 1)); smooth: Lanczos, "
            "inverted, bilinear, scales 1", choices=PIPELINES, applies_to=("omniglot",)),

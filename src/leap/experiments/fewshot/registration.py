@@ -13,7 +13,9 @@ OPTIONS = "leap.experiments.fewshot.options"
 EXPERIMENT = Experiment(
     name="fewshot",
     benchmarks=(Benchmark("builtin", small_model=True, defaults=DEFAULTS["builtin"]),
-                Benchmark("omniglot", reads_data=True, defaults=DEFAULTS["omniglot"], legacy_config=OMNIGLOT_LEGACY)),
+                Benchmark("omniglot", reads_data=True, defaults=DEFAULTS["omniglot"], legacy_config=OMNIGLOT_LEGACY),
+                # the standard library's source: no download; a transformer, trained one task at a time
+                Benchmark("charlm", defaults=DEFAULTS["charlm"], batched_engine=False)),
     methods=tuple(METHODS),
     commands={"train": f"{COMMANDS}:train_from_args", "evaluate": f"{COMMANDS}:evaluate_from_args",
               "compare": f"{COMMANDS}:cmd_compare", "sweep": f"{COMMANDS}:cmd_sweep"},

@@ -17,8 +17,8 @@ from leap.util.files import file_sha256, read_optional_record
 
 #: Run fields that decide an evaluation's numbers besides the init (the engine and the
 #: device decide only its rounding). Together with the split and the method's head policy.
-EVALUATION_FIELDS = ("benchmark", "seed", "eval_steps", "eval_batch", "eval_lr", "inner_optimizer", "precision",
-                     "pipeline", "bn_eval")
+EVALUATION_FIELDS = ("benchmark", "seed", "eval_steps", "eval_batch", "eval_lr", "inner_optimizer", "inner_clip",
+                     "precision", "pipeline", "bn_eval")
 
 
 def eval_file(run_dir: Path, split: str = "test", meta_step: int | None = None) -> Path:
@@ -47,6 +47,7 @@ def mismatch(result: dict[str, Any], cfg: RunConfig, split: str, init_sha256: st
     recorded = result.get("evaluation")
     if not isinstance(recorded, dict) or "init_sha256" not in result:
         return "it records no evaluation settings or init digest (written by an older leap)"
+    recorded = {"inner_clip": 0.0, **recorded}  # evaluations made before the option clipped nothing
     expected = evaluation_settings(cfg, split)
     differing = [k for k in expected if recorded.get(k) != expected[k]]
     if differing:

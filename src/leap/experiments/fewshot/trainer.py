@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leap.engine import InnerLoop, TaskCurve, maml_task, train_task
 from leap.engine.batched import select_engine
 from leap.engine.evaluation import evaluate
-from leap.engine.inner import make_optimizer
+from leap.engine.inner import make_optimizer, task_error, task_loss
 from leap.engine.loop import HookTrainerState
 from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.config import RunConfig
@@ -76,7 +75,8 @@ class MetaTrainer(HookTrainerState):
         if self.learner is not None:
             self.meta_opt = make_optimizer(cfg.meta_optimizer, self.learner.parameters(), cfg.meta_lr)
         steps = cfg.maml_steps if self.method.differentiates_inner_loop else cfg.task_steps
-        self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer, cfg.precision)
+        self.loop = InnerLoop(steps, cfg.task_batch, cfg.inner_lr, cfg.inner_optimizer, cfg.precision,
+                              cfg.inner_clip or 0.0)
         # The batched engine (all of a meta-batch at once), or None: one task at a time.
         self.engine = select_engine(self.model, self.loop, engine=cfg.engine, compile=cfg.compile,
                                     max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched,
@@ -193,12 +193,14 @@ class MetaTrainer(HookTrainerState):
             task, generator = draws[j]
             x, y = task.sample(self.loop.batch_size, generator)
             logits = heads[task.source](model.encoder(x))
-            loss = F.cross_entropy(logits, y)
+            loss = task_loss(logits, y)
             opt.zero_grad()
             loss.backward()
+            if self.loop.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trained, self.loop.max_grad_norm)
             opt.step()
             losses[j].append(loss.detach())
-            errors[j].append((logits.detach().argmax(1) != y).float().mean())
+            errors[j].append(task_error(logits.detach(), y))
         nan = torch.full((), float("nan"))
         curves = [TaskCurve(torch.stack(lo), torch.stack(er), nan) for lo, er in zip(losses, errors, strict=True)]
         if not all(bool(torch.isfinite(p).all()) for p in trained):
@@ -236,7 +238,8 @@ def _finite_mean(values: list[Tensor]) -> float:
 
 
 def eval_loop(cfg: RunConfig) -> InnerLoop:
-    return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer, cfg.precision)
+    return InnerLoop(cfg.eval_steps, cfg.eval_batch, cfg.eval_lr, cfg.inner_optimizer, cfg.precision,
+                     cfg.inner_clip or 0.0)
 
 
 def engine_options(cfg: RunConfig) -> dict[str, Any]:

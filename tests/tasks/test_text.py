@@ -1,0 +1,83 @@
+"""The character-level language-modelling task family (leap.tasks.text) and the transformer
+that learns it: the tasks predict the next byte, the model only looks back, and every
+method trains it through the one inner loop."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from leap.cli import main
+from leap.engine import InnerLoop, train_task
+from leap.engine.inner import task_error, task_loss
+from leap.models import CharTransformer
+from leap.tasks import BuiltinBenchmark, make_benchmark
+from leap.tasks.text import SPLIT_SIZES, split_packages, stdlib_packages
+
+
+def test_the_packages_split_into_disjoint_pretraining_validation_and_held_out_sets_by_a_fixed_seed():
+    names = list(stdlib_packages())
+    assert "json" in names and "asyncio" in names and "test" not in names
+    split = split_packages(names)
+    assert split == split_packages(list(reversed(names)))  # the listing's order does not matter
+    assert len(split["test"]) == SPLIT_SIZES["test"] and len(split["val"]) == SPLIT_SIZES["val"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(names)
+
+
+def test_a_task_predicts_every_next_byte_of_its_package():
+    bench = make_benchmark("charlm", context=32)
+    task = bench.task("test", 0)
+    x, y = task.sample(4, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])  # y is x one byte later
+    assert task.test_x.shape == task.test_y.shape and task.test_x.shape[1] == 32
+    assert torch.equal(task.test_x[:, 1:], task.test_y[:, :-1])
+    assert task.meta["package"] == bench.splits["test"][0]
+
+
+def test_the_transformer_predicts_position_t_from_positions_up_to_t_only():
+    torch.manual_seed(0)
+    model = CharTransformer(width=32, layers=2, heads=4, context=16)
+    x = torch.randint(0, 256, (2, 16))
+    changed = x.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 256
+    before, after = model(x), model(changed)
+    assert before.shape == (2, 16, 256)
+    assert torch.allclose(before[:, :9], after[:, :9], atol=1e-6) and not torch.allclose(before[:, 9:], after[:, 9:])
+
+
+def test_sequence_losses_and_errors_average_over_every_position():
+    logits = torch.randn(3, 5, 7)
+    y = torch.randint(0, 7, (3, 5))
+    per_position = torch.nn.functional.cross_entropy(logits.reshape(15, 7), y.reshape(15), reduction="none")
+    assert torch.allclose(task_loss(logits, y), per_position.mean())
+    assert task_error(logits, y) == (logits.argmax(-1) != y).float().mean()
+
+
+def test_clipping_bounds_every_inner_step_by_the_clip_norm_times_the_learning_rate():
+    task = BuiltinBenchmark().task("train", 0)
+    torch.manual_seed(0)
+    model = BuiltinBenchmark().make_model()
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    train_task(model, task, InnerLoop(1, 20, lr=1.0, max_grad_norm=1e-3), torch.Generator().manual_seed(0))
+    moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - start
+    assert 0 < moved.norm() <= 1e-3 * (1 + 1e-5)
+
+
+def test_every_method_meta_trains_the_transformer_and_the_evaluation_reports_its_loss(tmp_path, capsys):
+    tiny = ["--benchmark", "charlm", "--meta-steps", "1", "--meta-batch", "1", "--task-steps", "2",
+            "--maml-steps", "2", "--eval-steps", "2", "--task-batch", "2", "--eval-batch", "2", "--pretrain-tasks", "2",
+            "--no-progress"]
+    for method in ("leap", "reptile", "fomaml", "maml", "finetune", "none"):
+        out = tmp_path / method
+        assert main(["train", *tiny, "--method", method, "--out", str(out)]) == 0, method
+    assert main(["evaluate", str(tmp_path / "leap"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "leap" / "eval-test.json").read_text())
+    assert len(result["loss_curve"]) == 2 and result["test_loss"] > 0 and len(result["test_losses"]) == 6
+    assert result["evaluation"]["inner_optimizer"] == "adamw" and result["evaluation"]["inner_clip"] == 1.0
+    capsys.readouterr()
+    # the batched engine trains classifiers only: refused in one line, nothing written
+    refused = tmp_path / "batched"
+    assert main(["train", *tiny, "--engine", "batched", "--out", str(refused)]) == 2
+    assert "batched engine" in capsys.readouterr().err and not refused.exists()
