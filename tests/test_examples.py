@@ -36,3 +36,13 @@ def test_the_custom_loop_runs_with_every_learner_and_quick_shows_what_meta_learn
         assert learned == random_init
     else:  # measured with --quick: 35-50% against the random init's 62% (chance 80%)
         assert learned < random_init - 5, out
+
+
+def test_the_transformer_loop_meta_learns_an_init_that_trains_held_out_packages_faster():
+    out = run_example(str(EXAMPLES / "transformer_loop.py"), "--quick")
+    found = re.search(r"^leap: held-out mean training loss over 30 steps ([\d.]+) \(random init: ([\d.]+)\), "
+                      r"final test loss ([\d.]+) \(random init: ([\d.]+)\)$", out, re.M)
+    assert found, out
+    auc, random_auc, final, random_final = map(float, found.groups())
+    # measured with --quick: 2.78 against 4.16, and 2.77 against 3.21
+    assert auc < random_auc - 0.5 and final < random_final, out
