@@ -81,3 +81,15 @@ def test_every_method_meta_trains_the_transformer_and_the_evaluation_reports_its
     refused = tmp_path / "batched"
     assert main(["train", *tiny, "--engine", "batched", "--out", str(refused)]) == 2
     assert "batched engine" in capsys.readouterr().err and not refused.exists()
+
+
+def test_the_comparison_table_of_a_language_model_shows_its_losses_and_a_classifiers_does_not():
+    from leap.experiments.fewshot.report import comparison_table
+
+    def result(benchmark):
+        return {"test_error": 0.5, "test_error_std": 0.1, "auc": 0.6, "test_errors": [0.5], "test_loss": 2.5,
+                "loss_auc": 3.25, "evaluation": {"benchmark": benchmark}}
+
+    lm = comparison_table({"leap": result("charlm"), "none": result("charlm")})
+    assert "| Test loss | AUC of training loss |" in lm and "| 2.500 | 3.250 |" in lm
+    assert "Test loss" not in comparison_table({"leap": result("builtin")})

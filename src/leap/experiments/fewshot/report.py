@@ -16,28 +16,39 @@ from leap.util.stats import format_ci
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
+#: Benchmarks judged by their loss as well (language models): their tables add the test
+#: loss and the area under the training-loss curve (nats per predicted byte).
+LOSS_BENCHMARKS = ("charlm",)
+
+
 def comparison_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown table: one row per method, test error (mean ± std over tasks) and AUC."""
+    """Markdown table: one row per method, test error (mean ± std over tasks) and AUC; for a
+    benchmark of `LOSS_BENCHMARKS`, also the test loss and the training loss's AUC."""
     tasks = sorted({len(r["test_errors"]) for r in results.values() if "test_errors" in r})
     over = f"the {tasks[0]} held-out tasks" if len(tasks) == 1 else "held-out tasks"
+    losses = all("test_loss" in r and r.get("evaluation", {}).get("benchmark") in LOSS_BENCHMARKS
+                 for r in results.values())
+    loss_head, loss_rule = (" Test loss | AUC of training loss |", "---|---|") if losses else ("", "")
     lines = [
-        f"| Method | Test error (%), mean ± std over {over} | AUC of training error (%) "
-        "| Meta-training time (s) |",
-        "|---|---|---|---|",
+        f"| Method | Test error (%), mean ± std over {over} | AUC of training error (%) |{loss_head}"
+        " Meta-training time (s) |",
+        f"|---|---|---|{loss_rule}---|",
     ]
     for method, r in results.items():
         label = METHOD_LABELS.get(method, method)
         seconds = r.get("train_seconds")
         time_cell = f"{seconds:.1f}" if seconds is not None else "-"
+        loss_cells = f" {r['test_loss']:.3f} | {r['loss_auc']:.3f} |" if losses else ""
         lines.append(
             f"| {label} | {100 * r['test_error']:.1f} ± {100 * r['test_error_std']:.1f} "
-            f"| {100 * r['auc']:.1f} | {time_cell} |"
+            f"| {100 * r['auc']:.1f} |{loss_cells} {time_cell} |"
         )
     return "\n".join(lines) + "\n"
 
 
 #: How figures and tables name the benchmarks.
-BENCHMARK_NAMES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot"}
+BENCHMARK_NAMES = {"builtin": "Built-in benchmark", "omniglot": "Omniglot",
+                   "charlm": "Character-level LM (standard library)"}
 
 
 def moving_average(values: list[float], window: int) -> list[float]:
