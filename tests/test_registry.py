@@ -111,3 +111,23 @@ def test_method_help_says_which_benchmarks_run_each_method_that_not_all_run(caps
     assert "fomaml, maml: --benchmark builtin|omniglot|charlm only" in text
     assert "hat, progressive: --benchmark multicv only" in text
     assert "reptile: --benchmark builtin|omniglot|charlm|atari|minatar only" in text
+
+
+def test_a_config_written_before_an_option_existed_matches_only_what_such_a_run_did():
+    # config.json files of older versions lack the keys added since: the benchmark's
+    # legacy_config says what those runs did (RL: the gymnasium backend, inside "extra";
+    # the few-shot benchmarks: no gradient clipping), so they resume, and only as that.
+    from leap.experiments.config import RunConfig, run_matcher
+
+    for benchmark in ("minatar", "atari"):
+        cfg = RunConfig(benchmark=benchmark).resolved()
+        old = cfg.to_dict()
+        assert old["extra"].pop("env_backend") == "gymnasium"
+        assert run_matcher(cfg)(old) and run_matcher(cfg, extending=True)(old)
+    envpool = RunConfig(benchmark="atari", extra={"env_backend": "envpool"}).resolved()
+    assert not run_matcher(envpool)(old)
+    builtin = RunConfig().resolved()
+    old = builtin.to_dict()
+    assert old.pop("inner_clip") == 0.0
+    assert run_matcher(builtin)(old)
+    assert not run_matcher(RunConfig(inner_clip=0.5).resolved())(old)

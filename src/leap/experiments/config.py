@@ -331,7 +331,11 @@ def run_matcher(cfg: RunConfig, extending: bool = False) -> RunMatcher:
             existing = {**existing, "meta_steps": cfg.meta_steps}
         known = registry.benchmarks().get(existing.get("benchmark"))  # type: ignore[arg-type]
         if known is not None:  # written before some fields existed: what such a run did
-            existing = {**known.legacy_config, **existing}
+            legacy = dict(known.legacy_config)
+            legacy_extra = legacy.pop("extra", {})  # an experiment's own options, one by one
+            existing = {**legacy, **existing}
+            if legacy_extra and isinstance(existing.get("extra"), dict):
+                existing = {**existing, "extra": {**legacy_extra, **existing["extra"]}}
         existing = {"precision": "fp32", **existing}  # written before the option existed
         if not continues_meta_lr(existing.get("meta_lr_changes", []), cfg.meta_lr_changes):
             return False

@@ -43,7 +43,8 @@ class Benchmark:
     experiment with its own config). ``option_defaults``: the defaults of its experiment's
     own options, shown by ``--benchmark NAME --help``. ``legacy_config``: the values a
     config.json written before a field existed had (what such a run did), so that
-    resuming it still matches. ``batched_engine``: the batched engine can train its model
+    resuming it still matches; its ``"extra"`` entry does the same for the experiment's own
+    options, key by key. ``batched_engine``: the batched engine can train its model
     (a classifier); ``--engine batched`` is refused otherwise.
     """
 

@@ -44,9 +44,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: What a config.json written before --inner-clip existed ran: no clipping.
+LEGACY = {"inner_clip": 0.0}
 #: What an Omniglot config.json written before the protocol options existed ran: the
 #: smooth pipeline, test-batch statistics.
-OMNIGLOT_LEGACY = {"pipeline": "smooth", "bn_eval": "batch"}
+OMNIGLOT_LEGACY = {**LEGACY, "pipeline": "smooth", "bn_eval": "batch"}
 
 #: RunConfig fields only the few-shot benchmarks read (``None`` defaults: the benchmark's).
 RUN_OPTIONS = (

@@ -3,7 +3,7 @@ defaults, its options and commands."""
 
 from __future__ import annotations
 
-from leap.experiments.fewshot.options import DEFAULTS, OMNIGLOT_LEGACY
+from leap.experiments.fewshot.options import DEFAULTS, LEGACY, OMNIGLOT_LEGACY
 from leap.experiments.methods import METHODS
 from leap.experiments.registry import Benchmark, Experiment
 
@@ -12,7 +12,7 @@ OPTIONS = "leap.experiments.fewshot.options"
 
 EXPERIMENT = Experiment(
     name="fewshot",
-    benchmarks=(Benchmark("builtin", small_model=True, defaults=DEFAULTS["builtin"]),
+    benchmarks=(Benchmark("builtin", small_model=True, defaults=DEFAULTS["builtin"], legacy_config=LEGACY),
                 Benchmark("omniglot", reads_data=True, defaults=DEFAULTS["omniglot"], legacy_config=OMNIGLOT_LEGACY),
                 # the standard library's source: no download; a transformer, trained one task at a time
                 Benchmark("charlm", defaults=DEFAULTS["charlm"], batched_engine=False)),

@@ -7,13 +7,16 @@ from leap.experiments.registry import Benchmark, Experiment
 from leap.experiments.rl.options import EXTRA_DEFAULTS, GENERIC_DEFAULTS, RL_BENCHMARKS, RL_METHODS
 
 COMMANDS = "leap.experiments.rl.commands"
+#: What a config.json written before the environment backend was an option ran.
+LEGACY_CONFIG = {"extra": {"env_backend": "gymnasium"}}
 OPTIONS = "leap.experiments.rl.options"
 
 EXPERIMENT = Experiment(
     name="rl",
     # Agents are small (a few convolutions): one thread is fastest.
     benchmarks=tuple(Benchmark(name, small_model=True, defaults=GENERIC_DEFAULTS[name],
-                               option_defaults=EXTRA_DEFAULTS[name]) for name in RL_BENCHMARKS),
+                               option_defaults=EXTRA_DEFAULTS[name], legacy_config=LEGACY_CONFIG)
+                     for name in RL_BENCHMARKS),
     methods=RL_METHODS,
     commands={"train": f"{COMMANDS}:train_from_args", "evaluate": f"{COMMANDS}:evaluate_from_args"},
     refusals={name: "meta-train with leap train, then compare the encoders with leap rl-eval on the run"
