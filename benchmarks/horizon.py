@@ -8,8 +8,8 @@ FOMAML watch the ordinary loop through the hook (``leap.engine.inner.train_task`
 differentiates through its K steps (``maml_task``: SGD steps on a dict of tensors, then the
 query loss back to θ0), and "plain" is the same training with no meta-learner, the cost
 every method pays anyway. Each (model, method, K) runs in a fresh process, which reports
-the peak of its resident memory (``ru_maxrss``) above what it held after building the
-model, the data and one warm-up step, and the wall time of the meta-step. MAML is not run
+the peak of its resident memory during the meta-step (``VmHWM``, reset before it) above what
+it held after building the model, the data and one warm-up step, and the wall time of the meta-step. MAML is not run
 where a straight line through its two largest measured points predicts more than
 ``--maml-cap-gib``: the table then says so, with the prediction.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -35,11 +34,19 @@ METHODS = ("plain", "leap", "reptile", "fomaml", "maml")
 MODELS = ("transformer", "convnet")
 
 
-def rss_kib() -> int:
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: now; VmHWM: the peak
+    since the last reset), in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> None:
+    """Start VmHWM again from the current resident memory (Linux: clear_refs 5), so that the
+    peak read afterwards is the measured step's, not the setup's."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def measure(model_name: str, method: str, k: int) -> dict:
@@ -67,7 +74,8 @@ def measure(model_name: str, method: str, k: int) -> dict:
                "fomaml": lambda: leap.FOMAML(model), "maml": lambda: leap.MAML(model, inner_lr=0.1)}[method]
     learner = learner() if learner is not None else None
     train_task(model, task, InnerLoop(1, loop.batch_size, loop.lr, loop.optimizer), g)  # warm-up
-    before = rss_kib()
+    before = status_kib("VmRSS")
+    reset_peak()
     start = time.perf_counter()
     if isinstance(learner, leap.MAML):
         maml_task(model, task, loop, g, learner)
@@ -79,7 +87,7 @@ def measure(model_name: str, method: str, k: int) -> dict:
     if learner is not None:
         learner.normalize()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = status_kib("VmHWM")
     return {"model": model_name, "method": method, "k": k, "seconds": seconds,
             "peak_mib": max(0, peak - before) / 1024, "threads": torch.get_num_threads()}
 
@@ -137,7 +145,8 @@ def plot(rows: list[dict], path: Path) -> None:
             axes[row, col].set_yscale("log")
             axes[row, col].set_xlabel("inner steps K")
             axes[row, col].set_ylabel(label)
-            axes[row, col].legend(fontsize=7)
+            if axes[row, col].lines:
+                axes[row, col].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -672,6 +672,11 @@ def test_a_result_json_that_is_not_the_runs_evaluation_is_evaluated_again_and_le
     again = run_multicv(cfg, run, log=messages.append)
     assert any("evaluating again: result.json was made by another configuration" in m for m in messages)
     assert again["test_error"] == first["test_error"]
+    # one computed in the splits' class order (before the evaluation-order fix) is not shown either
+    (run / "result.json").write_text(json.dumps({k: v for k, v in first.items() if k != "error_order"}))
+    assert collect_results(tmp_path) == []
+    assert "class order" in capsys.readouterr().err
+    (run / "result.json").write_text(json.dumps(first))
     newest = sorted((run / "checkpoints").iterdir())[-1]
     newest.write_bytes(newest.read_bytes() + b"another pretraining")
     assert collect_results(tmp_path) == []

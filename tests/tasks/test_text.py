@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from leap.cli import main
@@ -16,9 +17,11 @@ from leap.tasks import BuiltinBenchmark, make_benchmark
 from leap.tasks.text import SPLIT_SIZES, split_packages, stdlib_packages
 
 
-def test_the_packages_split_into_disjoint_pretraining_validation_and_held_out_sets_by_a_fixed_seed():
+def test_the_packages_split_into_disjoint_pretraining_validation_and_held_out_sets_by_a_fixed_seed(tmp_path):
     names = list(stdlib_packages())
-    assert "json" in names and "asyncio" in names and "test" not in names
+    assert "json" in names and "asyncio" in names and "tkinter" not in names  # in every Python's base install
+    with pytest.raises(FileNotFoundError, match="lacks the package"):
+        stdlib_packages(tmp_path)
     split = split_packages(names)
     assert split == split_packages(list(reversed(names)))  # the listing's order does not matter
     assert len(split["test"]) == SPLIT_SIZES["test"] and len(split["val"]) == SPLIT_SIZES["val"]
@@ -71,16 +74,20 @@ def test_every_method_meta_trains_the_transformer_and_the_evaluation_reports_its
             "--no-progress"]
     for method in ("leap", "reptile", "fomaml", "maml", "finetune", "none"):
         out = tmp_path / method
-        assert main(["train", *tiny, "--method", method, "--out", str(out)]) == 0, method
+        # MAML differentiates through plain SGD steps, so it is given them (AdamW is refused)
+        sgd = ["--inner-optimizer", "sgd", "--inner-clip", "0", "--inner-lr", "0.1"] if method == "maml" else []
+        assert main(["train", *tiny, *sgd, "--method", method, "--out", str(out)]) == 0, method
     assert main(["evaluate", str(tmp_path / "leap"), "--no-progress"]) == 0
     result = json.loads((tmp_path / "leap" / "eval-test.json").read_text())
-    assert len(result["loss_curve"]) == 2 and result["test_loss"] > 0 and len(result["test_losses"]) == 6
+    assert len(result["loss_curve"]) == 2 and result["test_loss"] > 0 and len(result["test_losses"]) == 5
     assert result["evaluation"]["inner_optimizer"] == "adamw" and result["evaluation"]["inner_clip"] == 1.0
     capsys.readouterr()
     # the batched engine trains classifiers only: refused in one line, nothing written
     refused = tmp_path / "batched"
     assert main(["train", *tiny, "--engine", "batched", "--out", str(refused)]) == 2
     assert "batched engine" in capsys.readouterr().err and not refused.exists()
+    assert main(["train", *tiny, "--method", "maml", "--out", str(refused)]) == 2  # with AdamW
+    assert "plain SGD steps" in capsys.readouterr().err and not refused.exists()
 
 
 def test_the_comparison_table_of_a_language_model_shows_its_losses_and_a_classifiers_does_not():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from leap.util.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from leap.engine.inner import InnerLoop, TaskCurve, maml_task, test_metrics, train_task
+    from leap.engine.inner import InnerLoop, TaskCurve, maml_task, test_error, test_metrics, train_task
 
-__all__ = ["InnerLoop", "TaskCurve", "maml_task", "test_metrics", "train_task"]
+__all__ = ["InnerLoop", "TaskCurve", "maml_task", "test_error", "test_metrics", "train_task"]
 __getattr__, __dir__ = lazy_attributes(__name__, {"leap.engine.inner": __all__})

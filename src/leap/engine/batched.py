@@ -351,7 +351,7 @@ class BatchedEngine:
     def _train_chunk(
         self, tasks: Sequence[TaskDraw], learner: MetaLearner | None, starts: Sequence[Mapping[str, Tensor]] | None
     ) -> list[TaskCurve]:
-        self.model.train()  # as train_task: batch statistics in training and in test_error
+        self.model.train()  # as train_task: batch statistics in training and in test_metrics
         steps, batch = self.loop.steps, self.loop.batch_size
         params = self._stack_starts(tasks, learner, starts)
         buffers = self._stack_buffers(tasks, learner, starts)

@@ -23,7 +23,7 @@ from leap.util import checks
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop}
-#: test_error's chunk: batch norm uses batch statistics, so the chunking is part of the
+#: test_metrics' chunk: batch norm uses batch statistics, so the chunking is part of the
 #: result and the batched engine evaluates in the same chunks.
 TEST_CHUNK = 1000
 
@@ -189,6 +189,11 @@ def train_task(
     with loop.precision_context(device):
         error, test_loss = test_metrics(model, task)
     return TaskCurve(torch.stack(losses), torch.stack(errors), error, test_loss)
+
+
+def test_error(model: nn.Module, task: Task, chunk: int = TEST_CHUNK) -> Tensor:
+    """The error of [`test_metrics()`][leap.engine.inner.test_metrics] alone (0-dim tensor)."""
+    return test_metrics(model, task, chunk)[0]
 
 
 def opt_params(opt: torch.optim.Optimizer) -> list[Tensor]:

@@ -160,6 +160,10 @@ class RunConfig:
         check_precision(self.precision, self.device)
         if self.precision == "bf16":  # raises for an explicitly batched engine
             resolve_engine(self.engine, self.device, METHODS[self.method].batched, self.precision)
+        if self.method == "maml" and (self.inner_optimizer not in (None, "sgd") or self.inner_clip):
+            # leap.engine.inner.maml_task: differentiable plain SGD steps (the paper's MAML)
+            raise ValueError("MAML differentiates through plain SGD steps: it needs --inner-optimizer sgd and "
+                             "--inner-clip 0")
         if self.engine == "batched":  # what check_batchable would refuse once the run started
             if not registry.get_benchmark(self.benchmark).batched_engine:
                 raise ValueError(f"the batched engine does not train --benchmark {self.benchmark}'s model "

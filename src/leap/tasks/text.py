@@ -2,21 +2,23 @@
 needs no download and long learning processes (hundreds to thousands of steps).
 
 A task is one package of the running Python's standard library (``asyncio``, ``email``,
-``json``, ...): the bytes of its ``.py`` files (tests left out) in sorted path order. Its
-first 90% is the training text, the rest the test text; the model predicts every next
-byte (vocabulary: the 256 byte values). The packages with at least ``MIN_BYTES`` of source
-are split into pretraining, validation and held-out packages by a seeded permutation of
-their sorted names, so the family is fixed for a given Python version; another version's
-standard library gives other texts (the split is recorded in every task's ``meta``).
+``json``, ...): the bytes of its ``.py`` files (test folders left out) in sorted path order.
+Its first 90% is the training text, the rest the test text; the model predicts every next
+byte (vocabulary: the 256 byte values). The packages are a fixed list (`PACKAGES`: those of
+Python 3.11 with at least 40 KB of source that every later version and every distribution's
+base install still has), split into pretraining, validation and held-out packages by a
+seeded permutation, so the split is the same on every Python; the texts themselves are
+that Python's (recorded in each task's ``meta``: the package's size and the Python version).
 
 Shapes: a training minibatch is ``x`` (B, T) and ``y`` (B, T) int64, ``y`` the text
-shifted by one byte, windows drawn uniformly with replacement; the test set is the first
+shifted by one byte, windows drawn uniformly with replacement; the test set is
 ``TEST_WINDOWS`` non-overlapping windows of the test text, spread evenly over it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,27 +31,26 @@ from leap.models import CharTransformer
 from leap.tasks.base import Task
 
 FAMILY_SEED = 20190506
-MIN_BYTES = 40_000  # packages with less source are left out
-SKIPPED = ("test", "tests", "__pycache__")  # folders whose files are not the package's own code
-SPLIT_SIZES = {"test": 6, "val": 2}  # the rest pretrains
+#: Python 3.11's packages with at least 40 KB of source, less those later versions removed
+#: (distutils, lib2to3) and those distributions ship apart (tkinter, idlelib, turtledemo).
+PACKAGES = ("asyncio", "collections", "concurrent", "ctypes", "email", "encodings", "html", "http", "importlib",
+            "json", "logging", "multiprocessing", "pydoc_data", "re", "unittest", "urllib", "wsgiref", "xml",
+            "xmlrpc")
+SKIPPED = ("test", "tests", "idle_test", "__pycache__")  # folders of tests, not of the package's own code
+SPLIT_SIZES = {"test": 5, "val": 2}  # the rest (12) pretrains
 TEST_FRACTION = 0.1
 TEST_WINDOWS = 32
 VOCAB = 256
 
 
 def stdlib_packages(root: str | Path | None = None) -> dict[str, int]:
-    """{package: bytes of its .py source} for the standard library's packages (folders with
-    an ``__init__.py``) holding at least ``MIN_BYTES``, ``test`` (the stdlib's own tests)
-    left out."""
+    """{package: bytes of its .py source} for `PACKAGES` in the standard library at ``root``
+    (default: this Python's); raises ``FileNotFoundError`` naming a missing one."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
-    sizes = {}
-    for entry in sorted(root.iterdir()):
-        if entry.name in SKIPPED or not (entry / "__init__.py").is_file():
-            continue
-        size = sum(p.stat().st_size for p in package_files(entry))
-        if size >= MIN_BYTES:
-            sizes[entry.name] = size
-    return sizes
+    missing = [name for name in PACKAGES if not (root / name / "__init__.py").is_file()]
+    if missing:
+        raise FileNotFoundError(f"the standard library at {root} lacks the package(s) {missing} of the charlm tasks")
+    return {name: sum(p.stat().st_size for p in package_files(root / name)) for name in PACKAGES}
 
 
 def package_files(package: Path) -> list[Path]:
@@ -67,8 +68,8 @@ def split_packages(names: list[str], seed: int = FAMILY_SEED) -> dict[str, list[
     order = [sorted(names)[i] for i in np.random.default_rng(seed).permutation(len(names))]
     n_test, n_val = SPLIT_SIZES["test"], SPLIT_SIZES["val"]
     if len(order) < n_test + n_val + 1:
-        raise ValueError(f"the standard library has {len(order)} packages of at least {MIN_BYTES} bytes; "
-                         f"the split needs {n_test + n_val + 1}")
+        raise ValueError(f"{len(order)} packages cannot be split into {n_test} held-out, {n_val} validation "
+                         "and at least one pretraining package")
     return {"test": order[:n_test], "val": order[n_test: n_test + n_val], "train": order[n_test + n_val:]}
 
 
@@ -143,7 +144,7 @@ class StdlibTextBenchmark:
         if key not in self._cache:
             name = names[source]
             text = b"".join(p.read_bytes() for p in package_files(self.root / name))
-            meta = {"package": name, "bytes": len(text), "split": {k: list(v) for k, v in self.splits.items()}}
+            meta = {"package": name, "bytes": len(text), "python": sys.version.split()[0]}
             self._cache[key] = text_task(f"{split}-{name}", text, source, self.context, meta).to(self.device)
         return self._cache[key]
 

@@ -43,16 +43,25 @@ def format_ci(values: Sequence[float], digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f} (n={len(values)})"
 
 
+def interval_sign(differences: Sequence[float]) -> int | None:
+    """Where the 95% interval of the mean of paired ``differences`` lies: -1 below 0, +1
+    above 0, 0 when it contains 0; None for one value (no interval)."""
+    mean, half = mean_ci95(differences)
+    if math.isnan(half):
+        return None
+    return -1 if mean + half < 0 else 1 if mean - half > 0 else 0
+
+
 def interval_verdict(differences: Sequence[float], below: str, above: str,
                      neither: str = "indistinguishable") -> str:
     """What the 95% interval of the mean of paired ``differences`` says: ``below`` when it
     lies below 0, ``above`` when it lies above 0, ``neither`` when it contains 0, each with
     the reason; one value says nothing ("cannot be told")."""
-    mean, half = mean_ci95(differences)
-    if math.isnan(half):
+    sign = interval_sign(differences)
+    if sign is None:
         return f"cannot be told from {len(differences)} seed"
-    if mean + half < 0:
+    if sign < 0:
         return f"{below} (the interval lies below 0)"
-    if mean - half > 0:
+    if sign > 0:
         return f"{above} (the interval lies above 0)"
     return f"{neither} (the interval contains 0)"

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # A first sizing, not yet measured against the budget.
     "charlm": dict(
         meta_steps=20, meta_batch=2, task_steps=500, task_batch=8, inner_lr=1e-3, inner_optimizer="adamw",
-        inner_clip=1.0, maml_steps=5, pretrain_tasks=16, eval_steps=500, eval_batch=8, eval_lr=1e-3, val_every=0,
+        inner_clip=1.0, maml_steps=5, pretrain_tasks=12, eval_steps=500, eval_batch=8, eval_lr=1e-3, val_every=0,
         metric="length",
     ),
 }

@@ -13,8 +13,8 @@ from leap.experiments.multicv.config import METHOD_LABELS, TABLE_METHODS
 from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
 from leap.util.errors import CorruptFileError
-from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record
-from leap.util.stats import format_ci, interval_verdict, mean_ci95
+from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record, save_figure
+from leap.util.stats import format_ci, interval_sign, interval_verdict
 
 Entry = tuple[dict[str, Any], dict[str, Any]]  # (config, result) of one finished run
 
@@ -145,8 +145,8 @@ def claims(cells: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> list[str]
             diffs = {b: v for b, v in diffs.items() if v}
             if not diffs:
                 continue
-            below = [b for b, v in diffs.items() if len(v) > 1 and sum(mean_ci95(v)) < 0]
-            above = [b for b, v in diffs.items() if len(v) > 1 and mean_ci95(v)[0] - mean_ci95(v)[1] > 0]
+            below = [b for b, v in diffs.items() if interval_sign(v) == -1]
+            above = [b for b, v in diffs.items() if interval_sign(v) == 1]
             if len(below) == len(diffs):
                 verdict = "holds: below every baseline, each interval below 0"
             elif above:
@@ -161,7 +161,7 @@ def claims(cells: dict[tuple[str, str], dict[int, dict[str, Any]]]) -> list[str]
             v = paired(cells, d, m, "none", "test_error")
             if v:
                 shown.append(d)
-                if len(v) > 1 and mean_ci95(v)[0] - mean_ci95(v)[1] > 0:
+                if interval_sign(v) == 1:
                     worse.append(f"{display_name(d)} ({format_ci(v)} points)")
         if shown:
             label = METHOD_LABELS.get(m, m)
@@ -210,7 +210,7 @@ def plot_multicv_curves(entries: list[Entry], path: str | Path) -> Path:
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
 

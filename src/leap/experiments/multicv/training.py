@@ -123,8 +123,8 @@ def error_rate(view: TaskView, data: DatasetSplits, x: Tensor, y: Tensor, chunk:
     29.9% with 5)."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(EVAL_ORDER_SEED)).to(y.device)
     wrong = torch.zeros((), device=y.device)
-    for start in range(0, len(y), chunk):
-        idx = order[start: start + chunk]
+    # equal chunks (sizes differ by at most one), so that no chunk's statistics come from a few images
+    for idx in torch.tensor_split(order, max(1, math.ceil(len(y) / chunk))):
         logits = view.forward(data.inputs(x[idx]), None)
         wrong += (logits.argmax(1) != y[idx]).sum()
     return float(wrong) / max(1, len(y))

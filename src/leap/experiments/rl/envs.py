@@ -341,8 +341,10 @@ class EnvpoolVecEnv:
     frames), rewards unclipped (the A2C loop clips). Unlike envpool's own auto-reset, which
     spends the next step on resetting, an environment whose episode ends is reset in the
     same step, and its observation is the first of the next episode, as in `VecEnv`.
-    envpool seeds environment i with ``seeds[0] + i``: the emulators' random streams differ
-    from the gymnasium backend's, so results of a seed differ between the two backends.
+    envpool takes one seed for the whole batch and seeds environment i with it plus i; the
+    first of ``seeds`` (reduced below 2^31 - len(seeds)) is that seed, the others only
+    count the environments. The emulators' random streams therefore differ from the
+    gymnasium backend's, so results of a seed differ between the two backends.
     """
 
     def __init__(self, spec: EnvSpec, game: str, seeds: list[int], threads: int = 1, noop_max: int = 30) -> None:
