@@ -199,7 +199,7 @@ class MetaTrainer(HookTrainerState):
             if self.loop.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trained, self.loop.max_grad_norm)
             opt.step()
-            losses[j].append(loss.detach())
+            losses[j].append(loss.detach().clone())  # a copy, as train_task (memory would grow with the steps)
             errors[j].append(task_error(logits.detach(), y))
         nan = torch.full((), float("nan"))
         curves = [TaskCurve(torch.stack(lo), torch.stack(er), nan) for lo, er in zip(losses, errors, strict=True)]
