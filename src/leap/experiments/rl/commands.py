@@ -32,6 +32,7 @@ from leap.experiments.config import (
 )
 from leap.experiments.methods import METHODS
 from leap.experiments.rl.options import RL_BENCHMARKS, RLSetup
+from leap.experiments.rl.registration import LEGACY_CONFIG
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
@@ -185,8 +186,9 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     same = {k: header[k] for k in ("settings", "spec", "benchmark", "init_sha256")}
 
     def same_run(previous: dict[str, Any]) -> bool:
-        # files written before the environment backend was an option stepped gymnasium
-        previous = {**previous, "spec": {"backend": "gymnasium", **(previous.get("spec") or {})}}
+        # files written before the environment backend was an option: what such runs stepped
+        legacy = {"backend": LEGACY_CONFIG["extra"]["env_backend"]}
+        previous = {**previous, "spec": {**legacy, **(previous.get("spec") or {})}}
         return {k: previous.get(k) for k in same} == same
 
     done = None
