@@ -152,6 +152,26 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+ORDER = {"model": MODELS, "method": METHODS}
+
+
+def write(out: Path, rows: list[dict]) -> None:
+    """The JSON and the Markdown table, rows in (model, method, K) order."""
+    rows = sorted(rows, key=lambda r: (ORDER["model"].index(r["model"]), ORDER["method"].index(r["method"]), r["k"]))
+    out.write_text(json.dumps({"rows": rows, "python": sys.version.split()[0], "machine": machine()}, indent=2))
+    out.with_suffix(".md").write_text(table(rows))
+
+
+def machine() -> str:
+    """The processor's model name and the number of CPUs, for the record."""
+    import os
+
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+    return f"{os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "METHOD", "K"), help=argparse.SUPPRESS)
@@ -167,10 +187,19 @@ def main() -> None:
         print(json.dumps(measure(model_name, method, int(k))))
         return
     ks = [2, 4] if args.quick else [int(k) for k in args.ks.split(",")]
-    rows: list[dict] = []
+    out = Path(args.out)
+    # Measured cells already in --out are kept (a run stopped part-way continues); each new
+    # cell is written as soon as it is measured.
+    rows: list[dict] = json.loads(out.read_text())["rows"] if out.exists() else []
+    done = {(r["model"], r["method"], r["k"]) for r in rows if "error" not in r}
+    rows = [r for r in rows if (r["model"], r["method"], r["k"]) in done]
     for model_name in args.models.split(","):
-        for method in args.methods.split(","):
-            for k in ks:
+        # The methods of one K run back to back, so a change in the machine's load between
+        # Ks moves them together rather than one method's whole row.
+        for k in ks:
+            for method in args.methods.split(","):
+                if (model_name, method, k) in done:
+                    continue
                 predicted = maml_prediction(rows, model_name, k) if method == "maml" else None
                 if predicted is not None and predicted > 1024 * args.maml_cap_gib:
                     rows.append({"model": model_name, "method": method, "k": k,
@@ -179,9 +208,8 @@ def main() -> None:
                 else:
                     rows.append(run_child(model_name, method, k))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
-    out = Path(args.out)
-    out.write_text(json.dumps({"rows": rows, "python": sys.version.split()[0]}, indent=2))
-    out.with_suffix(".md").write_text(table(rows))
+                write(out, rows)
+    write(out, rows)
     try:
         plot(rows, out.with_suffix(".png"))
     except ImportError:

@@ -24,3 +24,16 @@ def test_maml_memory_grows_with_the_inner_steps_and_leaps_does_not(tmp_path):
     assert rows["maml", 8]["peak_mib"] - rows["maml", 2]["peak_mib"] > 50
     assert abs(rows["leap", 8]["peak_mib"] - rows["leap", 2]["peak_mib"]) < 20
     assert "| convnet | maml | 8 |" in out.with_suffix(".md").read_text()
+
+
+def test_a_second_run_on_the_same_output_keeps_the_measured_cells_and_measures_only_the_new_ones(tmp_path):
+    out = tmp_path / "horizon.json"
+    base = [sys.executable, str(ROOT / "benchmarks" / "horizon.py"), "--models", "convnet", "--methods", "plain",
+            "--out", str(out)]
+    subprocess.run([*base, "--ks", "2"], check=True, capture_output=True, timeout=300)
+    first = json.loads(out.read_text())["rows"]
+    proc = subprocess.run([*base, "--ks", "2,3"], check=True, capture_output=True, text=True, timeout=300)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["k"] for r in rows] == [2, 3]
+    assert rows[0] == first[0]  # not measured again: a stopped measurement continues where it stopped
+    assert proc.stdout.count("| convnet | plain |") == 1
