@@ -100,3 +100,30 @@ def test_the_comparison_table_of_a_language_model_shows_its_losses_and_a_classif
     lm = comparison_table({"leap": result("charlm"), "none": result("charlm")})
     assert "| Test loss | AUC of training loss |" in lm and "| 2.500 | 3.250 |" in lm
     assert "Test loss" not in comparison_table({"leap": result("builtin")})
+
+
+def test_multi_task_pretraining_on_text_trains_one_head_for_every_package_and_keeps_it_in_the_init(tmp_path):
+    # Every package predicts the same 256 bytes, so finetuning is plain multi-task
+    # pretraining: one head (the model's), trained on every task and evaluated as trained;
+    # on Omniglot each alphabet keeps its own head and evaluation draws a fresh one.
+    from leap.experiments.config import RunConfig
+    from leap.experiments.fewshot.results import fresh_heads
+    from leap.experiments.fewshot.trainer import MetaTrainer
+
+    cfg = RunConfig(benchmark="charlm", method="finetune", meta_steps=1, meta_batch=2, task_steps=2, task_batch=2,
+                    pretrain_tasks=2).resolved()
+    trainer = MetaTrainer(cfg, make_benchmark("charlm"))
+    head = {k: v.clone() for k, v in trainer.model.head.state_dict().items()}
+    trainer.step()
+    assert trainer.heads == {}  # no per-package heads
+    assert any(not torch.equal(head[k], v) for k, v in trainer.model.head.state_dict().items())
+    assert trainer.init_state()["head.weight"].equal(trainer.model.head.weight)
+    assert not fresh_heads(cfg)
+    assert fresh_heads(RunConfig(benchmark="builtin", method="finetune").resolved())
+    assert not fresh_heads(RunConfig(benchmark="charlm", method="leap").resolved())
+
+    from leap.experiments.fewshot.report import comparison_table
+
+    row = {"test_error": 0.5, "test_error_std": 0.1, "auc": 0.6, "test_errors": [0.5]}
+    assert "| Multi-task pretraining |" in comparison_table({"finetune": {**row, "evaluation": {"fresh_heads": False}}})
+    assert "| Finetuning (multi-headed) |" in comparison_table({"finetune": {**row, "evaluation": {"fresh_heads": True}}})

@@ -45,13 +45,18 @@ class Benchmark:
     config.json written before a field existed had (what such a run did), so that
     resuming it still matches; its ``"extra"`` entry does the same for the experiment's own
     options, key by key. ``batched_engine``: the batched engine can train its model
-    (a classifier); ``--engine batched`` is refused otherwise.
+    (a classifier); ``--engine batched`` is refused otherwise. ``shared_labels``: every
+    task's labels mean the same thing (the bytes of a language model), so multi-task
+    pretraining trains one head for all tasks and its initialization is evaluated with that
+    head; otherwise (an Omniglot alphabet's labels are its own) one head per source, and a
+    fresh head on each evaluated task.
     """
 
     name: str
     small_model: bool = False
     reads_data: bool = False
     batched_engine: bool = True
+    shared_labels: bool = False
     defaults: Mapping[str, Any] = field(default_factory=dict)
     option_defaults: Mapping[str, Any] = field(default_factory=dict)
     legacy_config: Mapping[str, Any] = field(default_factory=dict)

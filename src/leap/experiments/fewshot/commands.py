@@ -30,7 +30,7 @@ from leap.experiments.config import (
 )
 from leap.experiments.fewshot.options import BENCHMARKS
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, comparison_table, plot_curves, write_report
-from leap.experiments.fewshot.results import eval_file, read_result, stamp
+from leap.experiments.fewshot.results import eval_file, fresh_heads, read_result, stamp
 from leap.experiments.fewshot.trainer import MetaTrainer, build_benchmark, engine_options, eval_loop
 from leap.experiments.methods import METHODS
 from leap.tasks import Benchmark
@@ -142,7 +142,7 @@ def evaluate_run(cfg: RunConfig, benchmark: Benchmark, init_path: Path, split: s
         raise UsageError(str(err)) from err
     bar = TaskProgress(f"{cfg.method}: evaluate ({split} tasks)", progress and distributed.is_main())
     try:
-        result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, METHODS[cfg.method].fresh_head,
+        result = evaluate(benchmark, init, eval_loop(cfg), cfg.seed, split, fresh_heads(cfg),
                           on_tasks=bar.update, **engine_options(cfg))
     finally:
         bar.close()

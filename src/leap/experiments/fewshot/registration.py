@@ -14,8 +14,9 @@ EXPERIMENT = Experiment(
     name="fewshot",
     benchmarks=(Benchmark("builtin", small_model=True, defaults=DEFAULTS["builtin"], legacy_config=LEGACY),
                 Benchmark("omniglot", reads_data=True, defaults=DEFAULTS["omniglot"], legacy_config=OMNIGLOT_LEGACY),
-                # the standard library's source: no download; a transformer, trained one task at a time
-                Benchmark("charlm", defaults=DEFAULTS["charlm"], batched_engine=False)),
+                # the standard library's source: no download; a transformer, trained one task at a
+                # time; every task predicts the same 256 bytes
+                Benchmark("charlm", defaults=DEFAULTS["charlm"], batched_engine=False, shared_labels=True)),
     methods=tuple(METHODS),
     commands={"train": f"{COMMANDS}:train_from_args", "evaluate": f"{COMMANDS}:evaluate_from_args",
               "compare": f"{COMMANDS}:cmd_compare", "sweep": f"{COMMANDS}:cmd_sweep"},

@@ -16,6 +16,14 @@ from leap.util.stats import format_ci
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
+def method_label(method: str, result: dict[str, Any] | None = None) -> str:
+    """How tables and figures name ``method``; finetuning evaluated with its pretrained head
+    (a benchmark whose tasks share their labels, ``shared_labels``) is multi-task pretraining."""
+    if method == "finetune" and result is not None and result.get("evaluation", {}).get("fresh_heads") is False:
+        return "Multi-task pretraining"
+    return METHOD_LABELS.get(method, method)
+
+
 #: Benchmarks judged by their loss as well (language models): their tables add the test
 #: loss and the area under the training-loss curve (nats per predicted byte).
 LOSS_BENCHMARKS = ("charlm",)
@@ -35,7 +43,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
         f"|---|---|---|{loss_rule}---|",
     ]
     for method, r in results.items():
-        label = METHOD_LABELS.get(method, method)
+        label = method_label(method, r)
         seconds = r.get("train_seconds")
         time_cell = f"{seconds:.1f}" if seconds is not None else "-"
         loss_cells = f" {r['test_loss']:.3f} | {r['loss_auc']:.3f} |" if losses else ""
@@ -72,7 +80,7 @@ def plot_curves(results: dict[str, dict[str, Any]], path: str | Path, title: str
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, r in results.items():
         curve = moving_average(r["curve"], window)
-        ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], label=METHOD_LABELS.get(method, method))
+        ax.plot(range(1, len(curve) + 1), [100 * c for c in curve], label=method_label(method, r))
     ax.set_xlabel("training step on held-out task")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are integers
     ax.set_ylabel(f"training error (%), moving average {window}")

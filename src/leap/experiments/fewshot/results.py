@@ -13,6 +13,7 @@ from typing import Any
 
 from leap.experiments.config import RunConfig
 from leap.experiments.methods import METHODS
+from leap.experiments.registry import get_benchmark
 from leap.util.files import file_sha256, read_optional_record
 
 #: Run fields that decide an evaluation's numbers besides the init (the engine and the
@@ -28,9 +29,16 @@ def eval_file(run_dir: Path, split: str = "test", meta_step: int | None = None) 
     return Path(run_dir) / f"{name}.json"
 
 
+def fresh_heads(cfg: RunConfig) -> bool:
+    """Whether ``cfg``'s initialization is evaluated with a freshly initialized head on each
+    task: multi-headed finetuning's, unless every task's labels mean the same thing
+    (``shared_labels``: its one pretrained head is part of the initialization)."""
+    return METHODS[cfg.method].fresh_head and not get_benchmark(cfg.benchmark).shared_labels
+
+
 def evaluation_settings(cfg: RunConfig, split: str) -> dict[str, Any]:
     """What an evaluation of ``cfg``'s init on ``split`` depends on, besides the init."""
-    return {"split": split, "fresh_heads": METHODS[cfg.method].fresh_head,
+    return {"split": split, "fresh_heads": fresh_heads(cfg),
             **{name: getattr(cfg, name) for name in EVALUATION_FIELDS}}
 
 

@@ -23,7 +23,9 @@ from leap.engine.inner import make_optimizer, task_error, task_loss
 from leap.engine.loop import HookTrainerState
 from leap.engine.meta_update import normalize_meta_gradient
 from leap.experiments.config import RunConfig
+from leap.experiments.fewshot.results import fresh_heads
 from leap.experiments.methods import METHODS
+from leap.experiments.registry import get_benchmark
 from leap.learners import MAML
 from leap.models import reset_head
 from leap.tasks import Benchmark, Task, make_benchmark
@@ -82,6 +84,9 @@ class MetaTrainer(HookTrainerState):
                                     max_tasks_per_chunk=cfg.max_tasks_per_chunk, batchable=self.method.batched,
                                     example=lambda: example_input(benchmark))
         self.heads: dict[int, dict[str, Tensor]] = {}  # finetuning: one head per source
+        # Finetuning where every task's labels mean the same (charlm's bytes): one head, the
+        # model's own, trained on every task and part of the initialization.
+        self.shared_head = self.method.carries_model and get_benchmark(cfg.benchmark).shared_labels
         super().__init__()  # the bookkeeping fit keeps (step_count, stop_requests, ...)
         if distributed.world_size() > 1 and self.method.carries_model:
             raise ValueError(f"method {cfg.method!r} carries one model from task to task and cannot be split "
@@ -147,7 +152,7 @@ class MetaTrainer(HookTrainerState):
         cfg = self.cfg
         if not cfg.val_every or self.step_count % cfg.val_every:
             return {}
-        val = evaluate(self.benchmark, self.init_state(), eval_loop(cfg), cfg.seed, "val", self.method.fresh_head,
+        val = evaluate(self.benchmark, self.init_state(), eval_loop(cfg), cfg.seed, "val", fresh_heads(cfg),
                        **engine_options(cfg))
         return {"val_error": val.test_error, "val_auc": val.auc}
 
@@ -165,7 +170,9 @@ class MetaTrainer(HookTrainerState):
         encoder carries over from meta-step to meta-step, each pretraining source keeps
         its own head (its labels are fixed, so the head always matches them), and the
         K minibatches of every task of the meta-batch are shuffled together and trained
-        one after another with one optimizer over the encoder and the heads.
+        one after another with one optimizer over the encoder and the heads. Where every
+        task's labels mean the same (``shared_labels``, charlm), it is plain multi-task
+        pretraining instead: one head, the model's own, for every task.
 
         The model needs ``encoder`` and ``head`` submodules (the project's models have
         them). Returns each task's curve in its own step order (test error not measured).
@@ -173,13 +180,16 @@ class MetaTrainer(HookTrainerState):
         model, cfg = self.model, self.cfg
         heads: dict[int, nn.Module] = {}
         for task, _ in draws:
-            if task.source in heads:
+            if self.head_key(task) in heads:
                 continue
-            if task.source in self.heads:
+            if self.shared_head:
+                heads[0] = model.head
+            elif task.source in self.heads:
                 model.head.load_state_dict(self.heads[task.source])
             else:
                 reset_head(model, cfg.seed, "finetune-head", task.source)
-            heads[task.source] = copy.deepcopy(model.head)
+            if not self.shared_head:
+                heads[task.source] = copy.deepcopy(model.head)
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
         encoder = [p for n, p in model.named_parameters() if not n.startswith("head.")]
         trained = encoder + [p for h in heads.values() for p in h.parameters()]
@@ -192,7 +202,7 @@ class MetaTrainer(HookTrainerState):
         for j in (order % len(draws)).tolist():
             task, generator = draws[j]
             x, y = task.sample(self.loop.batch_size, generator)
-            logits = heads[task.source](model.encoder(x))
+            logits = heads[self.head_key(task)](model.encoder(x))
             loss = task_loss(logits, y)
             opt.zero_grad()
             loss.backward()
@@ -207,9 +217,14 @@ class MetaTrainer(HookTrainerState):
             # A diverged meta-step must not poison the shared encoder: undo it (one sync).
             model.load_state_dict(before)
             return [TaskCurve(torch.full_like(c.train_loss, float("nan")), c.train_error, nan) for c in curves]
-        for source, head in heads.items():
-            self.heads[source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        if not self.shared_head:  # the shared head is the model's, in its state and checkpoints
+            for source, head in heads.items():
+                self.heads[source] = {k: v.detach().clone() for k, v in head.state_dict().items()}
         return curves
+
+    def head_key(self, task: Task) -> int:
+        """Finetuning: which head trains on ``task`` (its source's, or the one shared head)."""
+        return 0 if self.shared_head else task.source
 
     def init_state(self) -> dict[str, Tensor]:
         """The learned initialization (the model's full state dict with θ0 loaded)."""
