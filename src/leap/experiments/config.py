@@ -84,7 +84,7 @@ class RunConfig:
     inner_optimizer: str | None = None  # None: the benchmark's
     inner_clip: float | None = None  # clip each inner step's gradient norm; 0: never; None: the benchmark's
     meta_lr: float | None = None
-    meta_optimizer: str = "sgd"
+    meta_optimizer: str | None = None  # None: the benchmark's, else SGD (Table 3)
     maml_steps: int | None = None
     pretrain_tasks: int | None = None
     eval_steps: int | None = None
@@ -139,6 +139,8 @@ class RunConfig:
                                  f" only, not {self.benchmark!r}")
         if values["meta_lr"] is None:
             values["meta_lr"] = METHODS[self.method].meta_lr  # Table 3's
+        if values["meta_optimizer"] is None:
+            values["meta_optimizer"] = "sgd"  # Table 3's
         cfg = RunConfig(**values)
         cfg.validate()
         resolve_extra = registry.hook(experiment, "resolve_extra")
@@ -208,9 +210,10 @@ RUN_OPTIONS = (
     Option("inner_lr", "inner (task) learning rate" + B, float, above=0, high=LR_MAX),
     Option("inner_optimizer", "the tasks' optimizer" + B, choices=("sgd", "adam", "adamw", "rmsprop"),
            applies_to=TRAINED_BY_FIT),
-    Option("meta_lr", "meta learning rate (default: Table 3's per method)", float, above=0, high=LR_MAX),
-    Option("meta_optimizer", "the torch.optim optimizer that steps θ0 (Algorithm 1, line 13)", default="sgd",
-           choices=("sgd", "adam"), applies_to=TRAINED_BY_FIT),
+    Option("meta_lr", "meta learning rate (default: the benchmark's, else Table 3's per method)", float, above=0,
+           high=LR_MAX),
+    Option("meta_optimizer", "the torch.optim optimizer that steps θ0 (Algorithm 1, line 13) (default: the "
+           "benchmark's, else sgd)", choices=("sgd", "adam"), applies_to=TRAINED_BY_FIT),
     Option("pretrain_tasks", "number of pretraining task sources" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("eval_steps", "training steps on each held-out task" + B, int, low=1, applies_to=TRAINED_BY_FIT),
     Option("eval_batch", "samples per step on held-out tasks" + B, int, low=1),
