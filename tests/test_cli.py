@@ -23,6 +23,11 @@ def test_train_writes_init_config_and_metrics(tmp_path):
     assert config["method"] == "leap" and config["meta_steps"] == 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
+    # the process's peak memory so far, after every meta-step: never falls, and at least what it holds now
+    from leap.engine.memory import peak_resident_mib
+
+    peaks = [r["peak_resident_mib"] for r in records]
+    assert 0 < peaks[0] <= peaks[1] <= peak_resident_mib()
 
 
 def test_same_seed_gives_identical_init(tmp_path):

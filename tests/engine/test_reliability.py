@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from leap.cli import main
 from leap.engine import rundir
-from leap.engine.loop import fit, meta_step
+from leap.engine.loop import MEASURED_KEYS, fit, meta_step
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.trainer import MetaTrainer
 from leap.tasks.builtin import BuiltinBenchmark
@@ -48,7 +48,7 @@ def steps_in(out: Path) -> list[int]:
 
 def comparable_metrics(out: Path) -> list[dict]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return [{k: v for k, v in r.items() if k not in MEASURED_KEYS} for r in records]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from PIL import Image
 
 import leap.experiments.multicv as mr
 import leap.tasks.multicv as mc
-from leap.engine.loop import meta_step
+from leap.engine.loop import MEASURED_KEYS, meta_step
 from leap.experiments.multicv import (
     METHODS,
     Budget,
@@ -973,7 +973,8 @@ def test_refused_and_unknown_entries_do_not_stop_discovery(tmp_path):
 
 def _without_times(value):
     if isinstance(value, dict):
-        return {k: _without_times(v) for k, v in value.items() if not (isinstance(k, str) and "seconds" in k)}
+        measured = {k for k in value if isinstance(k, str) and ("seconds" in k or k in MEASURED_KEYS)}
+        return {k: _without_times(v) for k, v in value.items() if k not in measured}
     return [_without_times(v) for v in value] if isinstance(value, list) else value
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from leap.engine.loop import MEASURED_KEYS
+
 #: tests/helpers/fault_injection.py: ``leap`` with a fault injected on one rank.
 FAULT_INJECTION = Path(__file__).parent / "fault_injection.py"
 # A bound on how long a job may take, to tell "ends" from "hangs", not a speed measure:
@@ -29,7 +31,7 @@ def torchrun(*args: str) -> list[str]:
 def records(out: Path) -> list[dict]:
     """The run's metrics.jsonl records without their times."""
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in MEASURED_KEYS} for line in lines]
 
 
 def assert_same_records(got: list[dict], want: list[dict]) -> None:

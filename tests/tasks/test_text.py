@@ -142,3 +142,20 @@ def test_the_transformer_s_initialization_is_stepped_by_adam_at_0_01_unless_told
     assert (builtin.meta_optimizer, builtin.meta_lr) == ("sgd", 0.1)
     told = RunConfig(benchmark="charlm", method="reptile", meta_optimizer="sgd", meta_lr=0.5).resolved()
     assert (told.meta_optimizer, told.meta_lr) == ("sgd", 0.5)
+
+
+def test_a_language_model_sweep_reports_losses_paired_against_the_random_init_with_the_cost_of_meta_training(
+        tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--benchmark", "charlm", "--methods", "leap,none", "--seeds", "0,1", "--pretrain-tasks",
+                 "12", "--meta-steps", "2", "--meta-batch", "1", "--task-steps", "2", "--eval-steps", "3",
+                 "--task-batch", "2", "--eval-batch", "2", "--no-progress", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Test loss (nats per byte)" in report and "## Mean training loss over the evaluation steps" in report
+    # paired by seed, with what the interval says
+    assert "| Leap - No pretraining | 12 |" in report and "Over seeds, A is |" in report
+    cost = report[report.index("## Cost of meta-training"):]
+    leap_row = next(line for line in cost.splitlines() if line.startswith("| Leap |"))
+    # the peak memory read from the run's metrics (not "-"), and no meta-training for no pretraining
+    assert leap_row.split("|")[4].strip() != "-" and float(leap_row.split("|")[4].split()[0]) > 0
+    assert (out / "loss-curves.png").stat().st_size > 0

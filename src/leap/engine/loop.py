@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from leap.engine.memory import peak_resident_mib
 from leap.engine.meta_update import meta_update
 from leap.engine.rundir import RunMatcher, begin_run
 from leap.learners import MetaLearner
@@ -238,6 +239,11 @@ def _write_init(trainer: Trainer, out: Path, main: bool) -> None:
         save_init(out / "init.safetensors", init)
 
 
+#: The keys of a meta-step's record that measure how it ran, not what it computed (wall
+#: time, the process's peak memory): they differ between two runs of the same config.
+MEASURED_KEYS = frozenset({"seconds", "peak_resident_mib"})
+
+
 def meta_step(trainer: Trainer) -> dict[str, Any] | None:
     """One whole meta-step of ``trainer``: its task work (``trainer.step()``), the
     meta-update of θ0 ([`meta_update()`][leap.engine.meta_update.meta_update] at
@@ -260,7 +266,7 @@ def meta_step(trainer: Trainer) -> dict[str, Any] | None:
             record["seconds"] += time.perf_counter() - start
     trainer.step_count += 1
     trainer.consecutive_failures = 0 if record["valid_tasks"] > 0 else trainer.consecutive_failures + 1
-    return {"step": trainer.step_count, **record}
+    return {"step": trainer.step_count, **record, "peak_resident_mib": round(peak_resident_mib(), 1)}
 
 
 def fit(

@@ -66,3 +66,15 @@ def check_fits(what: str, needed: int, device: torch.device | str,
     if have is not None and needed > have:
         raise ValueError(f"{what} needs about {needed / GIB:.1f} GiB of memory; {torch.device(device).type} has "
                          f"{have / GIB:.1f} GiB: {advice}")
+
+
+def peak_resident_mib() -> float:
+    """The peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux,
+    bytes on macOS): a run's metrics record it after every meta-step. It covers the whole
+    process (Python, torch, the data), so runs of one process (``leap sweep``) see the
+    largest peak of the runs before them too; CUDA memory is not in it."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.results import mismatch, read_result
 from leap.experiments.methods import METHODS
 from leap.util.errors import CorruptFileError
-from leap.util.files import atomic_write_text, read_json_record, save_figure
-from leap.util.stats import format_ci
+from leap.util.files import atomic_write_text, read_json_record, read_jsonl, save_figure
+from leap.util.stats import format_ci, interval_verdict
 
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
@@ -162,61 +163,115 @@ def columns(runs: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
-def _grid(runs: list[dict[str, Any]], key: str) -> dict[tuple[int, str], list[float]]:
+@dataclass(frozen=True)
+class Quantity:
+    """A number each evaluation reports, as the tables show it: ``key`` (the mean over the
+    held-out tasks) and ``per_task`` (its value per task) in eval-test.json, times ``scale``,
+    with ``digits`` decimals."""
+
+    key: str
+    per_task: str
+    title: str
+    scale: float = 100.0
+    digits: int = 1
+
+
+TEST_ERROR = Quantity("test_error", "test_errors", "test error, points")
+#: A language model's (`LOSS_BENCHMARKS`): the test loss and the mean training loss over the
+#: evaluation steps (the area under its loss curve), in nats per predicted byte.
+TEST_LOSS = Quantity("test_loss", "test_losses", "test loss, nats", 1.0, 3)
+LOSS_AUC = Quantity("loss_auc", "loss_aucs", "mean training loss, nats", 1.0, 3)
+
+
+def _grid(runs: list[dict[str, Any]], key: str, scale: float = 100.0) -> dict[tuple[int, str], list[float]]:
     grid: dict[tuple[int, str], list[float]] = {}
     for r, column in zip(runs, columns(runs), strict=True):
-        grid.setdefault((r["pretrain_tasks"], column), []).append(100 * r[key])
+        grid.setdefault((r["pretrain_tasks"], column), []).append(scale * r[key])
     return grid
 
 
-def _label(column: str) -> str:
+def _label(column: str, runs: list[dict[str, Any]] | None = None) -> str:
+    """A column's name; with ``runs``, finetuning that kept its pretrained head is named
+    multi-task pretraining (`method_label()`)."""
     method, _, rest = column.partition(" ")
-    return METHOD_LABELS.get(method, method) + (f" {rest}" if rest else "")
+    mine = [r for r in runs or () if r["method"] == method]
+    return method_label(method, mine[0] if mine else None) + (f" {rest}" if rest else "")
 
 
-def sweep_table(runs: list[dict[str, Any]], key: str = "test_error") -> str:
+def sweep_table(runs: list[dict[str, Any]], key: str = "test_error", scale: float = 100.0, digits: int = 1) -> str:
     """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± the
-    half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`)."""
-    grid = _grid(runs, key)
+    half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`), of
+    ``scale`` times each run's ``key``."""
+    grid = _grid(runs, key, scale)
     methods = sorted({k[1] for k in grid}, key=lambda c: (
         METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
     counts = sorted({k[0] for k in grid})
-    lines = ["| Pretraining tasks | " + " | ".join(_label(m) for m in methods) + " |",
+    lines = ["| Pretraining tasks | " + " | ".join(_label(m, runs) for m in methods) + " |",
              "|---" * (len(methods) + 1) + "|"]
     for n in counts:
         cells = []
         for m in methods:
             values = grid.get((n, m))
             # No "± 0.0" for a single seed: a spread over one value says nothing.
-            cells.append(format_ci(values) if values else "-")
+            cells.append(format_ci(values, digits) if values else "-")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 #: Paired differences the report gives (the paper's claims: Leap below Reptile, finetuning below Leap).
 PAIRS = (("leap", "reptile"), ("finetune", "leap"))
+#: A language model's: every initialization against the random one, and the paper's two.
+LOSS_PAIRS = (("leap", "none"), ("reptile", "none"), ("finetune", "none"), *PAIRS)
 
 
-def paired_table(runs: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...] = PAIRS) -> str:
-    """Test error of A minus B (points) where both ran with the same seed and pretraining
-    count, so on the same held-out tasks: over seeds (each seed's mean over tasks), and
-    over every (seed, task) pair, each with its 95% interval. Empty when no pair ran."""
+def paired_table(runs: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...] = PAIRS,
+                 quantity: Quantity = TEST_ERROR, verdicts: bool = False) -> str:
+    """``quantity`` of A minus B where both ran with the same seed and pretraining count,
+    so on the same held-out tasks: over seeds (each seed's mean over tasks), and over every
+    (seed, task) pair, each with its 95% interval; with ``verdicts``, what the interval over
+    seeds says (A lower, higher or indistinguishable). Empty when no pair ran."""
     plain = [r for r, c in zip(runs, columns(runs), strict=True) if c == r["method"]]  # one configuration each
     by_key = {(r["method"], r["pretrain_tasks"], r["seed"]): r for r in plain}
+    q, digits = quantity, quantity.digits
     lines = []
     for a, b in pairs:
         for n in sorted({r["pretrain_tasks"] for r in plain}):
             seeds = sorted(s for (m, c, s) in by_key if m == a and c == n and (b, n, s) in by_key)
             if not seeds:
                 continue
-            over_seeds = [100 * (by_key[(a, n, s)]["test_error"] - by_key[(b, n, s)]["test_error"]) for s in seeds]
-            over_tasks = [100 * (x - y) for s in seeds for x, y in
-                          zip(by_key[(a, n, s)]["test_errors"], by_key[(b, n, s)]["test_errors"], strict=True)]
-            lines.append(f"| {_label(a)} - {_label(b)} | {n} | {format_ci(over_seeds)} | {format_ci(over_tasks)} |")
+            over_seeds = [q.scale * (by_key[(a, n, s)][q.key] - by_key[(b, n, s)][q.key]) for s in seeds]
+            over_tasks = [q.scale * (x - y) for s in seeds for x, y in
+                          zip(by_key[(a, n, s)][q.per_task], by_key[(b, n, s)][q.per_task], strict=True)]
+            verdict = f" {interval_verdict(over_seeds, 'lower', 'higher')} |" if verdicts else ""
+            lines.append(f"| {_label(a, runs)} - {_label(b, runs)} | {n} | {format_ci(over_seeds, digits)} | "
+                         f"{format_ci(over_tasks, digits)} |{verdict}")
     if not lines:
         return ""
-    return ("| Difference (test error, points) | Pretraining tasks | Over seeds | Over (seed, task) pairs |\n"
-            "|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    head, rule = (" Over seeds, A is |", "---|") if verdicts else ("", "")
+    return (f"| Difference ({q.title}) | Pretraining tasks | Over seeds | Over (seed, task) pairs |{head}\n"
+            f"|---|---|---|---|{rule}\n" + "\n".join(lines) + "\n")
+
+
+def cost_table(runs: list[dict[str, Any]]) -> str:
+    """Per method: its meta-training's wall time (the meta-steps' own times) and the peak
+    resident memory of the process that ran it (the largest ``peak_resident_mib`` in its
+    metrics.jsonl), each the mean over its runs with their range."""
+    lines = ["| Method | Runs | Meta-training time (s), mean (min-max) | Peak resident memory (MiB), mean (min-max) |",
+             "|---|---|---|---|"]
+    by_column: dict[str, list[tuple[float | None, float | None]]] = {}
+    for r, column in zip(runs, columns(runs), strict=True):
+        metrics = Path(r["dir"]) / "metrics.jsonl"
+        peaks = [rec.get("peak_resident_mib") for rec in (read_jsonl(metrics) if metrics.is_file() else [])]
+        peaks = [p for p in peaks if isinstance(p, (int, float))]
+        by_column.setdefault(column, []).append((r.get("train_seconds"), max(peaks) if peaks else None))
+    for column in sorted(by_column, key=lambda c: (
+            METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c)):
+        cells = []
+        for i in (0, 1):
+            values = [v[i] for v in by_column[column] if v[i] is not None]
+            cells.append(f"{sum(values) / len(values):.0f} ({min(values):.0f}-{max(values):.0f})" if values else "-")
+        lines.append(f"| {_label(column, runs)} | {len(by_column[column])} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def paper_table2(counts: list[int]) -> str:
@@ -252,7 +307,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
         curves = np.array([moving_average(r["curve"], window) for r in mine if r["pretrain_tasks"] == largest]) * 100
         if len(curves):
             steps = np.arange(1, curves.shape[1] + 1)
-            (line,) = left.plot(steps, curves.mean(0), label=f"{_label(m)} (n={len(curves)})")
+            (line,) = left.plot(steps, curves.mean(0), label=f"{_label(m, runs)} (n={len(curves)})")
             left.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
                               color=line.get_color(), alpha=0.2)
         xs, means, stds = [], [], []
@@ -262,7 +317,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
                 xs.append(n)
                 means.append(float(np.mean(aucs)))
                 stds.append(float(np.std(aucs)))
-        (line,) = right.plot(xs, means, marker="o", label=_label(m))
+        (line,) = right.plot(xs, means, marker="o", label=_label(m, runs))
         right.fill_between(xs, np.subtract(means, stds), np.add(means, stds), color=line.get_color(), alpha=0.2)
         if len(xs) == 1:  # a single count: the band is invisible, show ± one std as an error bar
             right.errorbar(xs, means, yerr=stds, color=line.get_color(), capsize=4)
@@ -280,6 +335,41 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curves(runs: list[dict[str, Any]], path: str | Path, window: int = 10) -> Path:
+    """A language model's held-out training: the training loss against the step (each run's
+    mean over its held-out tasks, then the mean over seeds, moving average ``window``),
+    shading ± one std over seeds; the largest pretraining count only."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    largest = max(r["pretrain_tasks"] for r in runs)
+    labels = columns(runs)
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for m in sorted(set(labels), key=lambda c: (
+            METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c)):
+        curves = np.array([moving_average(r["loss_curve"], window) for r, label in zip(runs, labels, strict=True)
+                           if label == m and r["pretrain_tasks"] == largest and "loss_curve" in r])
+        if not len(curves):
+            continue
+        steps = np.arange(1, curves.shape[1] + 1)
+        (line,) = ax.plot(steps, curves.mean(0), label=f"{_label(m, runs)} (n={len(curves)})")
+        ax.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
+                        color=line.get_color(), alpha=0.2)
+    benchmark = BENCHMARK_NAMES.get(runs[0]["benchmark"], runs[0]["benchmark"])
+    ax.set(xlabel="training step on held-out task", ylabel=f"training loss (nats per byte), moving average {window}",
+           title=f"{benchmark}: held-out training from each initialization")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     save_figure(fig, path)
@@ -385,8 +475,20 @@ def write_report(root: str | Path) -> list[Path]:
     paired = paired_table(runs)
     if paired:
         text += ["\n## Paired differences (same seeds, so the same held-out tasks)\n", paired]
-    points = budget_points(runs, left_out)
     figures = []
+    if first["benchmark"] in LOSS_BENCHMARKS and all("test_loss" in r for r in runs):
+        text += ["\n## Test loss (nats per byte) after the evaluation steps\n",
+                 sweep_table(runs, "test_loss", TEST_LOSS.scale, TEST_LOSS.digits),
+                 "\n## Mean training loss over the evaluation steps (the area under the loss curve, nats per byte)\n",
+                 sweep_table(runs, "loss_auc", LOSS_AUC.scale, LOSS_AUC.digits)]
+        for quantity in (LOSS_AUC, TEST_LOSS):
+            losses = paired_table(runs, LOSS_PAIRS, quantity, verdicts=True)
+            if losses:
+                text += [f"\n## Paired differences of the {quantity.title.split(',')[0]} (same seeds, so the same "
+                         "held-out tasks)\n", losses]
+        text += ["\n## Cost of meta-training\n", cost_table(runs)]
+        figures.append(plot_loss_curves(runs, root / "loss-curves.png"))
+    points = budget_points(runs, left_out)
     if points:
         paper = PAPER_TABLE2.get(counts[-1], {}) if first["benchmark"] == "omniglot" else {}
         text += ["\n## Test error (%) against meta-training (θ0 at checkpoints, `leap evaluate --checkpoint`)\n",
