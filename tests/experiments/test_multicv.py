@@ -44,7 +44,7 @@ from leap.experiments.multicv import (
     write_multicv_report,
 )
 from leap.experiments.multicv.run import MultiCVTrainer
-from leap.tasks.multicv import MultiCV, discover_datasets, leave_one_out, load_dataset, make_splits
+from leap.tasks.multicv import MultiCV, discover_datasets, display_name, leave_one_out, load_dataset, make_splits
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
 from leap.util.files import file_sha256, list_checkpoints, load_checkpoint
 from leap.util.threads import thread_policy
@@ -1062,3 +1062,29 @@ def test_the_loops_advice_to_continue_with_resume_holds_for_multicv(pool_dir, tm
     assert main([*args, "--meta-steps", "2", "--resume"]) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
+
+
+def test_the_report_shows_leaps_meta_objective_per_pretraining_dataset_early_and_late(pool_dir, tmp_path, capsys):
+    # Issue 27, point 1b: Leap's meta-training is shown by its meta-objective (each task's
+    # path, eq. 5), read per pretraining dataset because a task's path depends on its dataset.
+    from leap.cli import main
+
+    out = tmp_path / "sweep"
+    args = ["train", "--benchmark", "multicv", "--held-out", "cifar10", "--method", "leap", "--out", str(out / "leap"),
+            "--data-dir", str(pool_dir), "--meta-steps", "3", "--meta-batch", "4", "--task-batch", "8",
+            "--eval-batch", "8", "--max-epochs", "1", "--eval-epochs", "1", "--val-size", "6", "--no-progress"]
+    assert main(args) == 0
+    assert main(["report", str(out)]) == 0
+    report = (out / "multicv.md").read_text()
+    assert "## Leap's meta-training" in report and (out / "multicv-meta.png").stat().st_size > 0
+    records = [json.loads(line) for line in (out / "leap" / "metrics.jsonl").read_text().splitlines()]
+    drawn = {name for r in records for name in r["tasks"]}
+    section = report[report.index("## Leap's meta-training"):]
+    rows = [line for line in section.splitlines() if line.startswith("| Cifar10 |")]
+    first = next(r for r in records if r["step"] == 1)
+    # every row is a dataset drawn both in the first and in the last meta-step (20% of 3 rounds to 1)
+    assert rows and all(line.split("|")[2].strip() in {display_name(d) for d in drawn} for line in rows)
+    for line in rows:
+        name = next(d for d in drawn if display_name(d) == line.split("|")[2].strip())
+        early = [p for n, p in zip(first["tasks"], first["task_paths"], strict=True) if n == name]
+        assert float(line.split("|")[4]) == pytest.approx(sum(early) / len(early), abs=0.006)

@@ -13,7 +13,7 @@ from leap.experiments.multicv.config import METHOD_LABELS, TABLE_METHODS
 from leap.experiments.multicv.results import read_result
 from leap.tasks.multicv import display_name
 from leap.util.errors import CorruptFileError
-from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record, save_figure
+from leap.util.files import atomic_write_bytes, atomic_write_json, read_json_record, read_jsonl, save_figure
 from leap.util.stats import format_ci, interval_sign, interval_verdict
 
 Entry = tuple[dict[str, Any], dict[str, Any]]  # (config, result) of one finished run
@@ -215,6 +215,90 @@ def plot_multicv_curves(entries: list[Entry], path: str | Path) -> Path:
     return Path(path)
 
 
+#: A Leap run's meta-training, per meta-step: (held-out, seed, metrics records of its metrics.jsonl).
+MetaCurve = tuple[str, int, list[dict[str, Any]]]
+
+
+def leap_meta_curves(directory: str | Path) -> list[MetaCurve]:
+    """The metrics of every finished Leap run under ``directory``: its meta-objective per
+    task (``task_paths``, eq. 5) and the mean validation error per meta-step."""
+    curves = []
+    for result_path in sorted(Path(directory).rglob("result.json")):
+        run = result_path.parent
+        config = read_json_record(run / "config.json")
+        if config.get("method") != "leap" or not (run / "metrics.jsonl").is_file():
+            continue
+        records = [r for r in read_jsonl(run / "metrics.jsonl") if "task_paths" in r]
+        if records:
+            curves.append((str(config.get("held_out")), int(config.get("seed", 0)), records))
+    return curves
+
+
+def path_by_dataset(curves: list[MetaCurve], held_out: str) -> dict[str, list[tuple[int, float]]]:
+    """(meta-step, path) of every pretraining task of the Leap runs holding ``held_out`` out,
+    per pretraining dataset: a task's path depends on its dataset (its length, its steps),
+    so the meta-objective is read per dataset."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    for d, _, records in curves:
+        if d != held_out:
+            continue
+        for r in records:
+            for name, path in zip(r["tasks"], r["task_paths"], strict=True):
+                points.setdefault(name, []).append((int(r["step"]), float(path)))
+    return points
+
+
+def meta_objective_table(curves: list[MetaCurve], fraction: float = 0.2) -> str:
+    """Per held-out dataset and pretraining dataset: Leap's mean path (its meta-objective)
+    over the first and the last ``fraction`` of the meta-steps, and the change."""
+    lines = ["| Held-out | Pretraining dataset | Tasks (first, last) | Mean path, first "
+             f"{fraction:.0%} of meta-steps | Mean path, last {fraction:.0%} | Change |", "|---|---|---|---|---|---|"]
+    for held_out in sorted({d for d, _, _ in curves}):
+        steps = max(int(r["step"]) for d, _, records in curves if d == held_out for r in records)
+        cut = max(1, round(fraction * steps))
+        for name, points in sorted(path_by_dataset(curves, held_out).items()):
+            first = [v for step, v in points if step <= cut]
+            last = [v for step, v in points if step > steps - cut]
+            if not first or not last:
+                continue
+            a, b = sum(first) / len(first), sum(last) / len(last)
+            lines.append(f"| {display_name(held_out)} | {display_name(name)} | {len(first)}, {len(last)} | {a:.2f} "
+                         f"| {b:.2f} | {100 * (b - a) / a:+.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_meta_objective(curves: list[MetaCurve], path: str | Path) -> Path:
+    """One column per held-out dataset: top, the path (Leap's meta-objective) of every
+    pretraining task against its meta-step, one colour per pretraining dataset; bottom, the
+    meta-batch's mean validation error (what meta early stopping reads), one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    datasets = sorted({d for d, _, _ in curves})
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 6.5), dpi=110, squeeze=False)
+    for col, held_out in enumerate(datasets):
+        top, bottom = axes[0, col], axes[1, col]
+        for i, (name, points) in enumerate(sorted(path_by_dataset(curves, held_out).items())):
+            top.scatter([s for s, _ in points], [v for _, v in points], s=10, color=f"C{i}", label=display_name(name))
+        for d, seed, records in curves:
+            if d == held_out:
+                bottom.plot([r["step"] for r in records], [100 * r["mean_val_error"] for r in records], lw=1,
+                            label=f"seed {seed}")
+        top.set(title=f"held out: {display_name(held_out)}", xlabel="meta-step", ylabel="path of the task (eq. 5)")
+        bottom.set(xlabel="meta-step", ylabel="mean validation error (%)")
+        for ax in (top, bottom):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # meta-steps are integers
+        top.legend(fontsize=7)
+        bottom.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_multicv_report(directory: str | Path) -> list[Path]:
     """Write ``multicv.md`` (Table 1-shaped, ours beside the paper's Table 4, with the
     protocol and the notes on splits) and ``multicv.json`` into ``directory``; returns
@@ -243,7 +327,15 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
                  pairs]
     if sentences:
         text += ["\n## The claims of section 4.2\n", *sentences]
-    text += ["\n![held-out training curves](multicv-curves.png)\n", "\n## Protocol\n"]
+    text += ["\n![held-out training curves](multicv-curves.png)\n"]
+    meta = leap_meta_curves(directory)
+    if meta:
+        text += ["\n## Leap's meta-training\n",
+                 "Leap lowers the expected path of the pretraining tasks' training (eq. 5); a task's path depends on "
+                 "its dataset, so it is compared per dataset, early against late in meta-training (mean over the "
+                 "tasks drawn then, over every seed).\n", meta_objective_table(meta),
+                 "\n![Leap's meta-objective and validation error](multicv-meta.png)\n"]
+    text += ["\n## Protocol\n"]
     text += [f"- `{p}`" for p in sorted(protocols)]
     if len(protocols) > 1:
         text.append("\n**Warning: the runs above used different protocols.**")
@@ -256,4 +348,7 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
     md, js = directory / "multicv.md", directory / "multicv.json"
     atomic_write_bytes(md, ("\n".join(text) + "\n").encode())
     atomic_write_json(js, [{**{k: v for k, v in r.items() if k != "curve"}, "config": c} for c, r in entries])
-    return [md, js, plot_multicv_curves(entries, directory / "multicv-curves.png")]
+    figures = [plot_multicv_curves(entries, directory / "multicv-curves.png")]
+    if meta:
+        figures.append(plot_meta_objective(meta, directory / "multicv-meta.png"))
+    return [md, js, *figures]
