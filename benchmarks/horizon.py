@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -152,20 +153,18 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-ORDER = {"model": MODELS, "method": METHODS}
-
-
 def write(out: Path, rows: list[dict]) -> None:
-    """The JSON and the Markdown table, rows in (model, method, K) order."""
-    rows = sorted(rows, key=lambda r: (ORDER["model"].index(r["model"]), ORDER["method"].index(r["method"]), r["k"]))
-    out.write_text(json.dumps({"rows": rows, "python": sys.version.split()[0], "machine": machine()}, indent=2))
+    """The JSON (atomically: a kill while writing leaves the previous file) and the
+    Markdown table, rows in (model, method, K) order."""
+    rows = sorted(rows, key=lambda r: (MODELS.index(r["model"]), METHODS.index(r["method"]), r["k"]))
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps({"rows": rows, "python": sys.version.split()[0]}, indent=2))
+    os.replace(partial, out)
     out.with_suffix(".md").write_text(table(rows))
 
 
 def machine() -> str:
-    """The processor's model name and the number of CPUs, for the record."""
-    import os
-
+    """The processor's model name and the number of CPUs, recorded with each measured point."""
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
         if line.startswith("model name"):
             return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
@@ -187,28 +186,34 @@ def main() -> None:
         print(json.dumps(measure(model_name, method, int(k))))
         return
     ks = [2, 4] if args.quick else [int(k) for k in args.ks.split(",")]
+    models, methods = args.models.split(","), args.methods.split(",")
+    unknown = [m for m in models if m not in MODELS] + [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown model(s) or method(s) {unknown}; models {list(MODELS)}, methods {list(METHODS)}")
     out = Path(args.out)
-    # Measured cells already in --out are kept (a run stopped part-way continues); each new
-    # cell is written as soon as it is measured.
+    # Measured points already in --out are kept (a run stopped part-way continues); every
+    # other point of this run's plan (failed, skipped by the MAML cap, new) is decided
+    # again, and each is written as soon as it is measured.
     rows: list[dict] = json.loads(out.read_text())["rows"] if out.exists() else []
-    done = {(r["model"], r["method"], r["k"]) for r in rows if "error" not in r}
-    rows = [r for r in rows if (r["model"], r["method"], r["k"]) in done]
-    for model_name in args.models.split(","):
-        # The methods of one K run back to back, so a change in the machine's load between
-        # Ks moves them together rather than one method's whole row.
-        for k in ks:
-            for method in args.methods.split(","):
-                if (model_name, method, k) in done:
-                    continue
-                predicted = maml_prediction(rows, model_name, k) if method == "maml" else None
-                if predicted is not None and predicted > 1024 * args.maml_cap_gib:
-                    rows.append({"model": model_name, "method": method, "k": k,
-                                 "skipped": f"not run: about {predicted / 1024:.1f} GiB predicted, over the "
-                                            f"{args.maml_cap_gib:g} GiB cap"})
-                else:
-                    rows.append(run_child(model_name, method, k))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
-                write(out, rows)
+    measured = {(r["model"], r["method"], r["k"]) for r in rows if "peak_mib" in r}
+    plan = [(model_name, method, k) for model_name in models for k in ks for method in methods]
+    rows = [r for r in rows if (r["model"], r["method"], r["k"]) in measured or
+            (r["model"], r["method"], r["k"]) not in plan]
+    # The methods of one K run back to back, so a change in the machine's load between Ks
+    # moves them together rather than one method's whole row.
+    for model_name, method, k in plan:
+        if (model_name, method, k) in measured:
+            continue
+        rows = [r for r in rows if (r["model"], r["method"], r["k"]) != (model_name, method, k)]
+        predicted = maml_prediction(rows, model_name, k) if method == "maml" else None
+        if predicted is not None and predicted > 1024 * args.maml_cap_gib:
+            rows.append({"model": model_name, "method": method, "k": k,
+                         "skipped": f"not run: about {predicted / 1024:.1f} GiB predicted, over the "
+                                    f"{args.maml_cap_gib:g} GiB cap"})
+        else:
+            rows.append({**run_child(model_name, method, k), "machine": machine()})
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        write(out, rows)
     write(out, rows)
     try:
         plot(rows, out.with_suffix(".png"))

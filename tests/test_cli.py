@@ -152,3 +152,19 @@ def test_help_for_one_benchmark_shows_its_options_with_their_values(capsys):
         main(["train", "--benchmark", "minatar", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--games" in text and "--pipeline" not in text and "(default: 20 for minatar)" in text
+
+
+def test_the_peak_memory_a_run_records_starts_again_with_each_run():
+    # leap sweep runs many runs in one process; each run's records must not carry the peak
+    # of an earlier, larger one (fit resets it as a run starts, where the OS allows)
+    import torch
+
+    from leap.engine.memory import peak_resident_mib, reset_peak_resident
+
+    if not reset_peak_resident():
+        pytest.skip("this OS does not let a process reset its peak memory")
+    big = torch.ones(64 * 2**20)  # 256 MiB, touched
+    high = peak_resident_mib()
+    del big
+    reset_peak_resident()
+    assert peak_resident_mib() < high - 200

@@ -1084,7 +1084,15 @@ def test_the_report_shows_leaps_meta_objective_per_pretraining_dataset_early_and
     first = next(r for r in records if r["step"] == 1)
     # every row is a dataset drawn both in the first and in the last meta-step (20% of 3 rounds to 1)
     assert rows and all(line.split("|")[2].strip() in {display_name(d) for d in drawn} for line in rows)
+    last = next(r for r in records if r["step"] == 3)
     for line in rows:
         name = next(d for d in drawn if display_name(d) == line.split("|")[2].strip())
         early = [p for n, p in zip(first["tasks"], first["task_paths"], strict=True) if n == name]
-        assert float(line.split("|")[4]) == pytest.approx(sum(early) / len(early), abs=0.006)
+        late = [p for n, p in zip(last["tasks"], last["task_paths"], strict=True) if n == name]
+        assert early and late  # a row compares tasks of the first meta-step with tasks of the last
+        assert float(line.split("|")[3].split()[0]) == pytest.approx(sum(early) / len(early), abs=0.006)
+        assert float(line.split("|")[4].split()[0]) == pytest.approx(sum(late) / len(late), abs=0.006)
+    # a dataset drawn at only one end is named, not dropped in silence
+    for name in drawn:
+        if (name in first["tasks"]) != (name in last["tasks"]):
+            assert f"{display_name(name)} (held out Cifar10: no task" in section

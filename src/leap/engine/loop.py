@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from leap.engine.memory import peak_resident_mib
+from leap.engine.memory import peak_resident_mib, reset_peak_resident
 from leap.engine.meta_update import meta_update
 from leap.engine.rundir import RunMatcher, begin_run
 from leap.learners import MetaLearner
@@ -295,7 +295,8 @@ def fit(
     (after the meta-step in flight) and when ``max_failed_steps`` meta-steps in a row
     lost every task (both raise [`RunStopped`][leap.util.errors.RunStopped]). With ``resume`` the newest readable
     checkpoint is loaded and metrics.jsonl is cut back to its step, so the finished run is
-    identical to an uninterrupted one.
+    identical to an uninterrupted one. Each record has the meta-step's wall time and the
+    process's peak memory since the run started (`MEASURED_KEYS`).
 
     Under torchrun every rank calls this; only rank 0 reads checkpoints (and sends the
     state to the others) and writes files. When ``max_failed_steps`` stops the run, it is
@@ -312,6 +313,7 @@ def fit(
         begin_run(out, trainer.config, same_run or (lambda existing: existing == trainer.config),
                   overwrite=overwrite, resume=resume)
     history = _restore(trainer, ckpt_dir, metrics_path, resume, log)  # the metrics so far, in every checkpoint
+    reset_peak_resident()  # the records' peak memory is this run's, not an earlier one's in this process
 
     def checkpoint(step: int) -> Path:
         # Every rank holds the same state: rank 0 alone writes it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -68,11 +69,31 @@ def check_fits(what: str, needed: int, device: torch.device | str,
                          f"{have / GIB:.1f} GiB: {advice}")
 
 
+def reset_peak_resident() -> bool:
+    """Start this process's peak resident memory again from what it holds now (Linux: "5"
+    written to /proc/self/clear_refs resets VmHWM), so that `peak_resident_mib()` reads the
+    peak of what follows, e.g. one run of a ``leap sweep`` that runs many in one process.
+    Returns False where it cannot (another OS, no permission): the peak is then the
+    process's since it started."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_resident_mib() -> float:
-    """The peak resident memory of this process so far, in MiB (``ru_maxrss``: KiB on Linux,
-    bytes on macOS): a run's metrics record it after every meta-step. It covers the whole
-    process (Python, torch, the data), so runs of one process (``leap sweep``) see the
-    largest peak of the runs before them too; CUDA memory is not in it."""
+    """The peak resident memory of this process, in MiB: since the last
+    `reset_peak_resident()` (VmHWM in /proc/self/status), else since it started
+    (``ru_maxrss``: KiB on Linux, bytes on macOS). [`fit`][leap.engine.loop.fit] resets it as
+    a run starts and records it after every meta-step (``peak_resident_mib``). It counts
+    the whole process (Python, torch, the data), not CUDA memory; under torchrun, rank 0's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
     import sys
 

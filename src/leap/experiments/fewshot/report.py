@@ -203,8 +203,7 @@ def sweep_table(runs: list[dict[str, Any]], key: str = "test_error", scale: floa
     half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`), of
     ``scale`` times each run's ``key``."""
     grid = _grid(runs, key, scale)
-    methods = sorted({k[1] for k in grid}, key=lambda c: (
-        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
+    methods = sorted({k[1] for k in grid}, key=lambda c: (_method_rank(c), c))
     counts = sorted({k[0] for k in grid})
     lines = ["| Pretraining tasks | " + " | ".join(_label(m, runs) for m in methods) + " |",
              "|---" * (len(methods) + 1) + "|"]
@@ -253,25 +252,32 @@ def paired_table(runs: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...] 
 
 
 def cost_table(runs: list[dict[str, Any]]) -> str:
-    """Per method: its meta-training's wall time (the meta-steps' own times) and the peak
-    resident memory of the process that ran it (the largest ``peak_resident_mib`` in its
-    metrics.jsonl), each the mean over its runs with their range."""
-    lines = ["| Method | Runs | Meta-training time (s), mean (min-max) | Peak resident memory (MiB), mean (min-max) |",
-             "|---|---|---|---|"]
-    by_column: dict[str, list[tuple[float | None, float | None]]] = {}
+    """Per method and pretraining count: its meta-training's wall time (the meta-steps' own
+    times) and its peak resident memory (the largest ``peak_resident_mib`` in the run's
+    metrics.jsonl: the process's peak since the run started), each the mean over its runs
+    with their range."""
+    lines = ["| Method | Pretraining tasks | Runs | Meta-training time (s), mean (min-max) | Peak resident memory "
+             "(MiB), mean (min-max) |", "|---|---|---|---|---|"]
+    by_cell: dict[tuple[str, int], list[tuple[float | None, float | None]]] = {}
     for r, column in zip(runs, columns(runs), strict=True):
         metrics = Path(r["dir"]) / "metrics.jsonl"
         peaks = [rec.get("peak_resident_mib") for rec in (read_jsonl(metrics) if metrics.is_file() else [])]
         peaks = [p for p in peaks if isinstance(p, (int, float))]
-        by_column.setdefault(column, []).append((r.get("train_seconds"), max(peaks) if peaks else None))
-    for column in sorted(by_column, key=lambda c: (
-            METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c)):
+        by_cell.setdefault((column, r["pretrain_tasks"]), []).append(
+            (r.get("train_seconds"), max(peaks) if peaks else None))
+    for column, count in sorted(by_cell, key=lambda k: (_method_rank(k[0]), k[0], k[1])):
         cells = []
         for i in (0, 1):
-            values = [v[i] for v in by_column[column] if v[i] is not None]
+            values = [v[i] for v in by_cell[column, count] if v[i] is not None]
             cells.append(f"{sum(values) / len(values):.0f} ({min(values):.0f}-{max(values):.0f})" if values else "-")
-        lines.append(f"| {_label(column, runs)} | {len(by_column[column])} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {_label(column, runs)} | {count} | {len(by_cell[column, count])} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def _method_rank(column: str) -> int:
+    """A column's place in the tables: Table 2's method order, unknown methods last."""
+    method = column.split(" ")[0]
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def paper_table2(counts: list[int]) -> str:
@@ -299,8 +305,7 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     # One line per column of the tables (a method, or a method's configuration where it ran
     # with several): runs of different configurations, e.g. evaluation lengths, are never pooled.
     labels = columns(runs)
-    methods = sorted(set(labels), key=lambda c: (
-        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
+    methods = sorted(set(labels), key=lambda c: (_method_rank(c), c))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
     for m in methods:
         mine = [r for r, label in zip(runs, labels, strict=True) if label == m]
@@ -355,8 +360,7 @@ def plot_loss_curves(runs: list[dict[str, Any]], path: str | Path, window: int =
     largest = max(r["pretrain_tasks"] for r in runs)
     labels = columns(runs)
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
-    for m in sorted(set(labels), key=lambda c: (
-            METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c)):
+    for m in sorted(set(labels), key=lambda c: (_method_rank(c), c)):
         curves = np.array([moving_average(r["loss_curve"], window) for r, label in zip(runs, labels, strict=True)
                            if label == m and r["pretrain_tasks"] == largest and "loss_curve" in r])
         if not len(curves):
@@ -403,12 +407,12 @@ def budget_points(runs: list[dict[str, Any]], left_out: list[str] | None = None)
                      if c in along]
 
 
-def budget_table(points: list[tuple[str, int, float]]) -> str:
+def budget_table(points: list[tuple[str, int, float]], runs: list[dict[str, Any]] | None = None) -> str:
     """Rows = meta-steps, columns = methods: mean test error over the runs evaluated there (n)."""
-    methods = sorted({c for c, _, _ in points}, key=lambda c: (
-        METHOD_ORDER.index(c.split(" ")[0]) if c.split(" ")[0] in METHOD_ORDER else len(METHOD_ORDER), c))
+    methods = sorted({c for c, _, _ in points}, key=lambda c: (_method_rank(c), c))
     steps = sorted({s for _, s, _ in points})
-    lines = ["| Meta-steps | " + " | ".join(_label(m) for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    lines = ["| Meta-steps | " + " | ".join(_label(m, runs) for m in methods) + " |",
+             "|---" * (len(methods) + 1) + "|"]
     for step in steps:
         cells = []
         for m in methods:
@@ -418,7 +422,8 @@ def budget_table(points: list[tuple[str, int, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_budget(points: list[tuple[str, int, float]], paper: dict[str, float], path: Path, title: str) -> Path:
+def plot_budget(points: list[tuple[str, int, float]], paper: dict[str, float], path: Path, title: str,
+                runs: list[dict[str, Any]] | None = None) -> Path:
     """Test error against meta-steps: each run's evaluations (dots), the mean over runs
     (line) and the paper's value (dashed) per method."""
     import matplotlib
@@ -431,13 +436,13 @@ def plot_budget(points: list[tuple[str, int, float]], paper: dict[str, float], p
         steps = sorted({s for c, s, _ in points if c == method})
         means = [sum(v for c, s, v in points if c == method and s == st) /
                  sum(1 for c, s, _ in points if c == method and s == st) for st in steps]
-        (line,) = ax.plot(steps, means, marker="o", label=_label(method))
+        (line,) = ax.plot(steps, means, marker="o", label=_label(method, runs))
         ax.scatter([s for c, s, _ in points if c == method], [v for c, _, v in points if c == method],
                    color=line.get_color(), s=10, alpha=0.5)
         base = method.split(" ")[0]
         if base in paper:
             ax.axhline(paper[base], color=line.get_color(), linestyle="--", linewidth=1,
-                       label=f"{_label(base)}: paper ({paper[base]:.1f})")
+                       label=f"{_label(base, runs)}: paper ({paper[base]:.1f})")
     ax.set(xlabel="meta-steps", ylabel="test error on held-out tasks (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -492,10 +497,10 @@ def write_report(root: str | Path) -> list[Path]:
     if points:
         paper = PAPER_TABLE2.get(counts[-1], {}) if first["benchmark"] == "omniglot" else {}
         text += ["\n## Test error (%) against meta-training (θ0 at checkpoints, `leap evaluate --checkpoint`)\n",
-                 budget_table(points)]
+                 budget_table(points, runs)]
         figures.append(plot_budget(points, paper, root / "budget.png",
                                    f"{BENCHMARK_NAMES.get(first['benchmark'], first['benchmark'])}: test error "
-                                   "against meta-steps"))
+                                   "against meta-steps", runs))
     if left_out:
         text += ["\n## Runs left out (their result is not the evaluation of the run as it is now)\n",
                  "".join(f"- {line}\n" for line in left_out)]

@@ -5,6 +5,7 @@ of section 4.2, read off the 95% intervals over seeds; the held-out training cur
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,13 @@ PAPER_TABLE4: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 
 
+#: Where a result was read from (this machine's path: not written into multicv.json).
+RUN_DIR = "run_dir"
+
+
 def collect_results(directory: str | Path) -> list[Entry]:
-    """(config, result) of every finished run under ``directory`` (any depth)."""
+    """(config, result) of every finished run under ``directory`` (any depth); each result
+    also says where it was read from (``RUN_DIR``)."""
     found = []
     for result_path in sorted(Path(directory).rglob("result.json")):
         try:
@@ -51,7 +57,7 @@ def collect_results(directory: str | Path) -> list[Entry]:
         if result is None:
             print(f"leap: report: left out {result_path.parent}: {why}", file=sys.stderr)
         elif {"held_out", "method", "test_error"} <= set(result):
-            found.append((config, result))
+            found.append((config, {**result, RUN_DIR: str(result_path.parent)}))
     return found
 
 
@@ -219,51 +225,64 @@ def plot_multicv_curves(entries: list[Entry], path: str | Path) -> Path:
 MetaCurve = tuple[str, int, list[dict[str, Any]]]
 
 
-def leap_meta_curves(directory: str | Path) -> list[MetaCurve]:
-    """The metrics of every finished Leap run under ``directory``: its meta-objective per
-    task (``task_paths``, eq. 5) and the mean validation error per meta-step."""
+def leap_meta_curves(entries: list[Entry]) -> list[MetaCurve]:
+    """The metrics of every Leap run among ``entries`` (the report's runs): its
+    meta-objective per task (``task_paths``, eq. 5) and the mean validation error per
+    meta-step."""
     curves = []
-    for result_path in sorted(Path(directory).rglob("result.json")):
-        run = result_path.parent
-        config = read_json_record(run / "config.json")
-        if config.get("method") != "leap" or not (run / "metrics.jsonl").is_file():
+    for config, result in entries:
+        metrics = Path(result[RUN_DIR]) / "metrics.jsonl"
+        if result["method"] != "leap" or not metrics.is_file():
             continue
-        records = [r for r in read_jsonl(run / "metrics.jsonl") if "task_paths" in r]
+        records = [r for r in read_jsonl(metrics) if "task_paths" in r]
         if records:
-            curves.append((str(config.get("held_out")), int(config.get("seed", 0)), records))
+            curves.append((str(result["held_out"]), int(config.get("seed", 0)), records))
     return curves
 
 
-def path_by_dataset(curves: list[MetaCurve], held_out: str) -> dict[str, list[tuple[int, float]]]:
-    """(meta-step, path) of every pretraining task of the Leap runs holding ``held_out`` out,
-    per pretraining dataset: a task's path depends on its dataset (its length, its steps),
-    so the meta-objective is read per dataset."""
-    points: dict[str, list[tuple[int, float]]] = {}
+def early_and_late_paths(curves: list[MetaCurve], held_out: str,
+                         fraction: float) -> dict[str, tuple[list[float], list[float]]]:
+    """Per pretraining dataset, the paths of its tasks (finite ones) in the first and in the
+    last ``fraction`` of each Leap run's own meta-steps (a run stopped early by meta-patience
+    is cut at its own end), over the runs holding ``held_out`` out. A task's path depends on
+    its dataset (its images, its steps), so the meta-objective is read per dataset."""
+    paths: dict[str, tuple[list[float], list[float]]] = {}
     for d, _, records in curves:
         if d != held_out:
             continue
+        last = max(int(r["step"]) for r in records)
+        cut = max(1, round(fraction * last))
         for r in records:
             for name, path in zip(r["tasks"], r["task_paths"], strict=True):
-                points.setdefault(name, []).append((int(r["step"]), float(path)))
-    return points
+                early, late = paths.setdefault(name, ([], []))
+                if not math.isfinite(path):
+                    continue
+                if int(r["step"]) <= cut:
+                    early.append(float(path))
+                if int(r["step"]) > last - cut:
+                    late.append(float(path))
+    return paths
 
 
 def meta_objective_table(curves: list[MetaCurve], fraction: float = 0.2) -> str:
     """Per held-out dataset and pretraining dataset: Leap's mean path (its meta-objective)
-    over the first and the last ``fraction`` of the meta-steps, and the change."""
-    lines = ["| Held-out | Pretraining dataset | Tasks (first, last) | Mean path, first "
-             f"{fraction:.0%} of meta-steps | Mean path, last {fraction:.0%} | Change |", "|---|---|---|---|---|---|"]
+    over the tasks of the first and of the last ``fraction`` of each run's meta-steps, each
+    ± the half-width of its 95% interval over those tasks, and the change; a dataset drawn
+    in only one of the two is named below the table."""
+    lines = [f"| Held-out | Pretraining dataset | Mean path, first {fraction:.0%} of meta-steps (tasks) | "
+             f"Mean path, last {fraction:.0%} (tasks) | Change |", "|---|---|---|---|---|"]
+    missing = []
     for held_out in sorted({d for d, _, _ in curves}):
-        steps = max(int(r["step"]) for d, _, records in curves if d == held_out for r in records)
-        cut = max(1, round(fraction * steps))
-        for name, points in sorted(path_by_dataset(curves, held_out).items()):
-            first = [v for step, v in points if step <= cut]
-            last = [v for step, v in points if step > steps - cut]
-            if not first or not last:
+        for name, (early, late) in sorted(early_and_late_paths(curves, held_out, fraction).items()):
+            if not early or not late:
+                missing.append(f"{display_name(name)} (held out {display_name(held_out)}: no task "
+                               f"{'early' if not early else 'late'})")
                 continue
-            a, b = sum(first) / len(first), sum(last) / len(last)
-            lines.append(f"| {display_name(held_out)} | {display_name(name)} | {len(first)}, {len(last)} | {a:.2f} "
-                         f"| {b:.2f} | {100 * (b - a) / a:+.0f}% |")
+            a, b = sum(early) / len(early), sum(late) / len(late)
+            lines.append(f"| {display_name(held_out)} | {display_name(name)} | {format_ci(early, 2)} | "
+                         f"{format_ci(late, 2)} | {100 * (b - a) / a:+.0f}% |")
+    if missing:
+        lines += ["", "Not compared (drawn in only one of the two parts): " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -281,8 +300,13 @@ def plot_meta_objective(curves: list[MetaCurve], path: str | Path) -> Path:
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 6.5), dpi=110, squeeze=False)
     for col, held_out in enumerate(datasets):
         top, bottom = axes[0, col], axes[1, col]
-        for i, (name, points) in enumerate(sorted(path_by_dataset(curves, held_out).items())):
-            top.scatter([s for s, _ in points], [v for _, v in points], s=10, color=f"C{i}", label=display_name(name))
+        points: dict[str, list[tuple[int, float]]] = {}
+        for d, _, records in curves:
+            for r in records if d == held_out else ():
+                for name, value in zip(r["tasks"], r["task_paths"], strict=True):
+                    points.setdefault(name, []).append((int(r["step"]), float(value)))
+        for i, (name, xy) in enumerate(sorted(points.items())):
+            top.scatter([x for x, _ in xy], [y for _, y in xy], s=10, color=f"C{i}", label=display_name(name))
         for d, seed, records in curves:
             if d == held_out:
                 bottom.plot([r["step"] for r in records], [100 * r["mean_val_error"] for r in records], lw=1,
@@ -328,12 +352,13 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
     if sentences:
         text += ["\n## The claims of section 4.2\n", *sentences]
     text += ["\n![held-out training curves](multicv-curves.png)\n"]
-    meta = leap_meta_curves(directory)
+    meta = leap_meta_curves(entries)
     if meta:
         text += ["\n## Leap's meta-training\n",
                  "Leap lowers the expected path of the pretraining tasks' training (eq. 5); a task's path depends on "
-                 "its dataset, so it is compared per dataset, early against late in meta-training (mean over the "
-                 "tasks drawn then, over every seed).\n", meta_objective_table(meta),
+                 "its dataset, so it is compared per dataset, early against late in each run's meta-training (mean "
+                 "over the tasks drawn then, over every seed, ± the half-width of its 95% interval over those "
+                 "tasks).\n", meta_objective_table(meta),
                  "\n![Leap's meta-objective and validation error](multicv-meta.png)\n"]
     text += ["\n## Protocol\n"]
     text += [f"- `{p}`" for p in sorted(protocols)]
@@ -347,7 +372,8 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
                     f"| {r['pretrain_seconds']:.0f} | {r['eval_seconds']:.0f} |")
     md, js = directory / "multicv.md", directory / "multicv.json"
     atomic_write_bytes(md, ("\n".join(text) + "\n").encode())
-    atomic_write_json(js, [{**{k: v for k, v in r.items() if k != "curve"}, "config": c} for c, r in entries])
+    atomic_write_json(js, [{**{k: v for k, v in r.items() if k not in ("curve", RUN_DIR)}, "config": c}
+                           for c, r in entries])
     figures = [plot_multicv_curves(entries, directory / "multicv-curves.png")]
     if meta:
         figures.append(plot_meta_objective(meta, directory / "multicv-meta.png"))
