@@ -27,7 +27,7 @@ def test_train_writes_init_config_and_metrics(tmp_path):
     from leap.engine.memory import peak_resident_mib
 
     peaks = [r["peak_resident_mib"] for r in records]
-    assert 0 < peaks[0] <= peaks[1] <= peak_resident_mib()
+    assert 0 < peaks[0] <= peaks[1] <= peak_resident_mib() + 0.05  # the records round to 0.1 MiB
 
 
 def test_same_seed_gives_identical_init(tmp_path):
