@@ -309,12 +309,8 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
     for m in methods:
         mine = [r for r, label in zip(runs, labels, strict=True) if label == m]
-        curves = np.array([moving_average(r["curve"], window) for r in mine if r["pretrain_tasks"] == largest]) * 100
-        if len(curves):
-            steps = np.arange(1, curves.shape[1] + 1)
-            (line,) = left.plot(steps, curves.mean(0), label=f"{_label(m, runs)} (n={len(curves)})")
-            left.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
-                              color=line.get_color(), alpha=0.2)
+        _plot_seeds(left, [r["curve"] for r in mine if r["pretrain_tasks"] == largest], window, 100.0,
+                    _label(m, runs))
         xs, means, stds = [], [], []
         for n in counts:
             aucs = [100 * r["auc"] for r in mine if r["pretrain_tasks"] == n]
@@ -347,6 +343,20 @@ def plot_figure3(runs: list[dict[str, Any]], path: str | Path, window: int = 5) 
     return path
 
 
+def _plot_seeds(ax: Any, curves: list[list[float]], window: int, scale: float, label: str) -> None:
+    """One method's curves over seeds on ``ax``: the mean of their moving averages times
+    ``scale``, shaded ± one std over seeds; nothing when there is none."""
+    import numpy as np
+
+    if not curves:
+        return
+    smooth = np.array([moving_average(c, window) for c in curves]) * scale
+    steps = np.arange(1, smooth.shape[1] + 1)
+    (line,) = ax.plot(steps, smooth.mean(0), label=f"{label} (n={len(smooth)})")
+    ax.fill_between(steps, smooth.mean(0) - smooth.std(0), smooth.mean(0) + smooth.std(0), color=line.get_color(),
+                    alpha=0.2)
+
+
 def plot_loss_curves(runs: list[dict[str, Any]], path: str | Path, window: int = 10) -> Path:
     """A language model's held-out training: the training loss against the step (each run's
     mean over its held-out tasks, then the mean over seeds, moving average ``window``),
@@ -355,20 +365,14 @@ def plot_loss_curves(runs: list[dict[str, Any]], path: str | Path, window: int =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     largest = max(r["pretrain_tasks"] for r in runs)
     labels = columns(runs)
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
     for m in sorted(set(labels), key=lambda c: (_method_rank(c), c)):
-        curves = np.array([moving_average(r["loss_curve"], window) for r, label in zip(runs, labels, strict=True)
-                           if label == m and r["pretrain_tasks"] == largest and "loss_curve" in r])
-        if not len(curves):
-            continue
-        steps = np.arange(1, curves.shape[1] + 1)
-        (line,) = ax.plot(steps, curves.mean(0), label=f"{_label(m, runs)} (n={len(curves)})")
-        ax.fill_between(steps, curves.mean(0) - curves.std(0), curves.mean(0) + curves.std(0),
-                        color=line.get_color(), alpha=0.2)
+        _plot_seeds(ax, [r["loss_curve"] for r, label in zip(runs, labels, strict=True)
+                         if label == m and r["pretrain_tasks"] == largest and "loss_curve" in r], window, 1.0,
+                    _label(m, runs))
     benchmark = BENCHMARK_NAMES.get(runs[0]["benchmark"], runs[0]["benchmark"])
     ax.set(xlabel="training step on held-out task", ylabel=f"training loss (nats per byte), moving average {window}",
            title=f"{benchmark}: held-out training from each initialization")
