@@ -233,8 +233,8 @@ def test_rl_report_draws_one_figure_and_a_table_per_result(tmp_path):
     result = {"benchmark": "minatar", "runs": {g: {"leap": {"0": run, "1": run}, "random": {"0": run}}
                                                for g in ("breakout", "space_invaders")}}
     (tmp_path / "rl-eval.json").write_text(json.dumps(result))
-    png, md = write_rl_report(tmp_path)
-    assert png.stat().st_size > 0
+    summary, png, md = write_rl_report(tmp_path)
+    assert png.stat().st_size > 0 and summary.name == "rl-summary.json"
     table = md.read_text()
     assert "| breakout | Leap | 2 | 1.00 ± 0.00 (n=2) |" in table and "| space_invaders | Random init | 1 |" in table
     # seed 0 is shared with the random init: one paired seed, no interval, no verdict
@@ -254,10 +254,35 @@ def test_rl_report_reads_faster_slower_or_indistinguishable_off_the_paired_inter
                                                "seaquest": {"leap": random, "random": faster}},
               "pool": ["seaquest"]}
     (tmp_path / "rl-eval.json").write_text(json.dumps(result))
-    table = write_rl_report(tmp_path)[1].read_text()
+    table = write_rl_report(tmp_path)[-1].read_text()
     assert "| asterix | Leap - Random init |" in table and "faster (the interval lies above 0) |" in table
     assert "| seaquest (pretraining game) | Leap - Random init |" in table  # Table 6 marks games seen in training
     assert "indistinguishable (the interval contains 0) |" in table and "slower (the interval lies below 0) |" in table
+
+
+def test_the_rl_report_is_redrawn_the_same_from_its_small_summary_alone(tmp_path):
+    # rl-eval.json holds every episode of every agent (tens of MB for Figure 4's protocol);
+    # results/ keeps rl-summary.json, from which leap report draws the same table
+    def run(seed):
+        returns = [float((seed * 7 + i) % 5) for i in range(300)]
+        return {"episode_steps": [10 * (i + 1) for i in range(300)], "episode_returns": returns, "steps": 3000,
+                "seconds": 0.1}
+
+    result = {"benchmark": "minatar", "pool": ["asterix"],
+              "runs": {g: {"leap": {str(s): run(s) for s in range(3)}, "random": {str(s): run(s + 1) for s in range(3)}}
+                       for g in ("breakout", "asterix")}}
+    full, alone = tmp_path / "full", tmp_path / "alone"
+    full.mkdir(), alone.mkdir()
+    (full / "rl-eval.json").write_text(json.dumps(result))
+    write_rl_report(full)
+    (alone / "rl-summary.json").write_bytes((full / "rl-summary.json").read_bytes())
+    assert main(["report", str(alone)]) == 0
+    assert (alone / "rl-eval.md").read_text() == (full / "rl-eval.md").read_text()
+    assert (alone / "rl-curves.png").stat().st_size > 0
+    # its size grows with the seeds, not with the episodes: 200 grid points per agent
+    summary = json.loads((full / "rl-summary.json").read_text())
+    assert all(len(v["curve"]) == 200 for g in summary["games"].values() for by in g["labels"].values()
+               for v in by.values())
 
 
 def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):

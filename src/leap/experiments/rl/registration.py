@@ -29,5 +29,5 @@ EXPERIMENT = Experiment(
     resolve_extra=f"{OPTIONS}:resolve_extra",
     extra_from_args=f"{OPTIONS}:extra_from_args",
     report="leap.experiments.rl.report:report_directory",
-    result_files=("rl-eval.json",),
+    result_files=("rl-eval.json", "rl-summary.json"),
 )

@@ -8,6 +8,7 @@ deviations across seeds (the paper: two), one line per initialization.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -36,16 +37,50 @@ def curve_on_grid(episode_steps: list[int], episode_returns: list[float], grid: 
         return np.where(count > 0, (cumulative[ended] - cumulative[first]) / np.maximum(count, 1), np.nan)
 
 
-def seed_curves(runs: dict[str, Any], grid: np.ndarray, window: int) -> np.ndarray:
-    """(seeds, len(grid)) curves of one game and initialization."""
-    return np.stack([curve_on_grid(r["episode_steps"], r["episode_returns"], grid, window) for r in runs.values()])
-
-
 def per_seed(runs: dict[str, Any], window: int) -> dict[str, tuple[float, float]]:
     """Seed -> (mean return over all its episodes: the area under its learning curve, in
     spirit; final return: the mean of its last ``window`` episodes), for seeds with episodes."""
     return {seed: (float(np.mean(r["episode_returns"])), float(np.mean(r["episode_returns"][-window:])))
             for seed, r in runs.items() if r["episode_returns"]}
+
+
+#: ``rl-summary.json``: what the report reads of ``rl-eval.json`` (every episode of every
+#: agent, tens of MB), small enough for results/ in the repository.
+SUMMARY_FILE = "rl-summary.json"
+SUMMARY_FORMAT = "rl-summary-1"
+
+
+def summarize(result: dict[str, Any], window: int = 100, points: int = 200) -> dict[str, Any]:
+    """The report's numbers of an ``rl-eval.json`` result: per game the ``points``-step grid,
+    and per initialization and seed its curve on the grid (`curve_on_grid()`, NaN as
+    None), its mean return over all episodes and its final return (`per_seed()`); the
+    result's other fields are kept. A summary is returned as it is."""
+    if result.get("format") == SUMMARY_FORMAT:
+        return result
+    games: dict[str, Any] = {}
+    for game, by_label in result["runs"].items():
+        budget = max(r["steps"] for runs in by_label.values() for r in runs.values())
+        grid = np.linspace(budget / points, budget, points)
+        labels = {}
+        for label, runs in by_label.items():
+            values = per_seed(runs, window)
+            labels[label] = {seed: {"curve": [None if math.isnan(v) else round(float(v), 4)
+                                              for v in curve_on_grid(r["episode_steps"], r["episode_returns"], grid,
+                                                                     window)],
+                                    "mean_return": values.get(seed, (None, None))[0],
+                                    "final_return": values.get(seed, (None, None))[1],
+                                    "episodes": len(r["episode_returns"]), "steps": r["steps"],
+                                    "seconds": r.get("seconds")}
+                             for seed, r in runs.items()}
+        games[game] = {"grid": [float(x) for x in grid], "labels": labels}
+    kept = {k: v for k, v in result.items() if k != "runs"}
+    return {**kept, "format": SUMMARY_FORMAT, "window": window, "games": games}
+
+
+def _seed_values(summary: dict[str, Any], game: str, label: str) -> dict[str, tuple[float, float]]:
+    """Seed -> (mean return, final return) of the seeds with episodes."""
+    return {seed: (v["mean_return"], v["final_return"])
+            for seed, v in summary["games"][game]["labels"][label].items() if v["mean_return"] is not None}
 
 
 def _cell(values: list[float]) -> str:
@@ -57,19 +92,21 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
     half-width of its 95% interval; then, per game, the paired difference of each learned
     initialization minus the random one (the same seeds: the same heads, environments and
     action streams, so only the encoder's start differs) with a sentence read off its
-    interval."""
+    interval. ``result``: rl-eval.json's, or its summary (`summarize()`, whose window holds)."""
+    summary = summarize(result, window)
+    window = summary["window"]
     lines = [
         "| Game | Initialization | Seeds | Mean return over training | Final return (last "
         f"{window} episodes) |",
         "|---|---|---|---|---|",
     ]
     verdicts = []
-    pool = set(result.get("pool", ()))
-    for game, by_label in result["runs"].items():
-        seeds = {label: per_seed(runs, window) for label, runs in by_label.items()}
+    pool = set(summary.get("pool", ()))
+    for game, entry in summary["games"].items():
+        seeds = {label: _seed_values(summary, game, label) for label in entry["labels"]}
         name = f"{game} (pretraining game)" if game in pool else game
         for label, values in seeds.items():
-            lines.append(f"| {name} | {LABELS.get(label, label)} | {len(by_label[label])} | "
+            lines.append(f"| {name} | {LABELS.get(label, label)} | {len(entry['labels'][label])} | "
                          f"{_cell([v[0] for v in values.values()])} | {_cell([v[1] for v in values.values()])} |")
         for label, values in seeds.items():
             if label == "random" or "random" not in seeds:
@@ -101,17 +138,16 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    games = list(result["runs"])
+    summary = summarize(result, window, points)
+    window, games = summary["window"], list(summary["games"])
     cols = min(3, len(games))
     rows = math.ceil(len(games) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(5.5, 4.2 * cols), 3.4 * rows), dpi=120, squeeze=False)
     colors = {"random": "tab:blue", "none": "tab:blue", "leap": "tab:orange", "reptile": "tab:green"}
     for ax, game in zip(axes.flat, games, strict=False):
-        by_label = result["runs"][game]
-        budget = max(r["steps"] for runs in by_label.values() for r in runs.values())
-        grid = np.linspace(budget / points, budget, points)
-        for label, runs in by_label.items():
-            curves = seed_curves(runs, grid, window)
+        grid = np.asarray(summary["games"][game]["grid"])
+        for label, runs in summary["games"][game]["labels"].items():
+            curves = np.array([[np.nan if v is None else v for v in r["curve"]] for r in runs.values()], dtype=float)
             with warnings.catch_warnings():  # all-NaN columns (before a seed's first episode) plot as gaps
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(curves, axis=0)
@@ -126,7 +162,7 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(games):]:
         ax.set_visible(False)
-    fig.suptitle(f"{result.get('benchmark', '')}: mean over seeds, band ±{spread:g} std across seeds", fontsize=10)
+    fig.suptitle(f"{summary.get('benchmark', '')}: mean over seeds, band ±{spread:g} std across seeds", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     save_figure(fig, path)
@@ -135,20 +171,32 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
 
 
 def report_directory(directory: Path) -> list[Path]:
-    """``leap report DIR``: the RL report of ``DIR/rl-eval.json``, nothing when there is none."""
-    return write_rl_report(directory) if (directory / RESULT_FILE).is_file() else []
+    """``leap report DIR``: the RL report of ``DIR/rl-eval.json``, or of its summary
+    ``DIR/rl-summary.json`` alone (as committed under results/); nothing when there is neither."""
+    if (directory / RESULT_FILE).is_file() or (directory / SUMMARY_FILE).is_file():
+        return write_rl_report(directory)
+    return []
 
 
 def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, window: int = 100,
                     spread: float = 2.0) -> list[Path]:
-    """From ``directory/rl-eval.json`` write ``rl-curves.png`` (Figure 4's shape) and
-    ``rl-eval.md`` (summary table); returns the paths written."""
+    """From ``directory/rl-eval.json`` write its summary ``rl-summary.json`` (`summarize()`),
+    ``rl-curves.png`` (Figure 4's shape) and ``rl-eval.md`` (summary table); without
+    rl-eval.json, the figure and the table from ``rl-summary.json`` (the window it was
+    made with). Returns the paths written."""
     directory = Path(directory)
-    result = read_json_record(directory / result_file, ("runs",))
-    stem = Path(result_file).stem.replace("rl-eval", "rl")
-    png = plot_rl_curves(result, directory / f"{stem}-curves.png", window, spread)
-    md = directory / f"{Path(result_file).stem}.md"
-    atomic_write_text(md, f"# {result.get('benchmark', '')}: learned vs random encoder initialization\n\n"
-                  f"{summary_table(result, window)}")
-    return [png, md]
+    stem = Path(result_file).stem
+    summary_path = directory / SUMMARY_FILE.replace("rl-summary", stem.replace("rl-eval", "rl-summary"))
+    written = []
+    if (directory / result_file).is_file():
+        summary = summarize(read_json_record(directory / result_file, ("runs",)), window)
+        atomic_write_text(summary_path, json.dumps(summary) + "\n")
+        written.append(summary_path)
+    else:
+        summary = read_json_record(summary_path, ("games", "window", "format"))
+    png = plot_rl_curves(summary, directory / f"{stem.replace('rl-eval', 'rl')}-curves.png", window, spread)
+    md = directory / f"{stem}.md"
+    atomic_write_text(md, f"# {summary.get('benchmark', '')}: learned vs random encoder initialization\n\n"
+                  f"{summary_table(summary, window)}")
+    return [*written, png, md]
 
