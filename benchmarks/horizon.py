@@ -180,11 +180,11 @@ def plot(rows: list[dict], path: Path) -> None:
 def write(out: Path, rows: list[dict]) -> None:
     """The JSON (atomically: a kill while writing leaves the previous file) and the
     Markdown table, rows in (model, method, K) order."""
+    from leap.util.files import atomic_write_json, atomic_write_text
+
     rows = sorted(rows, key=lambda r: (MODELS.index(r["model"]), METHODS.index(r["method"]), r["k"]))
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(json.dumps({"rows": rows, "python": sys.version.split()[0]}, indent=2))
-    os.replace(partial, out)
-    out.with_suffix(".md").write_text(table(rows))
+    atomic_write_json(out, {"rows": rows, "python": sys.version.split()[0]})
+    atomic_write_text(out.with_suffix(".md"), table(rows))
 
 
 def machine() -> str:

@@ -177,16 +177,17 @@ class Quantity:
 
 
 TEST_ERROR = Quantity("test_error", "test_errors", "test error, points")
+AUC = Quantity("auc", "aucs", "AUC of training error, points")
 #: A language model's (`LOSS_BENCHMARKS`): the test loss and the mean training loss over the
 #: evaluation steps (the area under its loss curve), in nats per predicted byte.
 TEST_LOSS = Quantity("test_loss", "test_losses", "test loss, nats", 1.0, 3)
 LOSS_AUC = Quantity("loss_auc", "loss_aucs", "mean training loss, nats", 1.0, 3)
 
 
-def _grid(runs: list[dict[str, Any]], key: str, scale: float = 100.0) -> dict[tuple[int, str], list[float]]:
+def _grid(runs: list[dict[str, Any]], quantity: Quantity) -> dict[tuple[int, str], list[float]]:
     grid: dict[tuple[int, str], list[float]] = {}
     for r, column in zip(runs, columns(runs), strict=True):
-        grid.setdefault((r["pretrain_tasks"], column), []).append(scale * r[key])
+        grid.setdefault((r["pretrain_tasks"], column), []).append(quantity.scale * r[quantity.key])
     return grid
 
 
@@ -198,11 +199,11 @@ def _label(column: str, runs: list[dict[str, Any]] | None = None) -> str:
     return method_label(method, mine[0] if mine else None) + (f" {rest}" if rest else "")
 
 
-def sweep_table(runs: list[dict[str, Any]], key: str = "test_error", scale: float = 100.0, digits: int = 1) -> str:
+def sweep_table(runs: list[dict[str, Any]], quantity: Quantity = TEST_ERROR) -> str:
     """Table 2's shape: rows = pretraining-task counts, columns = methods, mean ± the
-    half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`), of
-    ``scale`` times each run's ``key``."""
-    grid = _grid(runs, key, scale)
+    half-width of its 95% interval over seeds (`leap.util.stats.format_ci()`), of each
+    run's ``quantity``."""
+    grid = _grid(runs, quantity)
     methods = sorted({k[1] for k in grid}, key=lambda c: (_method_rank(c), c))
     counts = sorted({k[0] for k in grid})
     lines = ["| Pretraining tasks | " + " | ".join(_label(m, runs) for m in methods) + " |",
@@ -212,7 +213,7 @@ def sweep_table(runs: list[dict[str, Any]], key: str = "test_error", scale: floa
         for m in methods:
             values = grid.get((n, m))
             # No "± 0.0" for a single seed: a spread over one value says nothing.
-            cells.append(format_ci(values, digits) if values else "-")
+            cells.append(format_ci(values, quantity.digits) if values else "-")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -476,8 +477,8 @@ def write_report(root: str | Path) -> list[Path]:
             f"{', '.join(map(str, budgets))}. Mean ± the half-width of its 95% confidence interval over seeds "
             "(Student's t; n = number of seeds, no interval for one seed); each run's value is the mean over the "
             "held-out tasks.\n",
-            "## Test error (%) after the evaluation steps on held-out tasks\n", sweep_table(runs, "test_error"),
-            "\n## Area under the training-error curve (%)\n", sweep_table(runs, "auc")]
+            "## Test error (%) after the evaluation steps on held-out tasks\n", sweep_table(runs, TEST_ERROR),
+            "\n## Area under the training-error curve (%)\n", sweep_table(runs, AUC)]
     if first["benchmark"] == "omniglot":
         text += ["\n## The paper's Table 2 (test error %, 1000 meta-steps, 20 tasks x 100 steps, 10 seeds)\n",
                  paper_table2(counts)]
@@ -487,9 +488,9 @@ def write_report(root: str | Path) -> list[Path]:
     figures = []
     if first["benchmark"] in LOSS_BENCHMARKS and all("test_loss" in r for r in runs):
         text += ["\n## Test loss (nats per byte) after the evaluation steps\n",
-                 sweep_table(runs, "test_loss", TEST_LOSS.scale, TEST_LOSS.digits),
+                 sweep_table(runs, TEST_LOSS),
                  "\n## Mean training loss over the evaluation steps (the area under the loss curve, nats per byte)\n",
-                 sweep_table(runs, "loss_auc", LOSS_AUC.scale, LOSS_AUC.digits)]
+                 sweep_table(runs, LOSS_AUC)]
         for quantity in (LOSS_AUC, TEST_LOSS):
             losses = paired_table(runs, LOSS_PAIRS, quantity, verdicts=True)
             if losses:

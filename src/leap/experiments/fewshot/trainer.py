@@ -178,18 +178,15 @@ class MetaTrainer(HookTrainerState):
         them). Returns each task's curve in its own step order (test error not measured).
         """
         model, cfg = self.model, self.cfg
-        heads: dict[int, nn.Module] = {}
+        heads: dict[int, nn.Module] = {0: model.head} if self.shared_head else {}
         for task, _ in draws:
             if self.head_key(task) in heads:
                 continue
-            if self.shared_head:
-                heads[0] = model.head
-            elif task.source in self.heads:
+            if task.source in self.heads:
                 model.head.load_state_dict(self.heads[task.source])
             else:
                 reset_head(model, cfg.seed, "finetune-head", task.source)
-            if not self.shared_head:
-                heads[task.source] = copy.deepcopy(model.head)
+            heads[task.source] = copy.deepcopy(model.head)
         before = {k: v.detach().clone() for k, v in model.state_dict().items()}
         encoder = [p for n, p in model.named_parameters() if not n.startswith("head.")]
         trained = encoder + [p for h in heads.values() for p in h.parameters()]
