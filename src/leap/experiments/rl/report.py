@@ -63,15 +63,15 @@ def summarize(result: dict[str, Any], window: int = 100, points: int = 200) -> d
         grid = np.linspace(budget / points, budget, points)
         labels = {}
         for label, runs in by_label.items():
-            values = per_seed(runs, window)
-            labels[label] = {seed: {"curve": [None if math.isnan(v) else round(float(v), 4)
-                                              for v in curve_on_grid(r["episode_steps"], r["episode_returns"], grid,
-                                                                     window)],
-                                    "mean_return": values.get(seed, (None, None))[0],
-                                    "final_return": values.get(seed, (None, None))[1],
-                                    "episodes": len(r["episode_returns"]), "steps": r["steps"],
-                                    "seconds": r.get("seconds")}
-                             for seed, r in runs.items()}
+            values = per_seed(runs, window)  # seeds without an episode have no returns: None
+            labels[label] = {}
+            for seed, r in runs.items():
+                curve = curve_on_grid(r["episode_steps"], r["episode_returns"], grid, window)
+                mean_return, final_return = values.get(seed, (None, None))
+                labels[label][seed] = {"curve": [None if math.isnan(v) else round(float(v), 4) for v in curve],
+                                       "mean_return": mean_return, "final_return": final_return,
+                                       "episodes": len(r["episode_returns"]), "steps": r["steps"],
+                                       "seconds": r.get("seconds")}
         games[game] = {"grid": [float(x) for x in grid], "labels": labels}
     kept = {k: v for k, v in result.items() if k != "runs"}
     return {**kept, "format": SUMMARY_FORMAT, "window": window, "games": games}
@@ -186,7 +186,7 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
     made with). Returns the paths written."""
     directory = Path(directory)
     stem = Path(result_file).stem
-    summary_path = directory / SUMMARY_FILE.replace("rl-summary", stem.replace("rl-eval", "rl-summary"))
+    summary_path = directory / f"{stem.replace('rl-eval', 'rl-summary')}.json"  # rl-summary.json beside rl-eval.json
     written = []
     if (directory / result_file).is_file():
         summary = summarize(read_json_record(directory / result_file, ("runs",)), window)
