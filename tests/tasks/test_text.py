@@ -5,10 +5,12 @@ method trains it through the one inner loop."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import torch
 
+from helpers.torchrun import LIMIT_S, assert_same_records, max_abs_diff, records, torchrun
 from leap.cli import main
 from leap.engine import InnerLoop, train_task
 from leap.engine.inner import task_error, task_loss
@@ -173,3 +175,16 @@ def test_a_language_model_sweep_reports_losses_paired_against_the_random_init_wi
     memory = leap_row.split("|")[5]  # | Method | Pretraining tasks | Runs | time | memory |
     assert memory.strip() != "-" and float(memory.split()[0]) > 0
     assert (out / "loss-curves.png").stat().st_size > 0
+
+
+def test_two_torchrun_processes_meta_train_the_transformer_to_the_init_of_one_process(tmp_path):
+    args = ["train", "--benchmark", "charlm", "--method", "leap", "--meta-steps", "2", "--meta-batch", "2",
+            "--task-steps", "3", "--task-batch", "2", "--pretrain-tasks", "2", "--eval-steps", "2",
+            "--eval-batch", "2", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    proc = subprocess.run(torchrun("-m", "leap", *args, "--out", str(tmp_path / "two")), capture_output=True,
+                          text=True, timeout=LIMIT_S)
+    assert proc.returncode == 0, proc.stderr
+    # each rank trains one of the meta-batch's two packages; the reduced meta-gradient is the same
+    assert max_abs_diff(tmp_path / "two", tmp_path / "one") < 1e-5
+    assert_same_records(records(tmp_path / "two"), records(tmp_path / "one"))
