@@ -375,8 +375,10 @@ def plot_loss_curves(runs: list[dict[str, Any]], path: str | Path, window: int =
                          if label == m and r["pretrain_tasks"] == largest and "loss_curve" in r], window, 1.0,
                     _label(m, runs))
     benchmark = BENCHMARK_NAMES.get(runs[0]["benchmark"], runs[0]["benchmark"])
-    ax.set(xlabel="training step on held-out task", ylabel=f"training loss (nats per byte), moving average {window}",
-           title=f"{benchmark}: held-out training from each initialization")
+    # Two title lines and a short axis label: the long benchmark names did not fit one line.
+    ax.set(xlabel="training step on held-out task", ylabel="training loss (nats per byte)")
+    ax.set_title(f"{benchmark}:\nheld-out training from each initialization (moving average of {window})",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
