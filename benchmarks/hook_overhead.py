@@ -1,14 +1,18 @@
 """Cost of the Leap hook per inner step (not a test: a measurement).
 
-Omniglot convnet (4 x [conv 3x3 64, max-pool 2, batch-norm, ReLU] + linear 20), 28x28
-inputs, batch 20, SGD lr 0.1. Plain training and training with ``Leap.update`` are
+``--model convnet`` (default): the Omniglot convnet (4 x [conv 3x3 64, max-pool 2,
+batch-norm, ReLU] + linear 20), 28x28 inputs, batch 20, SGD lr 0.1. ``--model
+transformer``: charlm's ``CharTransformer`` (2 layers, width 128, 4 heads, 128 bytes),
+batch 8, AdamW lr 1e-3 with gradient clipping at norm 1 (after the hook, as in
+``leap.engine.inner.train_task``). Random inputs either way. Plain training and training with ``Leap.update`` are
 timed in interleaved blocks (ABBA order, so drifts in machine load hit both alike).
 The overhead is the added time after ``backward`` (hook + optimizer step, medians over
 blocks) as a fraction of the plain step: forward and backward are identical in both
 variants and carry most of the timing noise. As a check, the whole-step ratio (median
 over pairs of adjacent blocks, with a bootstrap 95% interval) is printed too.
 
-    python benchmarks/hook_overhead.py [--device cpu|cuda] [--steps 50] [--repeats 20] [--cache-study]
+    python benchmarks/hook_overhead.py [--model convnet|transformer] [--device cpu|cuda] [--steps 50] [--repeats 20]
+                                       [--cache-study]
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import leap
-from leap.models import ConvNet
+from leap.engine.inner import task_loss
+from leap.models import CharTransformer, ConvNet
 
 
 def sync(device: torch.device) -> None:
@@ -31,19 +35,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_block(model, hook, opt, data, device) -> tuple[float, float]:
+def time_block(model, hook, opt, data, device, clip: float = 0.0) -> tuple[float, float]:
     """Seconds per step over one block of steps: the whole step, and the part after
-    ``backward`` (hook + optimizer step + zero_grad), which is where the variants differ."""
+    ``backward`` (hook + clipping + optimizer step + zero_grad), which is where the variants differ."""
     sync(device)
     after_backward = 0.0
     start = time.perf_counter()
     for x, y in data:
-        loss = F.cross_entropy(model(x), y)
+        loss = task_loss(model(x), y)
         loss.backward()
         sync(device)
         tail = time.perf_counter()
         if hook is not None:
             hook(loss, model)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         opt.zero_grad()
         sync(device)
@@ -53,6 +59,7 @@ def time_block(model, hook, opt, data, device) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("convnet", "transformer"), default="convnet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=20, help="blocks per variant")
@@ -63,18 +70,24 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = ConvNet().to(device)
+    if args.model == "transformer":
+        model = CharTransformer(width=128, layers=2, heads=4, context=128).to(device)
+        opt, clip = torch.optim.AdamW(model.parameters(), lr=1e-3), 1.0
+        text = [torch.randint(0, 256, (8, 129), device=device) for _ in range(args.steps)]
+        data = [(t[:, :-1], t[:, 1:]) for t in text]
+    else:
+        model = ConvNet().to(device)
+        opt, clip = torch.optim.SGD(model.parameters(), lr=0.1), 0.0
+        data = [(torch.rand(20, 1, 28, 28, device=device), torch.randint(20, (20,), device=device))
+                for _ in range(args.steps)]
     learner = leap.Leap(model, metric="length", loss_in_manifold=True, stabilizer=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = [(torch.rand(20, 1, 28, 28, device=device), torch.randint(20, (20,), device=device))
-            for _ in range(args.steps)]
     learner.init_task()
     learner.to(model)
     hooks = {"plain": None, "Leap.update": learner.update}
     if args.floor:
         hooks.update(floor_hooks(model))
     for hook in hooks.values():  # warm-up
-        time_block(model, hook, opt, data[:5], device)
+        time_block(model, hook, opt, data[:5], device, clip)
     steps: dict[str, list[float]] = {name: [] for name in hooks}
     tails: dict[str, list[float]] = {name: [] for name in hooks}
     ratios = []
@@ -82,7 +95,7 @@ def main() -> None:
         # ABBA order: a drift in machine speed within a round hits every variant alike
         order = list(hooks) if repeat % 2 == 0 else list(reversed(hooks))
         for name in order:
-            step, tail = time_block(model, hooks[name], opt, data, device)
+            step, tail = time_block(model, hooks[name], opt, data, device, clip)
             steps[name].append(step)
             tails[name].append(tail)
         ratios.append(steps["Leap.update"][-1] / steps["plain"][-1])
@@ -91,7 +104,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {device} ({where}); torch {torch.__version__}")
-    print(f"plain SGD step:      {1000 * p:.3f} ms (median of {args.repeats} blocks of {args.steps})")
+    print(f"model: {args.model}; optimizer: {type(opt).__name__}{f', clipping at {clip:g}' if clip else ''}")
+    print(f"plain step:          {1000 * p:.3f} ms (median of {args.repeats} blocks of {args.steps})")
     print(f"with Leap.update:    {1000 * statistics.median(steps['Leap.update']):.3f} ms")
     # Forward and backward are the same in every variant and carry most of the noise, so
     # the added cost is measured where the variants differ: after backward.
@@ -133,7 +147,7 @@ def cache_study(model, learner, data, device, calls: int = 60) -> None:
 
     def forward_backward():
         model.zero_grad()
-        loss = F.cross_entropy(model(x), y)
+        loss = task_loss(model(x), y)
         loss.backward()
         return loss
 

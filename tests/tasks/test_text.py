@@ -188,3 +188,25 @@ def test_two_torchrun_processes_meta_train_the_transformer_to_the_init_of_one_pr
     # each rank trains one of the meta-batch's two packages; the reduced meta-gradient is the same
     assert max_abs_diff(tmp_path / "two", tmp_path / "one") < 1e-5
     assert_same_records(records(tmp_path / "two"), records(tmp_path / "one"))
+
+
+def test_a_charlm_run_extended_by_resume_learns_the_init_of_an_uninterrupted_one_and_compare_reports_losses(
+        tmp_path, capsys):
+    tiny = ["--benchmark", "charlm", "--method", "leap", "--meta-batch", "1", "--task-steps", "3",
+            "--task-batch", "2", "--pretrain-tasks", "2", "--eval-steps", "2", "--eval-batch", "2",
+            "--checkpoint-every", "1", "--no-progress"]
+    assert main(["train", *tiny, "--meta-steps", "2", "--out", str(tmp_path / "straight")]) == 0
+    assert main(["train", *tiny, "--meta-steps", "1", "--out", str(tmp_path / "resumed")]) == 0
+    capsys.readouterr()
+    # Adam's moments and the task order come back from the checkpoint, so the second meta-step is the same
+    assert main(["train", *tiny, "--meta-steps", "2", "--resume", "--out", str(tmp_path / "resumed")]) == 0
+    assert "resuming from" in capsys.readouterr().err  # continued, not started again
+    assert (tmp_path / "resumed" / "init.safetensors").read_bytes() == (
+        tmp_path / "straight" / "init.safetensors").read_bytes()
+    assert records(tmp_path / "resumed") == records(tmp_path / "straight")
+    capsys.readouterr()
+    compare = [a for a in tiny if a not in ("--method", "leap")]
+    out = tmp_path / "cmp"
+    assert main(["compare", *compare, "--meta-steps", "1", "--methods", "leap,none", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "Test loss" in table and "Leap" in table and "No pretraining" in table
