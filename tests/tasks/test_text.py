@@ -180,13 +180,14 @@ def test_a_language_model_sweep_reports_losses_paired_against_the_random_init_wi
 def test_two_torchrun_processes_meta_train_the_transformer_to_the_init_of_one_process(tmp_path):
     args = ["train", "--benchmark", "charlm", "--method", "leap", "--meta-steps", "2", "--meta-batch", "2",
             "--task-steps", "3", "--task-batch", "2", "--pretrain-tasks", "2", "--eval-steps", "2",
-            "--eval-batch", "2", "--no-progress", "--meta-optimizer", "sgd", "--meta-lr", "0.1"]
+            "--eval-batch", "2", "--no-progress", "--meta-optimizer", "sgd", "--meta-lr", "0.1", "--threads", "1"]
     # SGD, not charlm's default Adam: the attention's key bias has a zero gradient up to rounding
     # (softmax ignores a shift shared by a query's scores), and Adam's first step moves each
     # parameter by lr * sign(gradient), so rounding noise moves it by +-lr. torchrun runs each
-    # rank on one thread; one process takes the free cores (two on an idle CI machine) and rounds
+    # rank on one thread; one process took the free cores (two on an idle CI machine) and rounded
     # differently: with Adam the key biases differed by up to 0.035 (CI's failure, measured again
-    # with OMP_NUM_THREADS=1 vs 2), with SGD every entry within 1.5e-6.
+    # with OMP_NUM_THREADS=1 vs 2), with SGD every entry within 1.5e-6. Now one thread each, and
+    # SGD so that the all-reduce's own summation order cannot be amplified either.
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     proc = subprocess.run(torchrun("-m", "leap", *args, "--out", str(tmp_path / "two")), capture_output=True,
                           text=True, timeout=LIMIT_S)
@@ -200,7 +201,7 @@ def test_a_charlm_run_extended_by_resume_learns_the_init_of_an_uninterrupted_one
         tmp_path, capsys):
     tiny = ["--benchmark", "charlm", "--method", "leap", "--meta-batch", "1", "--task-steps", "3",
             "--task-batch", "2", "--pretrain-tasks", "2", "--eval-steps", "2", "--eval-batch", "2",
-            "--checkpoint-every", "1", "--no-progress"]
+            "--checkpoint-every", "1", "--no-progress", "--threads", "1"]  # bitwise at a fixed thread count only
     assert main(["train", *tiny, "--meta-steps", "2", "--out", str(tmp_path / "straight")]) == 0
     assert main(["train", *tiny, "--meta-steps", "1", "--out", str(tmp_path / "resumed")]) == 0
     capsys.readouterr()
