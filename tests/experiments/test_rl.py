@@ -513,6 +513,46 @@ def test_rl_eval_keeps_earlier_agents_only_when_they_were_trained_from_the_same_
 
 
 @needs_minatar
+def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation_of_every_seed(tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "2",
+            "--eval-games", "breakout", *TINY]
+    assert main(["train", *args, "--out", str(run)]) == 0
+    copy, whole = tmp_path / "copy", tmp_path / "whole"
+    shutil.copytree(run, copy)
+    shutil.copytree(run, whole)
+    assert main(["rl-eval", str(whole), "--no-progress"]) == 0  # seeds 0 and 1 in one process
+    assert main(["rl-eval", str(run), "--seeds", "0", "--no-progress"]) == 0
+    assert main(["rl-eval", str(copy), "--seeds", "1", "--no-progress"]) == 0
+    assert main(["rl-eval", str(run), "--merge", str(copy), "--no-progress"]) == 0
+    merged, want = (json.loads((d / "rl-eval.json").read_text()) for d in (run, whole))
+    assert merged["seeds"] == [0, 1]
+    kept = json.loads((copy / "rl-eval.json").read_text())["runs"]["breakout"]
+    # seed 1 kept from the copy (its measured seconds too), not trained again
+    assert all(merged["runs"]["breakout"][label]["1"] == kept[label]["1"] for label in ("leap", "random"))
+
+    def untimed(runs: dict) -> dict:  # an agent's seconds are measured, the rest is its learning
+        return {game: {label: {seed: {k: v for k, v in agent.items() if k != "seconds"}
+                               for seed, agent in agents.items()} for label, agents in labels.items()}
+                for game, labels in runs.items()}
+
+    assert untimed(merged["runs"]) == untimed(want["runs"])
+    assert (run / "rl-eval.md").read_text() == (whole / "rl-eval.md").read_text()
+    # Agents of another init are refused with one line, and the result file is left as it was.
+    other = tmp_path / "other"
+    assert main(["train", *args, "--seed", "1", "--out", str(other)]) == 0
+    assert main(["rl-eval", str(other), "--seeds", "0", "--no-progress"]) == 0
+    before = (run / "rl-eval.json").read_bytes()
+    capsys.readouterr()
+    assert main(["rl-eval", str(run), "--merge", str(other / "rl-eval.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--merge" in err and "another init" in err and "\n" not in err, err
+    assert (run / "rl-eval.json").read_bytes() == before
+
+
+@needs_minatar
 @pytest.mark.parametrize("damage", ["nan", "another model"])
 def test_rl_eval_refuses_an_init_that_is_not_this_agents_encoder_with_one_line(tmp_path, capsys, damage):
     from safetensors.torch import save_file

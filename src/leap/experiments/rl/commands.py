@@ -138,11 +138,14 @@ def load_run_config(run: Path, overrides: dict[str, Any]) -> RunConfig:
 
 def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | None = None,
                 eval_steps: int | None = None, device: str | None = None, out: Path | None = None,
-                baseline: bool = True, progress: bool = True) -> dict[str, Any]:
+                baseline: bool = True, progress: bool = True, merge: list[Path] | None = None) -> dict[str, Any]:
     """Evaluate the run's encoder init (and a random one) on ``games`` x ``seeds``,
     write ``rl-eval.json`` (episode returns of every run) and the figure.
 
     Resumable: runs already in an existing result file with the same settings are kept.
+    ``merge``: result files of other ``rl-eval`` processes (e.g. on a copy of the run
+    directory, other seeds, to use another core) whose agents are kept as well; each must
+    evaluate the same init with the same settings, else nothing is written.
     """
     from leap.experiments.rl.meta import RLMetaTrainer, evaluate_init
     from leap.experiments.rl.report import summary_table, write_rl_report
@@ -194,6 +197,11 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     done = None
     if holds_run(out.parent, same_run, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
+    for other in merge or []:
+        done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run)}
+    if merge:  # the file names every seed its runs hold
+        kept = {int(seed) for labels in done["runs"].values() for agents in labels.values() for seed in agents}
+        header["seeds"] = sorted(kept | set(seeds))
     total = len(setup.eval_games) * len(seeds) * len(inits)
 
     def save(result: dict[str, Any]) -> None:
@@ -211,6 +219,28 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     return final
 
 
+def merged_runs(runs: dict[str, Any], other: Path, same_run: Any) -> dict[str, Any]:
+    """``runs`` ({game: {label: {seed: agent}}}) with the agents of the result file
+    ``other`` added; ``UsageError`` when ``other`` is unreadable, evaluates another init or
+    other settings (``same_run`` is False), or holds an agent that ``runs`` holds otherwise.
+    ``runs`` is not changed."""
+    if other.is_dir():
+        other = other / RESULT_FILE
+    if not holds_run(other.parent, same_run, record=other.name):
+        raise UsageError(f"--merge {other}: not an rl-eval result of this run's init and settings (a missing or "
+                         "unreadable file, another init, or other evaluation settings)")
+    merged = json.loads(json.dumps(runs))  # a deep copy: a refused merge leaves nothing half-changed
+    for game, labels in json.loads(other.read_text()).get("runs", {}).items():
+        for label, seeds in labels.items():
+            mine = merged.setdefault(game, {}).setdefault(label, {})
+            for seed, agent in seeds.items():
+                if seed in mine and mine[seed]["episode_returns"] != agent["episode_returns"]:
+                    raise UsageError(f"--merge {other}: {game}/{label}/seed {seed} is in both files with different "
+                                     "returns; keep one of them")
+                mine.setdefault(seed, agent)
+    return merged
+
+
 def _saved_extra(run: Path) -> dict[str, Any]:
     config_path = (run if run.is_dir() else run.parent) / "config.json"
     try:
@@ -222,7 +252,7 @@ def _saved_extra(run: Path) -> dict[str, Any]:
 def cmd_rl_eval(args: argparse.Namespace) -> int:
     rl_evaluate(Path(args.run), args.games, args.seeds, args.eval_steps, args.device,
                 None if args.out is None else Path(args.out), baseline=not args.no_baseline,
-                progress=not args.no_progress)
+                progress=not args.no_progress, merge=[Path(f) for f in args.merge or []])
     return 0
 
 
@@ -238,6 +268,9 @@ def add_rl_eval_parser(sub: Any) -> None:
     dataclasses.replace(RUN_FIELDS["device"], default=None, help="cpu, cuda or cuda:N (default: the run's)").add_to(p)
     Option("out", f"result file (default: RUN/{RESULT_FILE}); the figure is written beside it").add_to(p)
     Option("no_baseline", "skip the random-init runs", action="store_true").add_to(p)
+    Option("merge", "comma-separated rl-eval result files (or run directories) of the same init and settings "
+           "whose agents are kept, e.g. other seeds evaluated on a copy of RUN beside this process",
+           comma_list()).add_to(p)
     EXECUTION_FIELDS["no_progress"].add_to(p)
     THREADS.add_to(p)
     # --out names a file (checked before anything runs); the figure needs matplotlib.
