@@ -285,6 +285,26 @@ def test_the_rl_report_is_redrawn_the_same_from_its_small_summary_alone(tmp_path
                for v in by.values())
 
 
+def test_the_rl_report_of_a_run_directory_tabulates_its_meta_training_with_the_games_in_one_order(tmp_path):
+    run = {"episode_steps": [10, 20, 30], "episode_returns": [0.0, 1.0, 2.0], "steps": 40, "seconds": 0.1}
+    (tmp_path / "rl-eval.json").write_text(json.dumps(
+        {"benchmark": "minatar", "runs": {"breakout": {"leap": {"0": run}, "random": {"0": run}}}}))
+    records = [
+        {"step": 1, "games": ["asterix", "freeway"], "game_returns": [13.5, 57.8], "game_paths": [447.8, 105.1],
+         "train_path": 276.45, "meta_step_norm": 0.3151},
+        {"step": 2, "games": ["freeway", "seaquest"], "game_returns": [float("nan"), 6.0], "game_paths": [1.5, 362.3],
+         "train_path": 181.9, "meta_step_norm": 0.1},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = write_rl_report(tmp_path)[-1].read_text()
+    assert "| meta-step | late return asterix / freeway / seaquest | path energy asterix / freeway / seaquest" in table
+    assert "| 1 | 13.50 / 57.80 / - | 447.8 / 105.1 / - (276.4) | 0.315 |" in table
+    assert "| 2 | - / - / 6.00 | - / 1.5 / 362.3 (181.9) | 0.100 |" in table  # NaN: freeway finished no episode
+    # an evaluation written elsewhere (no metrics.jsonl beside it) has no such section
+    (tmp_path / "metrics.jsonl").unlink()
+    assert "Meta-training" not in write_rl_report(tmp_path)[-1].read_text()
+
+
 def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):
     run = {"episode_steps": [10, 20, 30], "episode_returns": [0.0, 1.0, 2.0], "steps": 40, "seconds": 0.1}
     result = {"benchmark": "minatar", "runs": {"breakout": {"leap": {"0": run}, "random": {"0": run}}}}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from leap.util.files import atomic_write_text, read_json_record, save_figure
+from leap.util.files import atomic_write_text, read_json_record, read_jsonl, save_figure
 from leap.util.stats import format_ci, interval_verdict
 
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
@@ -124,6 +124,30 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
     return "\n".join(lines) + "\n"
 
 
+def meta_training_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: one row per meta-step of the run's ``metrics.jsonl`` ``records``, the games
+    in a fixed order (as first trained): each game's late return (the mean of its agent's
+    last episodes), each game's path energy (Leap's meta-objective, eq. 5 with p = 2;
+    Reptile's runs log none) with their mean, and the norm of θ0's step (Algorithm 1, line 13).
+    A game a meta-step did not train shows "-"."""
+    def number(value: Any, digits: int) -> str:
+        return "-" if value is None or value != value else f"{value:.{digits}f}"  # NaN: no finished episode
+
+    order = list(dict.fromkeys(game for r in records for game in r.get("games") or []))
+    names = " / ".join(order)
+    lines = [f"| meta-step | late return {names} | path energy {names} (mean) | θ0's step |", "|---|---|---|---|"]
+    for r in records:
+        games = r.get("games") or []
+        returns = dict(zip(games, r.get("game_returns") or [], strict=False))
+        paths = dict(zip(games, r.get("game_paths") or [], strict=False))
+        energy = "-"
+        if paths:
+            energy = " / ".join(number(paths.get(g), 1) for g in order) + f" ({number(r.get('train_path'), 1)})"
+        lines.append(f"| {r.get('step')} | {' / '.join(number(returns.get(g), 2) for g in order)} | {energy} | "
+                     f"{number(r.get('meta_step_norm'), 3)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _verdict(differences: list[float]) -> str:
     """Faster, slower or indistinguishable, from the 95% interval of the paired differences."""
     return interval_verdict(differences, below="slower", above="faster")
@@ -196,7 +220,12 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
         summary = read_json_record(summary_path, ("games", "window", "format"))
     png = plot_rl_curves(summary, directory / f"{stem.replace('rl-eval', 'rl')}-curves.png", window, spread)
     md = directory / f"{stem}.md"
-    atomic_write_text(md, f"# {summary.get('benchmark', '')}: learned vs random encoder initialization\n\n"
-                  f"{summary_table(summary, window)}")
+    title = f"# {summary.get('benchmark', '')}: learned vs random encoder initialization"
+    text = f"{title}\n\n{summary_table(summary, window)}"
+    if (directory / "metrics.jsonl").is_file():  # the run's own directory: how its θ0 was meta-trained
+        text += ("\n## Meta-training (the run's metrics.jsonl)\n\nEach game of each meta-step is a new agent "
+                 "with its own head, environments and action stream.\n\n"
+                 f"{meta_training_table(read_jsonl(directory / 'metrics.jsonl'))}")
+    atomic_write_text(md, text)
     return [*written, png, md]
 
