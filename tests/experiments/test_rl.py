@@ -546,7 +546,8 @@ def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation
     assert main(["rl-eval", str(whole), "--no-progress"]) == 0  # seeds 0 and 1 in one process
     assert main(["rl-eval", str(run), "--seeds", "0", "--no-progress"]) == 0
     assert main(["rl-eval", str(copy), "--seeds", "1", "--no-progress"]) == 0
-    assert main(["rl-eval", str(run), "--merge", str(copy), "--no-progress"]) == 0
+    # the file itself (a run directory works too), and --seeds 0 here: the result names the seeds it holds
+    assert main(["rl-eval", str(run), "--seeds", "0", "--merge", str(copy / "rl-eval.json"), "--no-progress"]) == 0
     merged, want = (json.loads((d / "rl-eval.json").read_text()) for d in (run, whole))
     assert merged["seeds"] == [0, 1]
     kept = json.loads((copy / "rl-eval.json").read_text())["runs"]["breakout"]
@@ -560,16 +561,24 @@ def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation
 
     assert untimed(merged["runs"]) == untimed(want["runs"])
     assert (run / "rl-eval.md").read_text() == (whole / "rl-eval.md").read_text()
-    # Agents of another init are refused with one line, and the result file is left as it was.
+    # Refused with one line, the result file left as it was: agents of another init, an agent
+    # both files hold with other returns, a damaged runs record.
     other = tmp_path / "other"
     assert main(["train", *args, "--seed", "1", "--out", str(other)]) == 0
     assert main(["rl-eval", str(other), "--seeds", "0", "--no-progress"]) == 0
+    conflict, damaged = json.loads((copy / "rl-eval.json").read_text()), json.loads((copy / "rl-eval.json").read_text())
+    conflict["runs"]["breakout"]["leap"]["1"]["episode_returns"][0] += 1.0
+    damaged["runs"]["breakout"]["leap"] = ["not", "agents"]
+    for name, record in (("conflict.json", conflict), ("damaged.json", damaged)):
+        (tmp_path / name).write_text(json.dumps(record))
     before = (run / "rl-eval.json").read_bytes()
-    capsys.readouterr()
-    assert main(["rl-eval", str(run), "--merge", str(other / "rl-eval.json"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--merge" in err and "another init" in err and "\n" not in err, err
-    assert (run / "rl-eval.json").read_bytes() == before
+    for source, message in ((other / "rl-eval.json", "another init"), (tmp_path / "conflict.json", "different returns"),
+                            (tmp_path / "damaged.json", "damaged")):
+        capsys.readouterr()
+        assert main(["rl-eval", str(run), "--merge", str(source), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--merge" in err and message in err and "\n" not in err, err
+        assert (run / "rl-eval.json").read_bytes() == before
 
 
 @needs_minatar

@@ -198,11 +198,11 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     if holds_run(out.parent, same_run, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
     for other in merge or []:
-        done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run)}
+        done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run, header)}
     if merge:  # the file names every seed its runs hold
         kept = {int(seed) for labels in done["runs"].values() for agents in labels.values() for seed in agents}
         header["seeds"] = sorted(kept | set(seeds))
-    total = len(setup.eval_games) * len(seeds) * len(inits)
+    total = len(setup.eval_games) * len(header["seeds"]) * len(inits)
 
     def save(result: dict[str, Any]) -> None:
         atomic_write_json(out, {**header, "runs": result["runs"]})
@@ -219,25 +219,33 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     return final
 
 
-def merged_runs(runs: dict[str, Any], other: Path, same_run: Any) -> dict[str, Any]:
+def merged_runs(runs: dict[str, Any], other: Path, same_run: Any, header: dict[str, Any]) -> dict[str, Any]:
     """``runs`` ({game: {label: {seed: agent}}}) with the agents of the result file
-    ``other`` added; ``UsageError`` when ``other`` is unreadable, evaluates another init or
-    other settings (``same_run`` is False), or holds an agent that ``runs`` holds otherwise.
-    ``runs`` is not changed."""
+    ``other`` added; ``UsageError`` when ``other`` is unreadable or damaged, evaluates
+    another init or other settings (``same_run`` is False), holds a game or an
+    initialization this evaluation (``header``'s games and labels) does not, or holds an
+    agent that ``runs`` holds with other returns. ``runs`` is not changed."""
     if other.is_dir():
         other = other / RESULT_FILE
     if not holds_run(other.parent, same_run, record=other.name):
         raise UsageError(f"--merge {other}: not an rl-eval result of this run's init and settings (a missing or "
                          "unreadable file, another init, or other evaluation settings)")
     merged = json.loads(json.dumps(runs))  # a deep copy: a refused merge leaves nothing half-changed
-    for game, labels in json.loads(other.read_text()).get("runs", {}).items():
-        for label, seeds in labels.items():
-            mine = merged.setdefault(game, {}).setdefault(label, {})
-            for seed, agent in seeds.items():
-                if seed in mine and mine[seed]["episode_returns"] != agent["episode_returns"]:
-                    raise UsageError(f"--merge {other}: {game}/{label}/seed {seed} is in both files with different "
-                                     "returns; keep one of them")
-                mine.setdefault(seed, agent)
+    try:
+        for game, labels in json.loads(other.read_text())["runs"].items():
+            for label, seeds in labels.items():
+                if game not in header["games"] or label not in header["labels"]:
+                    raise UsageError(f"--merge {other}: holds {game}/{label}, which this evaluation does not run "
+                                     f"(games {header['games']}, initializations {header['labels']})")
+                mine = merged.setdefault(game, {}).setdefault(label, {})
+                for seed, agent in seeds.items():
+                    int(seed)  # a seed is named by its number
+                    if seed in mine and mine[seed]["episode_returns"] != agent["episode_returns"]:
+                        raise UsageError(f"--merge {other}: {game}/{label}/seed {seed} is in both files with "
+                                         "different returns; keep one of them")
+                    mine.setdefault(seed, agent)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise UsageError(f"--merge {other}: a damaged runs record ({type(err).__name__}: {err})") from None
     return merged
 
 

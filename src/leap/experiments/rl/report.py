@@ -128,8 +128,8 @@ def meta_training_table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per meta-step of the run's ``metrics.jsonl`` ``records``, the games
     in a fixed order (as first trained): each game's late return (the mean of its agent's
     last episodes), each game's path energy (Leap's meta-objective, eq. 5 with p = 2;
-    Reptile's runs log none) with their mean, and the norm of θ0's step (Algorithm 1, line 13).
-    A game a meta-step did not train shows "-"."""
+    NaN in Reptile's runs) with their mean, and the norm of θ0's step (Algorithm 1, line 13).
+    A game a meta-step did not train, and a NaN, show "-"."""
     def number(value: Any, digits: int) -> str:
         return "-" if value is None or value != value else f"{value:.{digits}f}"  # NaN: no finished episode
 
@@ -222,10 +222,11 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
     md = directory / f"{stem}.md"
     title = f"# {summary.get('benchmark', '')}: learned vs random encoder initialization"
     text = f"{title}\n\n{summary_table(summary, window)}"
-    if (directory / "metrics.jsonl").is_file():  # the run's own directory: how its θ0 was meta-trained
+    records = read_jsonl(directory / "metrics.jsonl") if (directory / "metrics.jsonl").is_file() else []
+    if records:  # the run's own directory: how its θ0 was meta-trained
         text += ("\n## Meta-training (the run's metrics.jsonl)\n\nEach game of each meta-step is a new agent "
                  "with its own head, environments and action stream.\n\n"
-                 f"{meta_training_table(read_jsonl(directory / 'metrics.jsonl'))}")
+                 f"{meta_training_table(records)}")
     atomic_write_text(md, text)
     return [*written, png, md]
 
