@@ -561,6 +561,9 @@ def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation
 
     assert untimed(merged["runs"]) == untimed(want["runs"])
     assert (run / "rl-eval.md").read_text() == (whole / "rl-eval.md").read_text()
+    # resumed for seed 1 alone: nothing to train, and the file still names both seeds it holds
+    assert main(["rl-eval", str(run), "--seeds", "1", "--no-progress"]) == 0
+    assert json.loads((run / "rl-eval.json").read_text())["seeds"] == [0, 1]
     # Refused with one line, the result file left as it was: agents of another init, an agent
     # both files hold with other returns, a damaged runs record.
     other = tmp_path / "other"

@@ -199,7 +199,7 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
     for other in merge or []:
         done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run, header)}
-    if merge:  # the file names every seed its runs hold
+    if done:  # the file names every seed its runs hold: earlier, merged and this command's
         kept = {int(seed) for labels in done["runs"].values() for agents in labels.values() for seed in agents}
         header["seeds"] = sorted(kept | set(seeds))
     total = len(setup.eval_games) * len(header["seeds"]) * len(inits)
