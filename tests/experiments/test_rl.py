@@ -260,6 +260,24 @@ def test_rl_report_reads_faster_slower_or_indistinguishable_off_the_paired_inter
     assert "indistinguishable (the interval contains 0) |" in table and "slower (the interval lies below 0) |" in table
 
 
+def test_rl_report_compares_the_spread_over_seeds_of_each_initialization_with_the_random_one(tmp_path):
+    # the paper credits Leap's gain to "less volatile exploration": the ratio of standard
+    # deviations over seeds, with its F interval, says whether the learned init's spread is smaller
+    def run(value):
+        return {"episode_steps": [1, 2], "episode_returns": [value, value], "steps": 10, "seconds": 0.1}
+
+    seeds = range(40)
+    random = {str(s): run(float(s % 10)) for s in seeds}
+    calm = {str(s): run(5.0 + 0.1 * (s % 10)) for s in seeds}
+    result = {"benchmark": "minatar", "runs": {"breakout": {"leap": calm, "random": random},
+                                               "asterix": {"leap": random, "random": random}}}
+    (tmp_path / "rl-eval.json").write_text(json.dumps(result))
+    table = write_rl_report(tmp_path)[-1].read_text()
+    assert "| breakout | Leap / Random init | 0.10 [" in table and "smaller (the interval lies below 1) |" in table
+    assert "| asterix | Leap / Random init | 1.00 [" in table
+    assert "indistinguishable (the interval contains 1) |" in table
+
+
 def test_the_rl_report_is_redrawn_the_same_from_its_small_summary_alone(tmp_path):
     # rl-eval.json holds every episode of every agent (tens of MB for Figure 4's protocol);
     # results/ keeps rl-summary.json, from which leap report draws the same table

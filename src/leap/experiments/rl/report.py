@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from leap.util.files import atomic_write_text, read_json_record, read_jsonl, save_figure
-from leap.util.stats import format_ci, interval_verdict
+from leap.util.stats import format_ci, interval_verdict, spread_verdict, std_ratio_ci95
 
 LABELS = {"leap": "Leap", "reptile": "Reptile", "none": "Random init", "random": "Random init"}
 RESULT_FILE = "rl-eval.json"
@@ -87,12 +87,20 @@ def _cell(values: list[float]) -> str:
     return format_ci(values, digits=2) if values else "no finished episode"
 
 
+def _ratio_cell(values: list[float], reference: list[float]) -> str:
+    """``ratio [low, high]`` of the two samples' standard deviations (`std_ratio_ci95()`)."""
+    ratio, low, high = std_ratio_ci95(values, reference)
+    return "-" if math.isnan(ratio) else f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def summary_table(result: dict[str, Any], window: int = 100) -> str:
     """Markdown: one row per game and initialization, each column the mean over seeds ± the
     half-width of its 95% interval; then, per game, the paired difference of each learned
     initialization minus the random one (the same seeds: the same heads, environments and
     action streams, so only the encoder's start differs) with a sentence read off its
-    interval. ``result``: rl-eval.json's, or its summary (`summarize()`, whose window holds)."""
+    interval; then the ratio of each learned initialization's standard deviation over seeds
+    to the random one's with its 95% F interval (the paper's "less volatile exploration").
+    ``result``: rl-eval.json's, or its summary (`summarize()`, whose window holds)."""
     summary = summarize(result, window)
     window = summary["window"]
     lines = [
@@ -100,7 +108,7 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
         f"{window} episodes) |",
         "|---|---|---|---|---|",
     ]
-    verdicts = []
+    verdicts, spreads = [], []
     pool = set(summary.get("pool", ()))
     for game, entry in summary["games"].items():
         seeds = {label: _seed_values(summary, game, label) for label in entry["labels"]}
@@ -118,9 +126,21 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
             final = [values[s][1] - seeds["random"][s][1] for s in shared]
             verdicts.append(f"| {name} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
                             f"{_verdict(auc)} |")
+            # The paper credits Leap's gain to "less volatile exploration" (its Figure 4's bands):
+            # the spread over seeds of each arm, compared as a ratio with its F interval.
+            mine = [values[s] for s in sorted(values)]
+            reference = [seeds["random"][s] for s in sorted(seeds["random"])]
+            spreads.append(f"| {name} | {LABELS.get(label, label)} / Random init | "
+                           f"{_ratio_cell([v[0] for v in mine], [v[0] for v in reference])} | "
+                           f"{_ratio_cell([v[1] for v in mine], [v[1] for v in reference])} | "
+                           f"{spread_verdict([v[0] for v in mine], [v[0] for v in reference])} |")
     if verdicts:
         lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
                   "the learned initialization is |", "|---|---|---|---|---|", *verdicts]
+    if spreads:
+        lines += ["", "| Game | Standard deviation over seeds, ratio [95% interval] | Mean return over training | "
+                  "Final return | Over training, the learned initialization's spread is |", "|---|---|---|---|---|",
+                  *spreads]
     return "\n".join(lines) + "\n"
 
 
