@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from leap.util.stats import f_quantile, format_ci, mean_ci95, spread_verdict, std_ratio_ci95, t975
+from leap.util.stats import format_ci, mean_ci95, spread_verdict, std_ratio_ci95, t975
 
 
 @pytest.mark.parametrize("df,quantile", [(1, 12.706), (2, 4.303), (9, 2.262), (30, 2.042), (60, 2.000),
@@ -22,28 +22,44 @@ def test_the_interval_of_a_mean_is_t_times_the_standard_error_and_undefined_for_
     assert format_ci([30.0, 40.0]) == "35.0 ± 63.5 (n=2)" and format_ci([3.0]) == "3.0 (n=1)"
 
 
-@pytest.mark.parametrize("p,df1,df2,quantile", [(0.975, 9, 9, 4.026), (0.025, 9, 9, 0.2484), (0.975, 1, 1, 647.79),
-                                                (0.975, 4, 7, 5.523), (0.975, 30, 2, 39.46), (0.5, 9, 9, 1.0)])
-def test_f_quantiles_match_the_tables(p, df1, df2, quantile):
-    assert f_quantile(p, df1, df2) == pytest.approx(quantile, rel=1e-3)
+
+def _pitman_morgan_t(x: list[float], y: list[float]) -> float:
+    """The Pitman-Morgan statistic of H0 sd(x) = sd(y) for pairs: the t of corr(x + y, x - y)."""
+    u, v = [a + b for a, b in zip(x, y)], [a - b for a, b in zip(x, y)]
+    mu, mv = sum(u) / len(u), sum(v) / len(v)
+    suv = sum((a - mu) * (b - mv) for a, b in zip(u, v))
+    r = suv / math.sqrt(sum((a - mu) ** 2 for a in u) * sum((b - mv) ** 2 for b in v))
+    return r * math.sqrt(len(x) - 2) / math.sqrt(1 - r * r)
 
 
-def test_f_quantiles_match_scipy_across_degrees_of_freedom():
-    stats = pytest.importorskip("scipy.stats", reason="scipy (the dev extra) gives the reference quantiles")
-    for df1, df2 in [(1, 1), (2, 30), (9, 9), (50, 3), (200, 200)]:
-        for p in (0.025, 0.5, 0.975):
-            assert f_quantile(p, df1, df2) == pytest.approx(stats.f.ppf(p, df1, df2), rel=1e-9)
+def test_the_paired_spread_interval_ends_where_the_pitman_morgan_test_starts_to_reject():
+    x = [1.0, 3.0, 2.0, 5.0, 4.0, 7.0, 6.0, 9.0, 8.0, 10.0]
+    y = [2.0, 1.0, 4.0, 3.0, 7.0, 5.0, 6.0, 10.0, 8.0, 9.0]
+    y = [3.0 * v for v in y]
+    ratio, low, high = std_ratio_ci95(x, y)
+    sd = [math.sqrt(sum((a - sum(s) / len(s)) ** 2 for a in s) / (len(s) - 1)) for s in (x, y)]
+    assert ratio == pytest.approx(sd[0] / sd[1]) and low < ratio < high
+    # at either end, x scaled to the end's spread against y is exactly at the test's 95% threshold
+    for end in (low, high):
+        assert abs(_pitman_morgan_t([a / end for a in x], y)) == pytest.approx(t975(len(x) - 2), rel=1e-9)
 
 
-def test_the_spread_ratio_is_the_ratio_of_standard_deviations_with_its_f_interval():
-    wide, narrow = [0.0, 2.0, 4.0, 6.0, 8.0], [0.0, 1.0, 2.0, 3.0, 4.0]
-    ratio, low, high = std_ratio_ci95(narrow, wide)
-    f_high, f_low = f_quantile(0.975, 4, 4), f_quantile(0.025, 4, 4)
-    assert ratio == pytest.approx(0.5)
-    assert (low, high) == pytest.approx((0.5 / math.sqrt(f_high), 0.5 / math.sqrt(f_low)))
-    assert spread_verdict(narrow, wide) == "indistinguishable (the interval contains 1)"  # 5 seeds: too few
-    many_narrow = [float(i % 10) for i in range(100)]
-    many_wide = [10.0 * v for v in many_narrow]
-    assert spread_verdict(many_narrow, many_wide) == "smaller (the interval lies below 1)"
-    assert spread_verdict(many_wide, many_narrow) == "larger (the interval lies above 1)"
-    assert spread_verdict([1.0], wide).startswith("cannot be told") and math.isnan(std_ratio_ci95(wide, [3.0, 3.0])[0])
+def test_pairing_narrows_the_spread_interval_when_the_arms_move_together():
+    x = [float(v) for v in range(12)]
+    together = [2.0 * v + (0.5 if i % 2 else -0.5) for i, v in enumerate(x)]  # r close to 1
+    apart = [2.0 * v for v in (0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11)]          # the same values, r about 0.5
+    _, low_t, high_t = std_ratio_ci95(x, together)
+    _, low_a, high_a = std_ratio_ci95(x, apart)
+    assert high_t - low_t < high_a - low_a
+
+
+def test_spread_verdicts_read_the_interval_against_1():
+    narrow = [float(i % 10) for i in range(100)]
+    wide = [10.0 * v + (i % 3) for i, v in enumerate(narrow)]
+    assert spread_verdict(narrow, wide) == "smaller (the interval lies below 1)"
+    assert spread_verdict(wide, narrow) == "larger (the interval lies above 1)"
+    assert spread_verdict(narrow[:5], narrow[5:10]) == "indistinguishable (the interval contains 1)"
+    assert spread_verdict([1.0, 2.0], [3.0, 5.0]) == "cannot be told (fewer than 3 paired seeds)"
+    assert spread_verdict([1.0, 2.0, 4.0], [3.0, 3.0, 3.0]) == "cannot be told (a sample without spread)"
+    with pytest.raises(ValueError, match="equal lengths"):
+        std_ratio_ci95([1.0, 2.0, 3.0], [1.0, 2.0])

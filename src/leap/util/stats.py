@@ -67,78 +67,41 @@ def interval_verdict(differences: Sequence[float], below: str, above: str,
     return f"{neither} (the interval contains 0)"
 
 
-# ---------------------------------------------------------------------- spread of two samples
-def _regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), the regularized incomplete beta function, by its continued fraction
-    (Lentz's method), evaluated on the side of x where it converges fast."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges slowly here: use I_x(a, b) = 1 - I_{1-x}(b, a)
-        return 1.0 - _regularized_beta(1.0 - x, b, a)
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1.0) < 1e-14:
-            break
-    return math.exp(log_front) * fraction / a
 
-
-def f_quantile(p: float, df1: int, df2: int) -> float:
-    """The ``p`` quantile of Fisher's F distribution with (``df1``, ``df2``) degrees of
-    freedom (0 < p < 1), by bisection on its CDF I_{d1 x / (d1 x + d2)}(d1/2, d2/2)."""
-    if not 0.0 < p < 1.0 or df1 < 1 or df2 < 1:
-        raise ValueError(f"need 0 < p < 1 and degrees of freedom >= 1, got p={p}, df=({df1}, {df2})")
-    low, high = 0.0, 1.0
-    while _regularized_beta(df1 * high / (df1 * high + df2), df1 / 2, df2 / 2) < p:
-        high *= 2.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        if _regularized_beta(df1 * mid / (df1 * mid + df2), df1 / 2, df2 / 2) < p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
-
-
+# ---------------------------------------------------------------------- spread of paired samples
 def std_ratio_ci95(values: Sequence[float], reference: Sequence[float]) -> tuple[float, float, float]:
-    """(ratio, low, high): the sample standard deviation of ``values`` over that of
-    ``reference`` and its 95% confidence interval from the F distribution (two independent
-    samples from normal distributions: s1²/s2² / F_{q}(n1-1, n2-1) for q = 0.975, 0.025).
-    NaN throughout when a sample has fewer than two values or ``reference`` has no spread."""
-    n1, n2 = len(values), len(reference)
-    if n1 < 2 or n2 < 2:
+    """(ratio, low, high): the standard deviation of ``values`` over that of ``reference``,
+    two samples paired item by item (a seed's two arms), and its 95% confidence interval by
+    inverting the Pitman-Morgan test (normal pairs; H0 ratio² = λ holds exactly when
+    x/√λ + y and x/√λ - y are uncorrelated). With F = s_x²/s_y², r = corr(x, y), n pairs and
+    K = 1 + 2 t²_{0.975, n-2} (1 - r²)/(n - 2), the variance ratio's interval is
+    F (K ∓ √(K² - 1)); the standard deviations' is its square root.
+    NaN throughout for fewer than three pairs or a sample without spread."""
+    if len(values) != len(reference):
+        raise ValueError(f"paired samples need equal lengths, got {len(values)} and {len(reference)}")
+    n = len(values)
+    if n < 3:
         return math.nan, math.nan, math.nan
-
-    def variance(xs: Sequence[float]) -> float:
-        mean = sum(xs) / len(xs)
-        return sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-
-    v1, v2 = variance(values), variance(reference)
-    if v2 == 0.0:
+    mean_x, mean_y = sum(values) / n, sum(reference) / n
+    sxx = sum((x - mean_x) ** 2 for x in values)
+    syy = sum((y - mean_y) ** 2 for y in reference)
+    if sxx == 0.0 or syy == 0.0:
         return math.nan, math.nan, math.nan
-    f = v1 / v2
-    return (math.sqrt(f), math.sqrt(f / f_quantile(0.975, n1 - 1, n2 - 1)),
-            math.sqrt(f / f_quantile(0.025, n1 - 1, n2 - 1)))
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(values, reference, strict=True))
+    f, r2 = sxx / syy, min(1.0, sxy * sxy / (sxx * syy))
+    k = 1.0 + 2.0 * t975(n - 2) ** 2 * (1.0 - r2) / (n - 2)
+    root = math.sqrt(k * k - 1.0)
+    return math.sqrt(f), math.sqrt(f * (k - root)), math.sqrt(f * (k + root))
 
 
 def spread_verdict(values: Sequence[float], reference: Sequence[float], below: str = "smaller",
                    above: str = "larger", neither: str = "indistinguishable") -> str:
-    """What the 95% interval of the standard-deviation ratio (`std_ratio_ci95()`) says:
-    ``below`` when it lies below 1, ``above`` when above 1, ``neither`` when it contains 1."""
+    """What the 95% interval of the paired standard-deviation ratio (`std_ratio_ci95()`)
+    says: ``below`` when it lies below 1, ``above`` when above 1, ``neither`` when it contains 1."""
     ratio, low, high = std_ratio_ci95(values, reference)
     if math.isnan(ratio):
-        return f"cannot be told from {min(len(values), len(reference))} seed(s)"
+        reason = "fewer than 3 paired seeds" if len(values) < 3 else "a sample without spread"
+        return f"cannot be told ({reason})"
     if high < 1.0:
         return f"{below} (the interval lies below 1)"
     if low > 1.0:

@@ -88,7 +88,7 @@ def _cell(values: list[float]) -> str:
 
 
 def _ratio_cell(values: list[float], reference: list[float]) -> str:
-    """``ratio [low, high]`` of the two samples' standard deviations (`std_ratio_ci95()`)."""
+    """``ratio [low, high]`` of the paired samples' standard deviations (`std_ratio_ci95()`)."""
     ratio, low, high = std_ratio_ci95(values, reference)
     return "-" if math.isnan(ratio) else f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
 
@@ -98,8 +98,9 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
     half-width of its 95% interval; then, per game, the paired difference of each learned
     initialization minus the random one (the same seeds: the same heads, environments and
     action streams, so only the encoder's start differs) with a sentence read off its
-    interval; then the ratio of each learned initialization's standard deviation over seeds
-    to the random one's with its 95% F interval (the paper's "less volatile exploration").
+    interval; then the ratio of each learned initialization's standard deviation over the
+    same seeds to the random one's, with its paired 95% interval (Pitman-Morgan), a proxy
+    for the paper's "less volatile exploration" (the width of Figure 4's bands).
     ``result``: rl-eval.json's, or its summary (`summarize()`, whose window holds)."""
     summary = summarize(result, window)
     window = summary["window"]
@@ -127,9 +128,9 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
             verdicts.append(f"| {name} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
                             f"{_verdict(auc)} |")
             # The paper credits Leap's gain to "less volatile exploration" (its Figure 4's bands):
-            # the spread over seeds of each arm, compared as a ratio with its F interval.
-            mine = [values[s] for s in sorted(values)]
-            reference = [seeds["random"][s] for s in sorted(seeds["random"])]
+            # the spread over the shared seeds of each arm, a ratio with its paired interval.
+            mine = [values[s] for s in shared]
+            reference = [seeds["random"][s] for s in shared]
             spreads.append(f"| {name} | {LABELS.get(label, label)} / Random init | "
                            f"{_ratio_cell([v[0] for v in mine], [v[0] for v in reference])} | "
                            f"{_ratio_cell([v[1] for v in mine], [v[1] for v in reference])} | "
@@ -138,9 +139,9 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
         lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
                   "the learned initialization is |", "|---|---|---|---|---|", *verdicts]
     if spreads:
-        lines += ["", "| Game | Standard deviation over seeds, ratio [95% interval] | Mean return over training | "
-                  "Final return | Over training, the learned initialization's spread is |", "|---|---|---|---|---|",
-                  *spreads]
+        lines += ["", "| Game | Standard deviation over paired seeds, ratio [95% interval] | Mean return over "
+                  "training | Final return | Over training, the learned initialization's spread is |",
+                  "|---|---|---|---|---|", *spreads]
     return "\n".join(lines) + "\n"
 
 
