@@ -189,7 +189,7 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
     rows = math.ceil(len(games) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(5.5, 4.2 * cols), 3.4 * rows), dpi=120, squeeze=False)
     colors = {"random": "tab:blue", "none": "tab:blue", "leap": "tab:orange", "reptile": "tab:green"}
-    for ax, game in zip(axes.flat, games, strict=False):
+    for index, (ax, game) in enumerate(zip(axes.flat, games, strict=False)):
         grid = np.asarray(summary["games"][game]["grid"])
         for label, runs in summary["games"][game]["labels"].items():
             curves = np.array([[np.nan if v is None else v for v in r["curve"]] for r in runs.values()], dtype=float)
@@ -202,7 +202,8 @@ def plot_rl_curves(result: dict[str, Any], path: str | Path, window: int = 100, 
             ax.fill_between(grid, mean - spread * std, mean + spread * std, color=color, alpha=0.2, linewidth=0)
         ax.set_title(game)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel(f"episode return (last {window} episodes)")
+        if index % cols == 0:  # one label per row: a label on every panel runs into its left neighbour
+            ax.set_ylabel(f"episode return (last {window} episodes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(games):]:
