@@ -524,7 +524,7 @@ def test_minatar_smoke_run_through_the_cli(tmp_path, capsys):
 
 
 @needs_minatar
-def test_rl_eval_keeps_earlier_agents_only_when_they_were_trained_from_the_same_init(tmp_path):
+def test_rl_eval_keeps_earlier_agents_of_the_same_init_and_never_replaces_another_inits(tmp_path, capsys):
     import hashlib
 
     out = tmp_path / "run"
@@ -544,9 +544,20 @@ def test_rl_eval_keeps_earlier_agents_only_when_they_were_trained_from_the_same_
     other = tmp_path / "other"
     assert main(["train", *args, "--seed", "1", "--out", str(other)]) == 0
     (out / "init.safetensors").write_bytes((other / "init.safetensors").read_bytes())
-    assert main(["rl-eval", str(out), "--no-progress"]) == 0  # another init: every agent trained again
-    again = json.loads(path.read_text())
-    assert "planted" not in again["runs"]["breakout"]["leap"]["0"]
+    # Another init (the run trained on) or other settings: the earlier evaluation is kept, byte
+    # for byte, and this one refused with one line naming --out; with --out it runs beside it.
+    before = path.read_bytes()
+    for extra in ([], ["--eval-steps", "300"]):
+        capsys.readouterr()
+        assert main(["rl-eval", str(out), *extra, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "another init or other settings" in err and "--out" in err and "\n" not in err, err
+        assert path.read_bytes() == before
+    # another name: its summary goes beside it, not over it (the episodes stay, so it resumes)
+    assert main(["rl-eval", str(out), "--out", str(out / "new-init.json"), "--no-progress"]) == 0
+    again = json.loads((out / "new-init.json").read_text())
+    assert "planted" not in again["runs"]["breakout"]["leap"]["0"] and path.read_bytes() == before
+    assert json.loads((out / "new-init-summary.json").read_text())["format"] == "rl-summary-1"
     assert again["init_sha256"] == hashlib.sha256((other / "init.safetensors").read_bytes()).hexdigest()
 
 

@@ -142,7 +142,8 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     """Evaluate the run's encoder init (and a random one) on ``games`` x ``seeds``,
     write ``rl-eval.json`` (episode returns of every run) and the figure.
 
-    Resumable: runs already in an existing result file with the same settings are kept.
+    Resumable: runs already in an existing result file with the same settings are kept; a
+    result file of another init or other settings is refused (`UsageError`), not replaced.
     ``merge``: result files of other ``rl-eval`` processes (e.g. on a copy of the run
     directory, other seeds, to use another core) whose agents are kept as well; each must
     evaluate the same init with the same settings, else nothing is written.
@@ -197,6 +198,11 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     done = None
     if holds_run(out.parent, same_run, record=out.name):
         done = {"runs": json.loads(out.read_text()).get("runs", {})}
+    elif out.exists():
+        # An evaluation costs hours of agents: one of another init (the run trained on) or of
+        # other settings is kept, never replaced; the new one goes to another file.
+        raise UsageError(f"{out} holds an rl-eval result of another init or other settings (or an unreadable one); "
+                         "name another result file with --out, or move it away, to run this evaluation")
     for other in merge or []:
         done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run, header)}
     if done:  # the file names every seed its runs hold: earlier, merged and this command's

@@ -226,13 +226,16 @@ def report_directory(directory: Path) -> list[Path]:
 
 def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, window: int = 100,
                     spread: float = 2.0) -> list[Path]:
-    """From ``directory/rl-eval.json`` write its summary ``rl-summary.json`` (`summarize()`),
+    """From ``directory/rl-eval.json`` write its summary ``rl-summary.json`` (`summarize()`;
+    for another ``result_file`` NAME.json, NAME-summary.json),
     ``rl-curves.png`` (Figure 4's shape) and ``rl-eval.md`` (summary table); without
     rl-eval.json, the figure and the table from ``rl-summary.json`` (the window it was
     made with). Returns the paths written."""
     directory = Path(directory)
     stem = Path(result_file).stem
-    summary_path = directory / f"{stem.replace('rl-eval', 'rl-summary')}.json"  # rl-summary.json beside rl-eval.json
+    # rl-summary.json beside rl-eval.json; beside another name (--out), NAME-summary.json, never the result itself
+    summary_path = directory / (f"{stem.replace('rl-eval', 'rl-summary')}.json" if "rl-eval" in stem
+                                else f"{stem}-summary.json")
     written = []
     if (directory / result_file).is_file():
         summary = summarize(read_json_record(directory / result_file, ("runs",)), window)
