@@ -22,7 +22,6 @@ def test_the_interval_of_a_mean_is_t_times_the_standard_error_and_undefined_for_
     assert format_ci([30.0, 40.0]) == "35.0 ± 63.5 (n=2)" and format_ci([3.0]) == "3.0 (n=1)"
 
 
-
 def _pitman_morgan_t(x: list[float], y: list[float]) -> float:
     """The Pitman-Morgan statistic of H0 sd(x) = sd(y) for pairs: the t of corr(x + y, x - y)."""
     u, v = [a + b for a, b in zip(x, y)], [a - b for a, b in zip(x, y)]

@@ -262,7 +262,7 @@ def test_rl_report_reads_faster_slower_or_indistinguishable_off_the_paired_inter
 
 def test_rl_report_compares_the_spread_over_seeds_of_each_initialization_with_the_random_one(tmp_path):
     # the paper credits Leap's gain to "less volatile exploration": the ratio of standard
-    # deviations over seeds, with its F interval, says whether the learned init's spread is smaller
+    # deviations over paired seeds, with its interval, says whether the learned init's spread is smaller
     def run(value):
         return {"episode_steps": [1, 2], "episode_returns": [value, value], "steps": 10, "seconds": 0.1}
 

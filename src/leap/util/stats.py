@@ -49,7 +49,21 @@ def interval_sign(differences: Sequence[float]) -> int | None:
     mean, half = mean_ci95(differences)
     if math.isnan(half):
         return None
-    return -1 if mean + half < 0 else 1 if mean - half > 0 else 0
+    return _side(mean - half, mean + half, 0.0)
+
+
+def _side(low: float, high: float, point: float) -> int:
+    """Where the interval [low, high] lies against ``point``: -1 below, +1 above, 0 containing it."""
+    return -1 if high < point else 1 if low > point else 0
+
+
+def _read_side(side: int, point: str, below: str, above: str, neither: str) -> str:
+    """The verdict of an interval on ``side`` (`_side()`) of ``point``, with the reason."""
+    if side < 0:
+        return f"{below} (the interval lies below {point})"
+    if side > 0:
+        return f"{above} (the interval lies above {point})"
+    return f"{neither} (the interval contains {point})"
 
 
 def interval_verdict(differences: Sequence[float], below: str, above: str,
@@ -60,12 +74,7 @@ def interval_verdict(differences: Sequence[float], below: str, above: str,
     sign = interval_sign(differences)
     if sign is None:
         return f"cannot be told from {len(differences)} seed"
-    if sign < 0:
-        return f"{below} (the interval lies below 0)"
-    if sign > 0:
-        return f"{above} (the interval lies above 0)"
-    return f"{neither} (the interval contains 0)"
-
+    return _read_side(sign, "0", below, above, neither)
 
 
 # ---------------------------------------------------------------------- spread of paired samples
@@ -102,8 +111,4 @@ def spread_verdict(values: Sequence[float], reference: Sequence[float], below: s
     if math.isnan(ratio):
         reason = "fewer than 3 paired seeds" if len(values) < 3 else "a sample without spread"
         return f"cannot be told ({reason})"
-    if high < 1.0:
-        return f"{below} (the interval lies below 1)"
-    if low > 1.0:
-        return f"{above} (the interval lies above 1)"
-    return f"{neither} (the interval contains 1)"
+    return _read_side(_side(low, high, 1.0), "1", below, above, neither)

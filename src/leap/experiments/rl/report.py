@@ -129,12 +129,10 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
                             f"{_verdict(auc)} |")
             # The paper credits Leap's gain to "less volatile exploration" (its Figure 4's bands):
             # the spread over the shared seeds of each arm, a ratio with its paired interval.
-            mine = [values[s] for s in shared]
-            reference = [seeds["random"][s] for s in shared]
-            spreads.append(f"| {name} | {LABELS.get(label, label)} / Random init | "
-                           f"{_ratio_cell([v[0] for v in mine], [v[0] for v in reference])} | "
-                           f"{_ratio_cell([v[1] for v in mine], [v[1] for v in reference])} | "
-                           f"{spread_verdict([v[0] for v in mine], [v[0] for v in reference])} |")
+            over_training = ([values[s][0] for s in shared], [seeds["random"][s][0] for s in shared])
+            at_the_end = ([values[s][1] for s in shared], [seeds["random"][s][1] for s in shared])
+            spreads.append(f"| {name} | {LABELS.get(label, label)} / Random init | {_ratio_cell(*over_training)} | "
+                           f"{_ratio_cell(*at_the_end)} | {spread_verdict(*over_training)} |")
     if verdicts:
         lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
                   "the learned initialization is |", "|---|---|---|---|---|", *verdicts]
