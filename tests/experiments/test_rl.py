@@ -331,6 +331,79 @@ def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):
     assert (tmp_path / "rl-curves.png").is_file() and (tmp_path / "rl-eval.md").is_file()
 
 
+def evaluation(labels: dict[str, float], seeds=range(4), steps: int = 40, settings: str = "a") -> dict:
+    """An rl-eval result: per game and label, seeds whose returns rise by label's offset."""
+    def run(seed, offset):
+        return {"episode_steps": [10, 20, 30], "episode_returns": [offset + seed, offset + 2 * seed, 1.0],
+                "steps": steps, "seconds": 0.1 * seed}
+
+    return {"benchmark": "minatar", "settings": {"name": settings}, "spec": {"game": "x"}, "pool": ["asterix"],
+            "runs": {g: {label: {str(s): run(s, offset) for s in seeds} for label, offset in labels.items()}
+                     for g in ("breakout", "asterix")}}
+
+
+def write_evaluation(directory, result) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rl-eval.json").write_text(json.dumps(result))
+    return str(directory)
+
+
+def test_rl_join_puts_two_runs_learned_encoders_beside_one_random_arm_with_every_paired_difference(tmp_path, capsys):
+    # Leap's run evaluated against the random encoder, Reptile's alone (--no-baseline): one table
+    leap_run = write_evaluation(tmp_path / "leap", evaluation({"leap": 2.0, "random": 0.0}))
+    reptile_run = write_evaluation(tmp_path / "reptile", evaluation({"reptile": 1.0}))
+    out = tmp_path / "arms"
+    assert main(["rl-join", f"{leap_run},{reptile_run}", "--out", str(out), "--no-progress"]) == 0
+    table = (out / "rl-eval.md").read_text()
+    rows = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith("| breakout | ")]
+    # the learned initializations first, in the sources' order, then the random one
+    assert [r[1] for r in rows[:3]] == ["Leap", "Reptile", "Random init"]
+    for pair in ("Leap - Random init", "Reptile - Random init", "Leap - Reptile"):
+        assert f"| breakout | {pair} | " in table and f"| asterix (pretraining game) | {pair} | " in table
+    assert "| breakout | Leap - Reptile | 0.67 ± 0.00 (n=4) |" in table  # (2 - 1) x 2 of 3 episodes
+    assert "| breakout | Reptile / Random init |" in table and "| breakout | Leap / Reptile |" not in table
+    summary = json.loads((out / "rl-summary.json").read_text())
+    assert [s["labels"] for s in summary["sources"]] == [["leap", "random"], ["reptile"]]
+    # leap report redraws the joined table from the joined summary alone (as under results/)
+    (out / "rl-eval.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "rl-eval.md").read_text() == table and (out / "rl-curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case,message", [
+    ("other settings", "differ in settings"),
+    ("other steps", "different numbers of steps"),
+    ("two leap encoders", "both hold 'leap'"),
+    ("out is a run", "holds rl-eval.json"),
+    ("out is a file", "exists and is not a directory"),
+    ("out is a source", "a source's own directory"),
+    ("one source", "at least two"),
+    ("damaged source", "not a readable JSON record"),
+])
+def test_rl_join_refuses_results_that_are_not_one_comparison_with_one_line_and_writes_nothing(
+        tmp_path, capsys, case, message):
+    leap_run = write_evaluation(tmp_path / "leap", evaluation({"leap": 2.0, "random": 0.0}))
+    other = {"other settings": evaluation({"reptile": 1.0}, settings="b"),
+             "other steps": evaluation({"reptile": 1.0}, steps=80),
+             "two leap encoders": evaluation({"leap": 1.0})}.get(case, evaluation({"reptile": 1.0}))
+    second = write_evaluation(tmp_path / "second", other)
+    if case == "damaged source":
+        (tmp_path / "second" / "rl-eval.json").write_text('{"runs": ')
+    out = tmp_path / "arms"
+    if case == "out is a run":
+        write_evaluation(out, evaluation({"leap": 0.0}))
+    elif case == "out is a file":
+        out.write_text("not a directory")
+    elif case == "out is a source":
+        out = tmp_path / "second"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    sources = leap_run if case == "one source" else f"{leap_run},{second}"
+    assert main(["rl-join", sources, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 # ---------------------------------------------------------------------- MinAtar
 @needs_minatar
 def test_minatar_frames_are_zero_padded_to_ten_channels():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leap.engine.rundir import holds_run, lock
+from leap.engine.rundir import check_output_dir, holds_run, lock
 from leap.experiments.config import (
     EXECUTION_FIELDS,
     RUN_FIELDS,
@@ -36,7 +36,7 @@ from leap.experiments.rl.registration import LEGACY_CONFIG
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, check_state, read_init
+from leap.util.files import atomic_write_json, atomic_write_text, check_state, read_init, read_json_record
 from leap.util.options import Option, comma_list
 from leap.util.progress import Progress
 
@@ -255,6 +255,65 @@ def merged_runs(runs: dict[str, Any], other: Path, same_run: Any, header: dict[s
     return merged
 
 
+def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, Any]:
+    """``leap rl-join SOURCES --out DIR``: one table and one figure of several evaluations of
+    the same games and settings (e.g. Leap's run, evaluated with the random encoder, and
+    Reptile's, evaluated with ``--no-baseline``): ``DIR/rl-summary.json`` (the joined summary,
+    `join_summaries()`), ``DIR/rl-eval.md`` and ``DIR/rl-curves.png``, which ``leap report
+    DIR`` redraws. A source is a run directory (its rl-eval.json, else its rl-summary.json)
+    or such a file. Everything is read and checked before anything is written; ``DIR`` may
+    hold an earlier join (replaced), nothing else of leap's."""
+    from leap.experiments.rl.report import SUMMARY_FILE, join_summaries, summary_table, write_rl_report
+
+    if len(sources) < 2:
+        raise UsageError(f"rl-join: name at least two rl-eval results to join, got {len(sources)}")
+    results = {str(source): _read_result(source) for source in sources}
+    check_output_dir(out)
+    inputs = {(s if s.is_dir() else s.parent).resolve() for s in sources}
+    if out.resolve() in inputs:
+        raise UsageError(f"--out {out}: a source's own directory; the joined report goes to a directory of its own")
+    for name in ("config.json", RESULT_FILE):
+        if (out / name).exists():
+            raise UsageError(f"--out {out}: holds {name} (a run or an evaluation); the joined report goes to a "
+                             "directory of its own")
+    earlier = out / SUMMARY_FILE
+    if earlier.exists() and "sources" not in _read_result(earlier):
+        raise UsageError(f"--out {out}: holds an rl-summary.json of one evaluation, not a join; "
+                         "name another directory")
+    try:
+        joined = join_summaries(results)
+    except ValueError as err:
+        raise UsageError(f"rl-join: {err}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(joined) + "\n")  # keys in the table's order, not sorted
+    write_rl_report(out)
+    if progress:
+        print(summary_table(joined), end="")
+    return joined
+
+
+def _read_result(source: Path) -> dict[str, Any]:
+    """An rl-eval result or its summary: the file ``source``, or in the directory ``source``
+    its rl-eval.json, else its rl-summary.json; `UsageError` (one line) otherwise."""
+    from leap.experiments.rl.report import SUMMARY_FILE, SUMMARY_FORMAT
+
+    path = source
+    if source.is_dir():
+        path = source / RESULT_FILE if (source / RESULT_FILE).is_file() else source / SUMMARY_FILE
+    try:
+        record = read_json_record(path)
+        if record.get("format") == SUMMARY_FORMAT:
+            return read_json_record(path, ("games", "window"))
+        return read_json_record(path, ("runs",))
+    except CorruptFileError as err:
+        raise UsageError(str(err)) from None
+
+
+def cmd_rl_join(args: argparse.Namespace) -> int:
+    rl_join([Path(s) for s in args.sources], Path(args.out), progress=not args.no_progress)
+    return 0
+
+
 def _saved_extra(run: Path) -> dict[str, Any]:
     config_path = (run if run.is_dir() else run.parent) / "config.json"
     try:
@@ -289,3 +348,12 @@ def add_rl_eval_parser(sub: Any) -> None:
     THREADS.add_to(p)
     # --out names a file (checked before anything runs); the figure needs matplotlib.
     p.set_defaults(func=cmd_rl_eval, out_is_file=True, needs=("matplotlib",))
+
+    p = sub.add_parser("rl-join", help="RL: one table and figure of several rl-eval results of the same games "
+                       "(e.g. Leap's run and Reptile's, evaluated with --no-baseline)")
+    Option("sources", "comma-separated rl-eval results of the same games and settings: run directories, or "
+           "rl-eval.json / rl-summary.json files", comma_list(), flag="sources").add_to(p)
+    Option("out", "directory of the joined report: rl-summary.json, rl-eval.md, rl-curves.png (leap report "
+           "redraws them)", required=True).add_to(p)
+    EXECUTION_FIELDS["no_progress"].add_to(p)
+    p.set_defaults(func=cmd_rl_join, needs=("matplotlib",))

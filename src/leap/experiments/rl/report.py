@@ -77,6 +77,72 @@ def summarize(result: dict[str, Any], window: int = 100, points: int = 200) -> d
     return {**kept, "format": SUMMARY_FORMAT, "window": window, "games": games}
 
 
+#: What every source of a joined comparison must share: the same agents on the same games.
+JOIN_FIELDS = ("benchmark", "settings", "spec", "pool", "window")
+
+
+def join_summaries(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One summary (`summarize()`'s format) holding the initializations of every source, e.g.
+    Leap's run evaluated against the random encoder and Reptile's evaluated alone
+    (``rl-eval --no-baseline``), so that one table and one figure compare the three.
+
+    ``sources``: name (a path, for messages and the record) -> an ``rl-eval.json`` result or
+    its summary. The sources must share `JOIN_FIELDS`, their games and each game's grid;
+    an initialization (label) held by two sources must be the same agents in both (the
+    random encoder of a seed is the same in every evaluation), else it is refused: two runs'
+    Leap encoders are two initializations, not one. Raises ``ValueError`` (one line) on a
+    mismatch. The result names its ``sources`` (run, method, init digest, labels); its
+    ``seeds`` are the union of the sources'."""
+    if not sources:
+        raise ValueError("no source to join")
+    summaries = {name: summarize(result) for name, result in sources.items()}
+    first_name, first = next(iter(summaries.items()))
+    joined = {k: v for k, v in first.items() if k not in ("games", "init_sha256", "method", "run", "labels")}
+    joined["games"] = {game: {"grid": entry["grid"], "labels": {}} for game, entry in first["games"].items()}
+    owner: dict[str, str] = {}  # label -> the source it was taken from
+    for name, summary in summaries.items():
+        for field in JOIN_FIELDS:
+            if summary.get(field) != first.get(field):
+                raise ValueError(f"{name} and {first_name} differ in {field}: not the same evaluation "
+                                 f"({summary.get(field)!r} vs {first.get(field)!r})")
+        if set(summary["games"]) != set(first["games"]):
+            raise ValueError(f"{name} evaluates {sorted(summary['games'])}, {first_name} {sorted(first['games'])}: "
+                             "evaluate the same games")
+        for game, entry in summary["games"].items():
+            if entry["grid"] != first["games"][game]["grid"]:
+                raise ValueError(f"{name} and {first_name}: {game}'s agents ran for different numbers of steps")
+            for label, agents in entry["labels"].items():
+                held = joined["games"][game]["labels"]
+                if label in held and _agents(held[label]) != _agents(agents):
+                    raise ValueError(f"{name} and {owner[label]} both hold '{label}' on {game} with different "
+                                     "agents: two initializations under one name; join runs of different methods")
+                held.setdefault(label, agents)
+                owner.setdefault(label, name)
+    order = sorted({label for entry in joined["games"].values() for label in entry["labels"]},
+                   key=lambda label: (label == "random", list(owner).index(label)))
+    for entry in joined["games"].values():  # the learned initializations first, in the sources' order
+        entry["labels"] = {label: entry["labels"][label] for label in order if label in entry["labels"]}
+    joined["labels"] = order
+    joined["seeds"] = sorted({int(seed) for entry in joined["games"].values() for agents in entry["labels"].values()
+                              for seed in agents})
+    joined["sources"] = []
+    for name, summary in summaries.items():
+        mine = [label for label in order if owner[label] == name]
+        # a source that is itself a join names its own sources
+        for entry in summary.get("sources") or [{"source": name, "run": summary.get("run"),
+                                                 "method": summary.get("method"),
+                                                 "init_sha256": summary.get("init_sha256"), "labels": mine}]:
+            labels = [label for label in entry["labels"] if label in mine]
+            if labels:
+                joined["sources"].append({**entry, "labels": labels})
+    return joined
+
+
+def _agents(by_seed: dict[str, Any]) -> dict[str, Any]:
+    """An initialization's agents without their wall times (two processes time the same agent differently)."""
+    return {seed: {k: v for k, v in agent.items() if k != "seconds"} for seed, agent in by_seed.items()}
+
+
 def _seed_values(summary: dict[str, Any], game: str, label: str) -> dict[str, tuple[float, float]]:
     """Seed -> (mean return, final return) of the seeds with episodes."""
     return {seed: (v["mean_return"], v["final_return"])
@@ -96,11 +162,12 @@ def _ratio_cell(values: list[float], reference: list[float]) -> str:
 def summary_table(result: dict[str, Any], window: int = 100) -> str:
     """Markdown: one row per game and initialization, each column the mean over seeds ± the
     half-width of its 95% interval; then, per game, the paired difference of each learned
-    initialization minus the random one (the same seeds: the same heads, environments and
-    action streams, so only the encoder's start differs) with a sentence read off its
-    interval; then the ratio of each learned initialization's standard deviation over the
-    same seeds to the random one's, with its paired 95% interval (Pitman-Morgan), a proxy
-    for the paper's "less volatile exploration" (the width of Figure 4's bands).
+    initialization minus the random one, and of each learned one minus another (`_pairs()`;
+    the same seeds: the same heads, environments and action streams, so only the encoder's
+    start differs) with a sentence read off its interval; then the ratio of each learned
+    initialization's standard deviation over the same seeds to the random one's, with its
+    paired 95% interval (Pitman-Morgan), a proxy for the paper's "less volatile
+    exploration" (the width of Figure 4's bands).
     ``result``: rl-eval.json's, or its summary (`summarize()`, whose window holds)."""
     summary = summarize(result, window)
     window = summary["window"]
@@ -117,16 +184,17 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
         for label, values in seeds.items():
             lines.append(f"| {name} | {LABELS.get(label, label)} | {len(entry['labels'][label])} | "
                          f"{_cell([v[0] for v in values.values()])} | {_cell([v[1] for v in values.values()])} |")
-        for label, values in seeds.items():
-            if label == "random" or "random" not in seeds:
-                continue
-            shared = sorted(set(values) & set(seeds["random"]))
+        for label, other in _pairs(list(seeds)):
+            values = seeds[label]
+            shared = sorted(set(values) & set(seeds[other]))
             if not shared:
                 continue
-            auc = [values[s][0] - seeds["random"][s][0] for s in shared]
-            final = [values[s][1] - seeds["random"][s][1] for s in shared]
-            verdicts.append(f"| {name} | {LABELS.get(label, label)} - Random init | {_cell(auc)} | {_cell(final)} | "
-                            f"{_verdict(auc)} |")
+            auc = [values[s][0] - seeds[other][s][0] for s in shared]
+            final = [values[s][1] - seeds[other][s][1] for s in shared]
+            verdicts.append(f"| {name} | {LABELS.get(label, label)} - {LABELS.get(other, other)} | {_cell(auc)} | "
+                            f"{_cell(final)} | {_verdict(auc)} |")
+            if other != "random":
+                continue
             # The paper credits Leap's gain to "less volatile exploration" (its Figure 4's bands):
             # the spread over the shared seeds of each arm, a ratio with its paired interval.
             over_training = ([values[s][0] for s in shared], [seeds["random"][s][0] for s in shared])
@@ -135,12 +203,21 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
                            f"{_ratio_cell(*at_the_end)} | {spread_verdict(*over_training)} |")
     if verdicts:
         lines += ["", "| Game | Paired difference | Mean return over training | Final return | Over training, "
-                  "the learned initialization is |", "|---|---|---|---|---|", *verdicts]
+                  "the first initialization is |", "|---|---|---|---|---|", *verdicts]
     if spreads:
         lines += ["", "| Game | Standard deviation over paired seeds, ratio [95% interval] | Mean return over "
                   "training | Final return | Over training, the learned initialization's spread is |",
                   "|---|---|---|---|---|", *spreads]
     return "\n".join(lines) + "\n"
+
+
+def _pairs(labels: list[str]) -> list[tuple[str, str]]:
+    """The paired differences the table shows: each learned initialization minus the random
+    one, then each learned one minus every learned one after it (Leap - Reptile when both
+    were evaluated: `join_summaries()`)."""
+    learned = [label for label in labels if label != "random"]
+    pairs = [(label, "random") for label in learned if "random" in labels]
+    return pairs + [(a, b) for i, a in enumerate(learned) for b in learned[i + 1:]]
 
 
 def meta_training_table(records: list[dict[str, Any]]) -> str:
