@@ -331,13 +331,15 @@ def test_leap_report_draws_the_rl_figure_of_an_rl_eval_directory(tmp_path):
     assert (tmp_path / "rl-curves.png").is_file() and (tmp_path / "rl-eval.md").is_file()
 
 
-def evaluation(labels: dict[str, float], seeds=range(4), steps: int = 40, settings: str = "a") -> dict:
+def evaluation(labels: dict[str, float], seeds=range(4), steps: int = 40, settings: str = "a",
+               device: str = "cpu") -> dict:
     """An rl-eval result: per game and label, seeds whose returns rise by label's offset."""
     def run(seed, offset):
         return {"episode_steps": [10, 20, 30], "episode_returns": [offset + seed, offset + 2 * seed, 1.0],
                 "steps": steps, "seconds": 0.1 * seed}
 
     return {"benchmark": "minatar", "settings": {"name": settings}, "spec": {"game": "x"}, "pool": ["asterix"],
+            "labels": list(labels), "seeds": list(seeds), "device": device,
             "runs": {g: {label: {str(s): run(s, offset) for s in seeds} for label, offset in labels.items()}
                      for g in ("breakout", "asterix")}}
 
@@ -374,7 +376,15 @@ def test_rl_join_puts_two_runs_learned_encoders_beside_one_random_arm_with_every
     ("other settings", "differ in settings"),
     ("other steps", "different numbers of steps"),
     ("two leap encoders", "both hold 'leap'"),
+    ("leap on one game each", "both hold 'leap'"),
+    ("another random encoder", "the random initialization's agents differ"),
+    ("other seeds", "evaluate the same seeds"),
+    ("an evaluation still running", "an incomplete evaluation (breakout/reptile lacks seeds ['3'])"),
+    ("a damaged runs record", "a damaged rl-eval record"),
+    ("another device", "on different devices"),
+    ("the same source twice", "at least two"),
     ("out is a run", "holds rl-eval.json"),
+    ("out holds a run's metrics", "holds metrics.jsonl"),
     ("out is a file", "exists and is not a directory"),
     ("out is a source", "a source's own directory"),
     ("one source", "at least two"),
@@ -385,19 +395,35 @@ def test_rl_join_refuses_results_that_are_not_one_comparison_with_one_line_and_w
     leap_run = write_evaluation(tmp_path / "leap", evaluation({"leap": 2.0, "random": 0.0}))
     other = {"other settings": evaluation({"reptile": 1.0}, settings="b"),
              "other steps": evaluation({"reptile": 1.0}, steps=80),
-             "two leap encoders": evaluation({"leap": 1.0})}.get(case, evaluation({"reptile": 1.0}))
+             "two leap encoders": evaluation({"leap": 1.0}),
+             "another random encoder": evaluation({"reptile": 1.0, "random": 0.5}),
+             "other seeds": evaluation({"reptile": 1.0}, seeds=range(10, 14)),
+             "another device": evaluation({"reptile": 1.0}, device="cuda")}.get(case, evaluation({"reptile": 1.0}))
+    if case == "leap on one game each":  # a second Leap run's encoder, on the game the first lacks
+        other = evaluation({"leap": 1.0, "random": 0.0})
+        del other["runs"]["asterix"]["leap"]
+        other["labels"] = ["random"]
+    elif case == "an evaluation still running":
+        del other["runs"]["breakout"]["reptile"]["3"]
+    elif case == "a damaged runs record":
+        other["runs"]["breakout"] = []
     second = write_evaluation(tmp_path / "second", other)
     if case == "damaged source":
         (tmp_path / "second" / "rl-eval.json").write_text('{"runs": ')
+    elif case == "the same source twice":
+        second = f"{second}/rl-eval.json,{second}"
     out = tmp_path / "arms"
     if case == "out is a run":
         write_evaluation(out, evaluation({"leap": 0.0}))
+    elif case == "out holds a run's metrics":
+        out.mkdir()
+        (out / "metrics.jsonl").write_text("{}\n")
     elif case == "out is a file":
         out.write_text("not a directory")
     elif case == "out is a source":
         out = tmp_path / "second"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    sources = leap_run if case == "one source" else f"{leap_run},{second}"
+    sources = {"one source": leap_run, "the same source twice": second}.get(case, f"{leap_run},{second}")
     assert main(["rl-join", sources, "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
@@ -594,6 +620,26 @@ def test_minatar_smoke_run_through_the_cli(tmp_path, capsys):
     assert set(result["runs"]["breakout"]["leap"]) == {"0", "1"}
     assert (out / "rl-curves.png").stat().st_size > 0
     assert "| breakout | Leap | 2 |" in capsys.readouterr().out
+
+
+@needs_minatar
+def test_two_runs_evaluated_apart_draw_the_same_random_arm_so_rl_join_pairs_leap_and_reptile_by_seed(tmp_path,
+                                                                                                     capsys):
+    # the docs' three-arm comparison: Reptile's run evaluated with --no-baseline borrows the
+    # random arm of Leap's evaluation; that holds only if seed s draws the same random agent
+    # in every evaluation (another run, another process). Both arms evaluated here: rl-join
+    # refuses random arms that differ.
+    args = ["--benchmark", "minatar", "--meta-steps", "1", "--eval-seeds", "2", "--eval-games", "breakout", *TINY]
+    runs = []
+    for method in ("leap", "reptile"):
+        runs.append(str(tmp_path / method))
+        assert main(["train", *args, "--method", method, "--out", runs[-1]]) == 0
+        assert main(["rl-eval", runs[-1], "--no-progress"]) == 0
+    assert json.loads((tmp_path / "leap" / "rl-eval.json").read_text())["device"] == "cpu"
+    assert main(["rl-join", ",".join(runs), "--out", str(tmp_path / "arms"), "--no-progress"]) == 0
+    joined = json.loads((tmp_path / "arms" / "rl-summary.json").read_text())
+    assert joined["labels"] == ["leap", "reptile", "random"] and joined["seeds"] == [0, 1]
+    assert "| breakout | Leap - Reptile |" in (tmp_path / "arms" / "rl-eval.md").read_text()
 
 
 @needs_minatar

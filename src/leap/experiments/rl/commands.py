@@ -184,6 +184,8 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
         "benchmark": cfg.benchmark, "method": cfg.method, "games": list(setup.eval_games), "seeds": seeds,
         "labels": list(inits), "settings": dataclasses.asdict(setup.evaluation), "spec": dataclasses.asdict(setup.spec),
         "run": str(run_dir), "init_sha256": digest, "pool": list(setup.pool),
+        # a seed's random draws (the random encoder, the action stream) are the device kind's
+        "device": str(cfg.device).split(":")[0],
     }
     # Runs in an earlier result file with the same settings, of the same init, are kept
     # (the one "holds this run" policy).
@@ -265,14 +267,12 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
     hold an earlier join (replaced), nothing else of leap's."""
     from leap.experiments.rl.report import SUMMARY_FILE, join_summaries, summary_table, write_rl_report
 
-    if len(sources) < 2:
-        raise UsageError(f"rl-join: name at least two rl-eval results to join, got {len(sources)}")
-    results = {str(source): _read_result(source) for source in sources}
+    files = list(dict.fromkeys(_result_file(source) for source in sources))  # a source named twice is one
+    results = {str(path): _read_result(path) for path in files}
     check_output_dir(out)
-    inputs = {(s if s.is_dir() else s.parent).resolve() for s in sources}
-    if out.resolve() in inputs:
+    if out.resolve() in {path.parent for path in files}:
         raise UsageError(f"--out {out}: a source's own directory; the joined report goes to a directory of its own")
-    for name in ("config.json", RESULT_FILE):
+    for name in ("config.json", "metrics.jsonl", RESULT_FILE):
         if (out / name).exists():
             raise UsageError(f"--out {out}: holds {name} (a run or an evaluation); the joined report goes to a "
                              "directory of its own")
@@ -280,10 +280,19 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
     if earlier.exists() and "sources" not in _read_result(earlier):
         raise UsageError(f"--out {out}: holds an rl-summary.json of one evaluation, not a join; "
                          "name another directory")
+    # The paired arms share a seed's random draws only on one kind of device (a generator's stream is the device's).
+    devices = {name: result.get("device") for name, result in results.items()}
+    if len({d for d in devices.values() if d is not None}) > 1:
+        raise UsageError(f"rl-join: the sources ran their agents on different devices ({devices}); a seed's "
+                         "random draws differ between devices, so their agents are not paired")
     try:
         joined = join_summaries(results)
     except ValueError as err:
         raise UsageError(f"rl-join: {err}") from None
+    unknown = [name for name, device in devices.items() if device is None]
+    if unknown and progress:
+        print(f"rl-join: note: {', '.join(unknown)} do(es) not record the device its agents ran on (an rl-eval "
+              "before 2026-12-05); the pairing assumes every source ran on the same kind", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SUMMARY_FILE, json.dumps(joined) + "\n")  # keys in the table's order, not sorted
     write_rl_report(out)
@@ -292,21 +301,30 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
     return joined
 
 
-def _read_result(source: Path) -> dict[str, Any]:
-    """An rl-eval result or its summary: the file ``source``, or in the directory ``source``
-    its rl-eval.json, else its rl-summary.json; `UsageError` (one line) otherwise."""
-    from leap.experiments.rl.report import SUMMARY_FILE, SUMMARY_FORMAT
+def _result_file(source: Path) -> Path:
+    """The file of an rl-eval result named by ``source``: the file itself, or in a run
+    directory its rl-eval.json, else its rl-summary.json (absolute)."""
+    from leap.experiments.rl.report import SUMMARY_FILE
 
-    path = source
     if source.is_dir():
-        path = source / RESULT_FILE if (source / RESULT_FILE).is_file() else source / SUMMARY_FILE
+        source = source / RESULT_FILE if (source / RESULT_FILE).is_file() else source / SUMMARY_FILE
+    return source.resolve()
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    """An rl-eval result or its summary (`UsageError`, one line, otherwise); a spec written
+    before the environment backend was an option names the backend it ran."""
+    from leap.experiments.rl.report import SUMMARY_FORMAT
+
     try:
         record = read_json_record(path)
-        if record.get("format") == SUMMARY_FORMAT:
-            return read_json_record(path, ("games", "window"))
-        return read_json_record(path, ("runs",))
+        record = (read_json_record(path, ("games", "window")) if record.get("format") == SUMMARY_FORMAT
+                  else read_json_record(path, ("runs",)))
     except CorruptFileError as err:
         raise UsageError(str(err)) from None
+    if isinstance(record.get("spec"), dict):
+        record["spec"] = {"backend": LEGACY_CONFIG["extra"]["env_backend"], **record["spec"]}
+    return record
 
 
 def cmd_rl_join(args: argparse.Namespace) -> int:

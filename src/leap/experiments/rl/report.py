@@ -87,16 +87,28 @@ def join_summaries(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
     (``rl-eval --no-baseline``), so that one table and one figure compare the three.
 
     ``sources``: name (a path, for messages and the record) -> an ``rl-eval.json`` result or
-    its summary. The sources must share `JOIN_FIELDS`, their games and each game's grid;
-    an initialization (label) held by two sources must be the same agents in both (the
-    random encoder of a seed is the same in every evaluation), else it is refused: two runs'
-    Leap encoders are two initializations, not one. Raises ``ValueError`` (one line) on a
-    mismatch. The result names its ``sources`` (run, method, init digest, labels); its
-    ``seeds`` are the union of the sources'."""
-    if not sources:
-        raise ValueError("no source to join")
-    summaries = {name: summarize(result) for name, result in sources.items()}
+    its summary. Each source must be complete (every game x initialization x seed its
+    header names has its agent: an evaluation still running or stopped is refused); the
+    sources must share `JOIN_FIELDS`, their games, each game's grid and their seeds, so
+    that every difference is paired over the same seeds. A learned initialization (label)
+    may come from one source only: two runs' Leap encoders are two initializations, not
+    one. The random initialization may come from several, if its agents are the same in
+    each (seed s draws the same random encoder, heads and action stream in every
+    evaluation on the same device and code). Raises ``ValueError`` (one line) on a damaged
+    source or a mismatch. The result names its ``sources`` (run, method, init digest,
+    labels)."""
+    if len(sources) < 2:
+        raise ValueError(f"name at least two rl-eval results to join, got {len(sources)}")
+    summaries, agents = {}, {}
+    for name, result in sources.items():
+        try:
+            summaries[name] = summarize(result)
+            agents[name] = _agents_by_game(summaries[name])
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ValueError(f"{name}: a damaged rl-eval record ({type(err).__name__}: {err})") from None
+        _check_complete(name, summaries[name], agents[name])
     first_name, first = next(iter(summaries.items()))
+    seeds = _seeds(agents[first_name])
     joined = {k: v for k, v in first.items() if k not in ("games", "init_sha256", "method", "run", "labels")}
     joined["games"] = {game: {"grid": entry["grid"], "labels": {}} for game, entry in first["games"].items()}
     owner: dict[str, str] = {}  # label -> the source it was taken from
@@ -108,23 +120,29 @@ def join_summaries(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if set(summary["games"]) != set(first["games"]):
             raise ValueError(f"{name} evaluates {sorted(summary['games'])}, {first_name} {sorted(first['games'])}: "
                              "evaluate the same games")
+        if _seeds(agents[name]) != seeds:
+            raise ValueError(f"{name} holds seeds {sorted(_seeds(agents[name]), key=int)}, {first_name} "
+                             f"{sorted(seeds, key=int)}: evaluate the same seeds, so that every difference is paired")
+        for label in {label for by_label in agents[name].values() for label in by_label}:
+            if label in owner and label != "random":
+                raise ValueError(f"{name} and {owner[label]} both hold '{label}': two initializations under one "
+                                 "name; join runs of different methods")
         for game, entry in summary["games"].items():
             if entry["grid"] != first["games"][game]["grid"]:
                 raise ValueError(f"{name} and {first_name}: {game}'s agents ran for different numbers of steps")
-            for label, agents in entry["labels"].items():
+            for label, by_seed in agents[name][game].items():
                 held = joined["games"][game]["labels"]
-                if label in held and _agents(held[label]) != _agents(agents):
-                    raise ValueError(f"{name} and {owner[label]} both hold '{label}' on {game} with different "
-                                     "agents: two initializations under one name; join runs of different methods")
-                held.setdefault(label, agents)
+                if label in held and _without_times(held[label]) != _without_times(by_seed):
+                    raise ValueError(f"{name} and {owner[label]}: the random initialization's agents differ on "
+                                     f"{game} (evaluated on another device or with other code?); they cannot be "
+                                     "the shared arm of a paired comparison")
+                held.setdefault(label, by_seed)
                 owner.setdefault(label, name)
-    order = sorted({label for entry in joined["games"].values() for label in entry["labels"]},
-                   key=lambda label: (label == "random", list(owner).index(label)))
+    order = sorted(owner, key=lambda label: (label == "random", list(owner).index(label)))
     for entry in joined["games"].values():  # the learned initializations first, in the sources' order
         entry["labels"] = {label: entry["labels"][label] for label in order if label in entry["labels"]}
     joined["labels"] = order
-    joined["seeds"] = sorted({int(seed) for entry in joined["games"].values() for agents in entry["labels"].values()
-                              for seed in agents})
+    joined["seeds"] = sorted(int(seed) for seed in seeds)
     joined["sources"] = []
     for name, summary in summaries.items():
         mine = [label for label in order if owner[label] == name]
@@ -138,7 +156,42 @@ def join_summaries(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return joined
 
 
-def _agents(by_seed: dict[str, Any]) -> dict[str, Any]:
+def _agents_by_game(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{game: {label: {seed: agent}}} of a summary, its structure checked (KeyError,
+    TypeError or ValueError on a damaged one)."""
+    by_game = {}
+    for game, entry in summary["games"].items():
+        if not isinstance(entry["grid"], list) or not entry["labels"]:
+            raise ValueError(f"{game}: no grid or no initialization")
+        by_game[game] = {}
+        for label, by_seed in entry["labels"].items():
+            for seed, agent in by_seed.items():
+                int(seed)  # a seed is named by its number
+                lacking = {"curve", "mean_return", "final_return"} - set(agent)
+                if lacking:
+                    raise KeyError(f"{game}/{label}/seed {seed} lacks {sorted(lacking)}")
+            by_game[game][label] = dict(by_seed)
+    return by_game
+
+
+def _seeds(by_game: dict[str, dict[str, dict[str, Any]]]) -> set[str]:
+    return {seed for by_label in by_game.values() for by_seed in by_label.values() for seed in by_seed}
+
+
+def _check_complete(name: str, summary: dict[str, Any], by_game: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """``ValueError`` unless every game x label x seed the source names has its agent (an
+    rl-eval still running, or stopped, has written only some)."""
+    labels = summary.get("labels") or sorted({label for by_label in by_game.values() for label in by_label})
+    seeds = {str(seed) for seed in summary.get("seeds") or _seeds(by_game)}
+    for game, by_label in by_game.items():
+        for label in labels:
+            missing = sorted(seeds - set(by_label.get(label, {})), key=int)
+            if missing:
+                raise ValueError(f"{name}: an incomplete evaluation ({game}/{label} lacks seeds {missing}); finish "
+                                 "it (leap rl-eval resumes where it stopped) before joining")
+
+
+def _without_times(by_seed: dict[str, Any]) -> dict[str, Any]:
     """An initialization's agents without their wall times (two processes time the same agent differently)."""
     return {seed: {k: v for k, v in agent.items() if k != "seconds"} for seed, agent in by_seed.items()}
 
@@ -322,7 +375,9 @@ def write_rl_report(directory: str | Path, result_file: str = RESULT_FILE, windo
     md = directory / f"{stem}.md"
     title = f"# {summary.get('benchmark', '')}: learned vs random encoder initialization"
     text = f"{title}\n\n{summary_table(summary, window)}"
-    records = read_jsonl(directory / "metrics.jsonl") if (directory / "metrics.jsonl").is_file() else []
+    records = []
+    if (directory / "metrics.jsonl").is_file() and "sources" not in summary:  # a join has no one run
+        records = read_jsonl(directory / "metrics.jsonl")
     if records:  # the run's own directory: how its θ0 was meta-trained
         text += ("\n## Meta-training (the run's metrics.jsonl)\n\nEach game of each meta-step is a new agent "
                  "with its own head, environments and action stream.\n\n"
