@@ -79,6 +79,12 @@ def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
         raise CorruptFileError(f"{path}: not a readable JSON record ({err})") from err
     if not isinstance(record, dict):
         raise CorruptFileError(f"{path}: not a JSON object")
+    return require_keys(record, path, required)
+
+
+def require_keys(record: dict[str, Any], path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, Any]:
+    """``record`` (read from ``path``) when it holds every ``required`` key, else a
+    [`CorruptFileError`][leap.util.errors.CorruptFileError] naming the file and the keys it lacks."""
     missing = [k for k in required if k not in record]
     if missing:
         raise CorruptFileError(f"{path}: lacks {', '.join(missing)} (damaged, or not written by leap)")

@@ -36,7 +36,14 @@ from leap.experiments.rl.registration import LEGACY_CONFIG
 from leap.util import distributed
 from leap.util.devices import check_device
 from leap.util.errors import CorruptFileError, UsageError
-from leap.util.files import atomic_write_json, atomic_write_text, check_state, read_init, read_json_record
+from leap.util.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_state,
+    read_init,
+    read_json_record,
+    require_keys,
+)
 from leap.util.options import Option, comma_list
 from leap.util.progress import Progress
 
@@ -192,9 +199,7 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     same = {k: header[k] for k in ("settings", "spec", "benchmark", "init_sha256")}
 
     def same_run(previous: dict[str, Any]) -> bool:
-        # files written before the environment backend was an option: what such runs stepped
-        legacy = {"backend": LEGACY_CONFIG["extra"]["env_backend"]}
-        previous = {**previous, "spec": {**legacy, **(previous.get("spec") or {})}}
+        previous = with_legacy_spec(previous)
         return {k: previous.get(k) for k in same} == same
 
     done = None
@@ -257,6 +262,13 @@ def merged_runs(runs: dict[str, Any], other: Path, same_run: Any, header: dict[s
     return merged
 
 
+def with_legacy_spec(record: dict[str, Any]) -> dict[str, Any]:
+    """An rl-eval record whose ``spec`` names the environment backend: a file written before
+    the backend was an option stepped the legacy one."""
+    legacy = {"backend": LEGACY_CONFIG["extra"]["env_backend"]}
+    return {**record, "spec": {**legacy, **(record.get("spec") or {})}}
+
+
 def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, Any]:
     """``leap rl-join SOURCES --out DIR``: one table and one figure of several evaluations of
     the same games and settings (e.g. Leap's run, evaluated with the random encoder, and
@@ -267,8 +279,10 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
     hold an earlier join (replaced), nothing else of leap's."""
     from leap.experiments.rl.report import SUMMARY_FILE, join_summaries, summary_table, write_rl_report
 
-    files = list(dict.fromkeys(_result_file(source) for source in sources))  # a source named twice is one
-    results = {str(path): _read_result(path) for path in files}
+    # A source named twice (another spelling of one file) is one; each is named as given, so
+    # that the joined summary holds no machine's absolute paths.
+    files = {path.resolve(): path for path in reversed([_result_file(source) for source in sources])}
+    results = {str(path): _read_result(path) for path in reversed(files.values())}
     check_output_dir(out)
     if out.resolve() in {path.parent for path in files}:
         raise UsageError(f"--out {out}: a source's own directory; the joined report goes to a directory of its own")
@@ -280,16 +294,11 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
     if earlier.exists() and "sources" not in _read_result(earlier):
         raise UsageError(f"--out {out}: holds an rl-summary.json of one evaluation, not a join; "
                          "name another directory")
-    # The paired arms share a seed's random draws only on one kind of device (a generator's stream is the device's).
-    devices = {name: result.get("device") for name, result in results.items()}
-    if len({d for d in devices.values() if d is not None}) > 1:
-        raise UsageError(f"rl-join: the sources ran their agents on different devices ({devices}); a seed's "
-                         "random draws differ between devices, so their agents are not paired")
     try:
         joined = join_summaries(results)
     except ValueError as err:
         raise UsageError(f"rl-join: {err}") from None
-    unknown = [name for name, device in devices.items() if device is None]
+    unknown = [name for name, result in results.items() if result.get("device") is None]
     if unknown and progress:
         print(f"rl-join: note: {', '.join(unknown)} do(es) not record the device its agents ran on (an rl-eval "
               "before 2026-12-05); the pairing assumes every source ran on the same kind", file=sys.stderr)
@@ -303,12 +312,12 @@ def rl_join(sources: list[Path], out: Path, progress: bool = True) -> dict[str, 
 
 def _result_file(source: Path) -> Path:
     """The file of an rl-eval result named by ``source``: the file itself, or in a run
-    directory its rl-eval.json, else its rl-summary.json (absolute)."""
+    directory its rl-eval.json, else its rl-summary.json."""
     from leap.experiments.rl.report import SUMMARY_FILE
 
     if source.is_dir():
-        source = source / RESULT_FILE if (source / RESULT_FILE).is_file() else source / SUMMARY_FILE
-    return source.resolve()
+        return source / RESULT_FILE if (source / RESULT_FILE).is_file() else source / SUMMARY_FILE
+    return source
 
 
 def _read_result(path: Path) -> dict[str, Any]:
@@ -317,14 +326,11 @@ def _read_result(path: Path) -> dict[str, Any]:
     from leap.experiments.rl.report import SUMMARY_FORMAT
 
     try:
-        record = read_json_record(path)
-        record = (read_json_record(path, ("games", "window")) if record.get("format") == SUMMARY_FORMAT
-                  else read_json_record(path, ("runs",)))
+        record = read_json_record(path)  # parsed once: an rl-eval.json holds tens of MB of episodes
+        require_keys(record, path, ("games", "window") if record.get("format") == SUMMARY_FORMAT else ("runs",))
     except CorruptFileError as err:
         raise UsageError(str(err)) from None
-    if isinstance(record.get("spec"), dict):
-        record["spec"] = {"backend": LEGACY_CONFIG["extra"]["env_backend"], **record["spec"]}
-    return record
+    return with_legacy_spec(record) if isinstance(record.get("spec"), dict) else record
 
 
 def cmd_rl_join(args: argparse.Namespace) -> int:

@@ -108,6 +108,12 @@ def join_summaries(sources: dict[str, dict[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"{name}: a damaged rl-eval record ({type(err).__name__}: {err})") from None
         _check_complete(name, summaries[name], agents[name])
     first_name, first = next(iter(summaries.items()))
+    # A seed's random draws are the device kind's (a generator's stream): evaluations that
+    # record their devices must name one (older files record none).
+    devices = {summary.get("device") for summary in summaries.values()} - {None}
+    if len(devices) > 1:
+        raise ValueError(f"the sources ran their agents on different devices ({sorted(devices)}); a seed's "
+                         "random draws differ between devices, so their agents are not paired")
     seeds = _seeds(agents[first_name])
     joined = {k: v for k, v in first.items() if k not in ("games", "init_sha256", "method", "run", "labels")}
     joined["games"] = {game: {"grid": entry["grid"], "labels": {}} for game, entry in first["games"].items()}
@@ -250,8 +256,8 @@ def summary_table(result: dict[str, Any], window: int = 100) -> str:
                 continue
             # The paper credits Leap's gain to "less volatile exploration" (its Figure 4's bands):
             # the spread over the shared seeds of each arm, a ratio with its paired interval.
-            over_training = ([values[s][0] for s in shared], [seeds["random"][s][0] for s in shared])
-            at_the_end = ([values[s][1] for s in shared], [seeds["random"][s][1] for s in shared])
+            over_training = ([values[s][0] for s in shared], [seeds[other][s][0] for s in shared])
+            at_the_end = ([values[s][1] for s in shared], [seeds[other][s][1] for s in shared])
             spreads.append(f"| {name} | {LABELS.get(label, label)} / Random init | {_ratio_cell(*over_training)} | "
                            f"{_ratio_cell(*at_the_end)} | {spread_verdict(*over_training)} |")
     if verdicts:
