@@ -1033,6 +1033,33 @@ def test_a_run_killed_by_sigkill_then_run_again_ends_byte_identical_to_an_uninte
     _assert_same_state(_without_times(a), _without_times(b))
 
 
+@pytest.mark.parametrize("method", ["none", "leap"])
+def test_a_run_killed_by_sigkill_during_its_held_out_evaluation_then_run_again_ends_with_the_same_result(
+        pool_dir, tmp_path, method):
+    # The held-out evaluation writes no checkpoint (it is one task): kill -9 in the middle of
+    # it, and the same command again evaluates afresh from the pretrained state and ends
+    # with the result of a run never interrupted. For no pretraining this is the whole run.
+    from helpers.torchrun import FAULT_INJECTION, LIMIT_S
+
+    args = [*MULTICV_RUN, "--method", method, "--data-dir", str(pool_dir)]
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("LEAP_FAULT")}
+    results = {}
+    for name, kills in (("whole", 0), ("killed", 1)):
+        out = tmp_path / name
+        for env in [{**plain, "LEAP_FAULT_EVAL_CHECK": "2"}] * kills + [plain]:
+            proc = subprocess.run([sys.executable, str(FAULT_INJECTION), *args, "--out", str(out)], env=env,
+                                  capture_output=True, text=True, timeout=LIMIT_S)
+            if "LEAP_FAULT_EVAL_CHECK" in env:
+                assert proc.returncode == -signal.SIGKILL, proc.stderr
+                assert not (out / "result.json").exists()
+            else:
+                assert proc.returncode == 0, proc.stderr
+        results[name] = _without_times(json.loads((out / "result.json").read_text()))
+        results[name].pop("pretrained_sha256", None)  # the checkpoint's bytes hold wall times
+    assert results["killed"]["eval_steps"] >= 4  # killed at the second check of every 2 steps: mid-training
+    assert results["killed"] == results["whole"]
+
+
 @pytest.mark.parametrize("option", ["--task-batch", "--eval-batch"])
 def test_a_minibatch_beyond_the_machines_memory_is_refused_in_one_line_before_anything_is_written(
         pool_dir, tmp_path, capsys, monkeypatch, option):

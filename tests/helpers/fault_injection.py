@@ -6,6 +6,9 @@ hand). On the rank named by ``LEAP_FAULT_RANK``, just before meta-step
 says: ``raise`` (an exception, as a bug or a CUDA error would), ``hang`` (sleeps, as a
 stuck rank would), ``sigterm`` (sends itself SIGTERM, as a scheduler would, and goes on)
 or ``kill`` (SIGKILL: the process vanishes, as after an out-of-memory kill).
+With ``LEAP_FAULT_EVAL_CHECK=N`` instead, a Multi-CV run is killed (SIGKILL) at the N-th
+validation check of its held-out evaluation, after pretraining, in the middle of the
+evaluation's training.
 Without ``LEAP_FAULT`` it is plain ``leap``. With ``LEAP_REPORT_THREADS=1`` each rank
 prints, after the command returned, the names of the native threads still running in it
 (Linux: /proc/self/task). The library itself carries no test hook: these are added here.
@@ -22,7 +25,30 @@ from leap import cli
 from leap.engine import loop
 
 
+def kill_during_multicv_evaluation(check: int) -> None:
+    from leap.experiments.multicv import run, training
+
+    evaluate_held_out, error_rate = run.evaluate_held_out, training.error_rate
+    calls = 0
+
+    def counting_error_rate(*args, **kwargs) -> float:
+        nonlocal calls
+        calls += 1
+        if calls == check:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return error_rate(*args, **kwargs)
+
+    def evaluate_then_die(*args, **kwargs):
+        training.error_rate = counting_error_rate  # fit_task reads it through the module
+        return evaluate_held_out(*args, **kwargs)
+
+    run.evaluate_held_out = evaluate_then_die
+
+
 def inject() -> None:
+    if "LEAP_FAULT_EVAL_CHECK" in os.environ:
+        kill_during_multicv_evaluation(int(os.environ["LEAP_FAULT_EVAL_CHECK"]))
+        return
     # A single process (no torchrun) is rank 0.
     if "LEAP_FAULT" not in os.environ or os.environ.get("RANK", "0") != os.environ["LEAP_FAULT_RANK"]:
         return
