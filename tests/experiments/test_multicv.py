@@ -592,6 +592,21 @@ def test_every_method_pretrains_on_the_others_and_evaluates_on_the_held_out(pool
     assert "| MNIST | Leap |" in text and "| 0.7 | 0.1 | 0.6 |" in text  # the paper's row beside ours
 
 
+def test_runs_that_differ_in_their_seed_alone_share_one_protocol_and_the_report_names_each_runs_seed_and_cost(
+        pool_dir, tmp_path):
+    for seed in (0, 1):
+        run_multicv(tiny("mnist", "none", pool_dir, seed=seed), tmp_path / f"none-{seed}", log=lambda m: None)
+    text = write_multicv_report(tmp_path)[0].read_text()
+    protocol = text.split("## Protocol")[1].split("## Data notes")[0]
+    assert protocol.count("- `{") == 1 and "- seeds: 0, 1" in protocol and "different protocols" not in protocol
+    runs = text.split("## Runs")[1]
+    assert "| mnist | none | 0 | 0 |" in runs and "| mnist | none | 1 | 0 |" in runs
+    cost = text.split("## Cost")[1].split("## Runs")[0]
+    assert "| No pretraining | 2 | 0.0 |" in cost and "| All | 2 | 0.0 |" in cost
+    run_multicv(tiny("mnist", "none", pool_dir, patience=4), tmp_path / "other", log=lambda m: None)
+    assert "different protocols" in write_multicv_report(tmp_path)[0].read_text()
+
+
 def synthetic_entries(values: dict[tuple[str, str], list[tuple[float, float]]], parameters: dict[str, int]):
     """(config, result) pairs: per (held-out, method) one (test error, AUC) per seed."""
     return [({"seed": seed}, {"held_out": d, "method": m, "test_error": test, "train_error": 0.0, "auc": auc,

@@ -323,6 +323,22 @@ def plot_meta_objective(curves: list[MetaCurve], path: str | Path) -> Path:
     return Path(path)
 
 
+def cost_table(entries: list[Entry]) -> str:
+    """Per method, the hours its runs took (pretraining and held-out evaluation, each run's
+    own measured seconds: one thread each, so CPU-hours on a machine not otherwise loaded)."""
+    rows = ["| Method | Runs | Pretraining (h) | Evaluation (h) | Total (h) |", "|---|---|---|---|---|"]
+    totals = [0, 0.0, 0.0]
+    for method in TABLE_METHODS:
+        runs = [r for _, r in entries if r["method"] == method]
+        if not runs:
+            continue
+        pre, ev = (sum(r[k] for r in runs) / 3600 for k in ("pretrain_seconds", "eval_seconds"))
+        rows.append(f"| {METHOD_LABELS[method]} | {len(runs)} | {pre:.1f} | {ev:.1f} | {pre + ev:.1f} |")
+        totals = [totals[0] + len(runs), totals[1] + pre, totals[2] + ev]
+    rows.append(f"| All | {totals[0]} | {totals[1]:.1f} | {totals[2]:.1f} | {totals[1] + totals[2]:.1f} |")
+    return "\n".join(rows)
+
+
 def write_multicv_report(directory: str | Path) -> list[Path]:
     """Write ``multicv.md`` (Table 1-shaped, ours beside the paper's Table 4, with the
     protocol and the notes on splits) and ``multicv.json`` into ``directory``; returns
@@ -333,8 +349,9 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
         return []
     budget_keys = ("meta_steps", "meta_batch", "task_epochs", "task_batch", "task_lr", "meta_lr", "eval_epochs",
                    "eval_batch", "eval_lr", "patience", "meta_patience", "check_every", "val_size", "sample_cap",
-                   "test_cap", "metric", "seed")
+                   "test_cap", "metric")  # the seed is not the protocol: seeds are listed apart
     protocols = {json.dumps({k: c.get(k) for k in budget_keys}, sort_keys=True) for c, _ in entries}
+    seeds = sorted({c.get("seed") for c, _ in entries}, key=str)
     notes = sorted({n for _, r in entries for n in r.get("notes", [])})
     text = ["# Multi-CV results\n",
             "Rows: held-out dataset x method (Table 1's shape); Test and Train are error rates (%), AUC is the "
@@ -362,14 +379,17 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
                  "\n![Leap's meta-objective and validation error](multicv-meta.png)\n"]
     text += ["\n## Protocol\n"]
     text += [f"- `{p}`" for p in sorted(protocols)]
+    text.append(f"- seeds: {', '.join(map(str, seeds))}")
     if len(protocols) > 1:
         text.append("\n**Warning: the runs above used different protocols.**")
     text += ["", "## Data notes", ""] + ([f"- {n}" for n in notes] or ["- none"])
-    text += ["", "## Runs", "", "| Held-out | Method | Meta-steps | Eval steps | Pretrain (s) | Eval (s) |",
-             "|---|---|---|---|---|---|"]
-    for _, r in sorted(entries, key=lambda e: (e[1]["held_out"], e[1]["method"])):
-        text.append(f"| {r['held_out']} | {r['method']} | {r['meta_steps']} | {r['eval_steps']}/{r['eval_max_steps']} "
-                    f"| {r['pretrain_seconds']:.0f} | {r['eval_seconds']:.0f} |")
+    text += ["", "## Cost", "", cost_table(entries)]
+    text += ["", "## Runs", "", "| Held-out | Method | Seed | Meta-steps | Eval steps | Pretrain (s) | Eval (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for c, r in sorted(entries, key=lambda e: (e[1]["held_out"], e[1]["method"], str(e[0].get("seed")))):
+        text.append(f"| {r['held_out']} | {r['method']} | {c.get('seed')} | {r['meta_steps']} "
+                    f"| {r['eval_steps']}/{r['eval_max_steps']} | {r['pretrain_seconds']:.0f} "
+                    f"| {r['eval_seconds']:.0f} |")
     md, js = directory / "multicv.md", directory / "multicv.json"
     atomic_write_bytes(md, ("\n".join(text) + "\n").encode())
     atomic_write_json(js, [{**{k: v for k, v in r.items() if k not in ("curve", RUN_DIR)}, "config": c}
