@@ -222,3 +222,89 @@ def test_ablation_refuses_other_budgets_in_the_same_directory(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, *TINY[:-1], "--meta-steps", "3", "--no-progress"]) == 2
     assert "holds a different run" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the ablation over seeds
+SEED_PROTOCOL = {"benchmark": "omniglot", "meta_steps": 4, "meta_batch": 5, "task_steps": 100, "inner_lr": 0.1,
+                 "task_batch": 20, "pretrain_tasks": 20, "eval_steps": 100, "eval_lr": 0.1, "eval_batch": 20}
+
+
+def write_seed_ablation(directory, seed: int, rows: dict[str, tuple[float | None, list[float]]], **protocol) -> None:
+    """An ablation directory as `leap ablation` leaves it: per configuration (mean task
+    training loss over meta-training, per-task test errors) and its metrics.jsonl."""
+    configs = []
+    for name, (loss, errors) in rows.items():
+        config = CONFIGS_BY_NAME[name]
+        (directory / name).mkdir(parents=True)
+        if loss is not None:  # no pretraining has no meta-training records
+            (directory / name / "metrics.jsonl").write_text(
+                "".join(json.dumps({"step": i + 1, "train_loss": loss}) + "\n" for i in range(4)))
+        configs.append({"name": name, "label": config.label, "method": config.method, "p": config.p,
+                        "meta_lr": 0.1, "stabilizer": config.stabilizer, "loss_in_manifold": config.loss_in_manifold,
+                        "meta_steps": 4, "train_loss_first": loss, "train_loss_last": loss, "train_loss_mean": loss,
+                        "test_error": sum(errors) / len(errors), "test_error_std": 0.0, "test_errors": errors,
+                        "auc": 0.5, "train_seconds": 1800.0, "eval_seconds": 30.0})
+    (directory / "ablation.json").write_text(json.dumps(
+        {"protocol": {**SEED_PROTOCOL, "seed": seed, **protocol}, "configs": configs}))
+
+
+def test_the_ablation_over_seeds_reads_each_claim_of_appendix_c_off_the_paired_intervals(tmp_path):
+    # Two seeds: the full configuration trains fastest in both, by a steady margin; Reptile's
+    # corner slowest; the loss in the manifold lowers the test error at p=1 on every task,
+    # and at p=2 only in one seed.
+    def rows(shift: float, p2_f1: list[float]) -> dict[str, tuple[float, list[float]]]:
+        return {"leap-p2-mu0-f1": (2.90 + shift, p2_f1), "leap-p2-mu0-f0": (2.99 + shift, [0.50, 0.52]),
+                "leap-p1-mu0-f1": (2.92 + shift, [0.40, 0.42]), "leap-p1-mu1-f1": (2.80 + shift, [0.38, 0.40]),
+                "leap-p1-mu0-f0": (2.95 + shift, [0.60, 0.62]), "reptile": (2.97 + shift, [0.55, 0.57]),
+                "none": (None, [0.80, 0.82])}
+    write_seed_ablation(tmp_path / "seed-0", 0, rows(0.0, [0.40, 0.42]))
+    write_seed_ablation(tmp_path / "seed-1", 1, rows(0.01, [0.60, 0.62]))
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "ablation.md").read_text()
+    assert "2 seeds" in text and "seeds 0, 1" in text
+    assert "| p=1, μ=1, f=1 | 1 | 1 | 1 | 39.0 ± 0.0 (n=2) | -42.0 ± 0.0 (n=2) | - | - | 2.805" in text
+    assert "The full configuration (p=1, μ=1, f=1) converges fastest in meta-training (" in text
+    assert "converges fastest in meta-training (the lowest mean task training loss over meta-training; each " \
+           "other configuration minus it, paired by seed): holds" in text
+    assert "Reptile's configuration (p=2, μ=0, f=0) is the least efficient of Leap's (the highest mean task " \
+           "training loss; it minus each other configuration, paired by seed): holds" in text
+    sentences = text.split("## The claims of appendix C")[1]
+    p1, p2 = [line for line in sentences.splitlines() if "loss in the manifold" in line]
+    assert "p=1, μ=0, f=1 minus p=1, μ=0, f=0" in p1 and "over seeds -20.0 ± 0.0 (n=2): holds" in p1
+    assert "over (seed, task) pairs -20.0 ± 0.0 (n=4): holds" in p1
+    assert "p=2, μ=0, f=1 minus p=2, μ=0, f=0" in p2 and "over seeds" in p2 and ": cannot be told (the interval" in p2
+    assert "| No pretraining | - | - | - | 81.0 ± 0.0 (n=2) | - | 42.0 ± 0.0 (n=2) | 42.0 ± 0.0 (n=4) | - | - | - |" \
+        in text
+    assert (tmp_path / "ablation.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "seed-0" / "ablation.md").is_file()  # each seed's own table redrawn too
+
+
+def test_a_configuration_that_trains_faster_than_the_full_one_in_every_seed_refutes_the_first_claim(tmp_path):
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        write_seed_ablation(tmp_path / f"seed-{seed}", seed, {
+            "leap-p1-mu1-f1": (2.90 + shift, [0.4, 0.4]), "leap-p2-mu1-f1": (2.80 + shift, [0.4, 0.4]),
+            "reptile": (2.95 + shift, [0.5, 0.5])})
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "ablation.md").read_text()
+    assert "converges fastest in meta-training" in text and \
+           ": does not hold: p=2, μ=1, f=1 converges faster" in text
+
+
+def test_ablations_of_different_protocols_are_not_paired_over_seeds(tmp_path, capsys):
+    write_seed_ablation(tmp_path / "seed-0", 0, {"leap-p1-mu1-f1": (2.9, [0.4])})
+    write_seed_ablation(tmp_path / "seed-1", 1, {"leap-p1-mu1-f1": (2.9, [0.4])}, meta_steps=8)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ran different protocols (meta_steps)" in err and "\n" not in err
+    assert not (tmp_path / "ablation.md").exists() and not (tmp_path / "seed-0" / "ablation.md").exists()
+
+
+def test_two_seeds_of_the_ablation_command_are_reported_together(tmp_path, capsys):
+    for seed in (0, 1):
+        assert main(["ablation", "--benchmark", "builtin", "--out", str(tmp_path / f"seed-{seed}"), "--seed",
+                     str(seed), "--configs", "leap-p1-mu1-f1,reptile,none", *TINY]) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "ablation.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| p=1, μ=1, f=1 |") or line.startswith("| Reptile")]
+    assert len(rows) == 2 and all("(n=2)" in row for row in rows)
+    assert "converges fastest in meta-training" in text

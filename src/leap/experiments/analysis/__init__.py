@@ -8,14 +8,25 @@ from pathlib import Path
 
 def write_analysis_report(directory: str | Path) -> list[Path]:
     """Redraw the tables and figures of an ablation (ablation.json) or Jacobian study
-    (jacobian.json) directory; ``[]`` if ``directory`` holds neither (``leap report``)."""
-    from leap.experiments.analysis.ablation import write_ablation_report
+    (jacobian.json) directory, or of a directory of ablations, one per seed (each redrawn,
+    then the table over seeds); ``[]`` if ``directory`` holds none (``leap report``)."""
+    from leap.experiments.analysis.ablation import (
+        read_seed_ablations,
+        seed_directories,
+        write_ablation_report,
+        write_ablation_seeds_report,
+    )
     from leap.experiments.analysis.jacobian import write_jacobian_report
 
     directory = Path(directory)
     paths: list[Path] = []
     if (directory / "ablation.json").is_file():
         paths += write_ablation_report(directory)
+    elif seeds := seed_directories(directory):
+        read_seed_ablations(directory)  # refuses ablations that cannot be paired before anything is written
+        for sub in seeds:
+            paths += write_ablation_report(sub)
+        paths += write_ablation_seeds_report(directory)
     if (directory / "jacobian.json").is_file():
         paths += write_jacobian_report(directory)
     return paths

@@ -40,6 +40,7 @@ from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, read_json_record, read_jsonl, save_figure
 from leap.util.options import Option, comma_list
+from leap.util.stats import format_ci, interval_sign
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -214,8 +215,175 @@ def write_ablation_report(directory: str | Path, window: int | None = None) -> l
     return [md, plot_figure6(curves, directory / "ablation.png", proto, window)]
 
 
+# ---------------------------------------------------------------------- several seeds
+#: Leap as used in the paper's experiments, and the corner with Reptile's update direction.
+FULL, REPTILE_CORNER = "leap-p1-mu1-f1", "leap-p2-mu0-f0"
+#: (with the loss in the manifold, without it) at equal p and μ: appendix C's f = 1 / f = 0 pairs.
+MANIFOLD_PAIRS = (("leap-p1-mu0-f1", "leap-p1-mu0-f0"), ("leap-p2-mu0-f1", "leap-p2-mu0-f0"))
+
+
+def seed_directories(directory: str | Path) -> list[Path]:
+    """The subdirectories of ``directory`` that hold an ablation (ablation.json), one per seed."""
+    return sorted(d for d in Path(directory).iterdir() if (d / "ablation.json").is_file())
+
+
+def read_seed_ablations(directory: str | Path) -> tuple[dict[str, Any], dict[int, dict[str, dict[str, Any]]]]:
+    """(the shared protocol without its seed, {seed: {configuration name: row}}) of the
+    ablations in ``directory``'s subdirectories. Raises ``UsageError`` when two of them ran
+    different protocols or the same seed: their rows cannot be paired."""
+    protocol: dict[str, Any] | None = None
+    first: Path | None = None
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for sub in seed_directories(directory):
+        result = read_json_record(sub / "ablation.json", ("configs", "protocol"))
+        proto = {k: v for k, v in result["protocol"].items() if k != "seed"}
+        seed = result["protocol"]["seed"]
+        if protocol is None:
+            protocol, first = proto, sub
+        elif proto != protocol:
+            differ = sorted(k for k in {*proto, *protocol} if proto.get(k) != protocol.get(k))
+            raise UsageError(f"{first} and {sub} ran different protocols ({', '.join(differ)}): "
+                             "their ablations cannot be paired")
+        if seed in by_seed:
+            raise UsageError(f"{sub}: seed {seed} appears twice in {directory}")
+        by_seed[seed] = {r["name"]: {**r, "run_dir": str(sub / r["name"])} for r in result["configs"]}
+    return protocol or {}, by_seed
+
+
+def _paired(by_seed: dict[int, dict[str, dict[str, Any]]], a: str, b: str, key: str) -> list[float]:
+    """``row[a][key] - row[b][key]`` for every seed that has both (the same tasks and data);
+    a value a run lacks (no pretraining has no training loss) pairs with nothing."""
+    return [rows[a][key] - rows[b][key] for _, rows in sorted(by_seed.items())
+            if a in rows and b in rows and rows[a].get(key) is not None and rows[b].get(key) is not None]
+
+
+def _paired_by_task(by_seed: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> list[float]:
+    """Per-task test-error differences ``a - b`` in points over every (seed, held-out task)."""
+    return [100 * (x - y) for _, rows in sorted(by_seed.items()) if a in rows and b in rows
+            for x, y in zip(rows[a]["test_errors"], rows[b]["test_errors"], strict=True)]
+
+
+def _ci(values: list[float], digits: int = 1) -> str:
+    return format_ci(values, digits) if values else "-"
+
+
+def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
+    """One sentence per claim of appendix C, read off the 95% intervals over seeds of the
+    paired differences (each seed's configurations share their tasks and data)."""
+    names = [c.name for c in ABLATION_CONFIGS if any(c.name in rows for rows in by_seed.values())]
+    label = {c.name: c.label for c in ABLATION_CONFIGS}
+    sentences = []
+
+    def judge(claim: str, pairs: dict[str, list[float]], good: int, fails: str, passes: str) -> str:
+        """``claim``: holds when every pair's interval lies on side ``good`` of 0, does not
+        hold when one lies on the other side, and cannot be told otherwise."""
+        if not pairs:
+            return f"- {claim}: cannot be told (not run)."
+        signs = {other: interval_sign(d) if len(d) > 1 else None for other, d in pairs.items()}
+        detail = "; ".join(f"{label[o]} {format_ci(d, 3)}" for o, d in pairs.items())
+        if all(s == good for s in signs.values()):
+            return f"- {claim}: holds: {passes} ({detail})."
+        against = [label[o] for o, s in signs.items() if s == -good]
+        if against:
+            return f"- {claim}: does not hold: {', '.join(against)} {fails} ({detail})."
+        unclear = [label[o] for o, s in signs.items() if s != good]
+        return f"- {claim}: cannot be told: the interval of {', '.join(unclear)} contains 0 or has one seed ({detail})."
+
+    others = [n for n in names if n not in (FULL, "none")]
+    if FULL in names:
+        pairs = {o: _paired(by_seed, o, FULL, "train_loss_mean") for o in others}
+        sentences.append(judge(
+            "The full configuration (p=1, μ=1, f=1) converges fastest in meta-training (the lowest mean task "
+            "training loss over meta-training; each other configuration minus it, paired by seed)",
+            {o: d for o, d in pairs.items() if d}, +1, "converges faster",
+            "every other configuration's mean training loss lies above it"))
+    leap_others = [n for n in names if n.startswith("leap-") and n != REPTILE_CORNER]
+    if REPTILE_CORNER in names:
+        pairs = {o: _paired(by_seed, REPTILE_CORNER, o, "train_loss_mean") for o in leap_others}
+        sentences.append(judge(
+            "Reptile's configuration (p=2, μ=0, f=0) is the least efficient of Leap's (the highest mean task training "
+            "loss; it minus each other configuration, paired by seed)",
+            {o: d for o, d in pairs.items() if d}, +1, "trains slower than it",
+            "its mean training loss lies above every other configuration's"))
+    for with_loss, without in MANIFOLD_PAIRS:
+        if with_loss in names and without in names:
+            seeds = [100 * d for d in _paired(by_seed, with_loss, without, "test_error")]
+            tasks = _paired_by_task(by_seed, with_loss, without)
+            verdict = {None: "cannot be told from one seed", -1: "holds (the interval lies below 0)",
+                       0: "cannot be told (the interval contains 0)", 1: "does not hold (the interval lies above 0)"}
+            ratio = (sum(r[with_loss]["test_error"] for r in by_seed.values() if with_loss in r and without in r)
+                     / max(1e-12, sum(r[without]["test_error"] for r in by_seed.values()
+                                      if with_loss in r and without in r)))
+            sentences.append(
+                f"- The loss in the manifold lowers the final test error ({label[with_loss]} minus "
+                f"{label[without]}, points; the paper: it cuts prediction error in half): over seeds "
+                f"{_ci(seeds)}: {verdict[interval_sign(seeds) if len(seeds) > 1 else None]}; over (seed, task) pairs "
+                f"{_ci(tasks)}: {verdict[interval_sign(tasks) if len(tasks) > 1 else None]}; the ratio of the mean "
+                f"test errors is {ratio:.2f}.")
+    return sentences
+
+
+def write_ablation_seeds_report(directory: str | Path, window: int | None = None) -> list[Path]:
+    """ablation.md and ablation.png of the ablations in ``directory``'s subdirectories, one
+    per seed and run under the same protocol: per configuration the mean over seeds with
+    its 95% interval, the differences from the full configuration and from no pretraining
+    paired by seed (and by seed and held-out task), one sentence per claim of appendix C,
+    and Figure 6 as the mean curve over seeds. Returns the paths written."""
+    directory = Path(directory)
+    proto, by_seed = read_seed_ablations(directory)
+    seeds = sorted(by_seed)
+    names = [c.name for c in ABLATION_CONFIGS if any(c.name in rows for rows in by_seed.values())]
+    meta_lrs = ", ".join(sorted({f"{r['meta_lr']:g}" for rows in by_seed.values() for r in rows.values()
+                                 if r.get("meta_lr") is not None})) or "-"
+    lines = [
+        f"# Appendix C ablation on the {proto['benchmark']} benchmark, {len(seeds)} seeds",
+        "",
+        f"Meta-training: {proto['meta_steps']} meta-steps x {proto['meta_batch']} tasks x {proto['task_steps']} "
+        f"steps (inner lr {proto['inner_lr']}, batch {proto['task_batch']}), {proto['pretrain_tasks']} pretraining "
+        f"tasks, meta lr {meta_lrs}, seeds {', '.join(map(str, seeds))} (one ablation directory each). Evaluation: "
+        f"{proto['eval_steps']} steps (lr {proto['eval_lr']}, batch {proto['eval_batch']}) on each held-out task.",
+        "",
+        "Each cell: mean over seeds ± the half-width of its 95% interval (Student's t, n seeds). Differences are "
+        "paired: within a seed every configuration meets the same tasks, minibatches and heads; 'by task' pairs "
+        "each (seed, held-out task). Training loss: the average task training loss of a meta-step, averaged over "
+        "all meta-steps (the area under Figure 6's curve) and over the last 10%.",
+        "",
+        "| Configuration | p | μ | f | Test error (%) | minus none | minus p=1, μ=1, f=1 | minus p=1, μ=1, f=1, "
+        "by task | Train loss, mean | minus p=1, μ=1, f=1 | Train loss, last 10% | Meta-train (h) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        runs = [rows[name] for _, rows in sorted(by_seed.items()) if name in rows]
+        config = CONFIGS_BY_NAME[name]
+        flags = ["-"] * 3 if config.p is None else [str(config.p), str(int(config.stabilizer)),
+                                                      str(int(config.loss_in_manifold))]
+        minus_full = [100 * d for d in _paired(by_seed, name, FULL, "test_error")] if name != FULL else []
+        loss_minus_full = _paired(by_seed, name, FULL, "train_loss_mean") if name != FULL else []
+        loss_mean = [r["train_loss_mean"] for r in runs if r.get("train_loss_mean") is not None]
+        loss_last = [r["train_loss_last"] for r in runs if r.get("train_loss_last") is not None]
+        lines.append(
+            f"| {config.label} | {' | '.join(flags)} | {_ci([100 * r['test_error'] for r in runs])} "
+            f"| {_ci([100 * d for d in _paired(by_seed, name, 'none', 'test_error')]) if name != 'none' else '-'} "
+            f"| {_ci(minus_full)} | {_ci(_paired_by_task(by_seed, name, FULL)) if name != FULL else '-'} "
+            f"| {_ci(loss_mean, 3)} | {_ci(loss_minus_full, 3)} | {_ci(loss_last, 3)} "
+            f"| {sum(r['train_seconds'] for r in runs) / 3600:.1f} |")
+    lines += ["", "## The claims of appendix C", "", *ablation_claims(by_seed)]
+    md = directory / "ablation.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    curves = {}
+    for name in names:
+        per_seed = [[m["train_loss"] for m in read_metrics(Path(rows[name]["run_dir"]))]
+                    for _, rows in sorted(by_seed.items()) if name in rows]
+        per_seed = [c for c in per_seed if c]
+        if per_seed:
+            length = min(len(c) for c in per_seed)
+            curves[CONFIGS_BY_NAME[name].label] = [sum(c[i] for c in per_seed) / len(per_seed) for i in range(length)]
+    title = f"mean of {len(seeds)} seeds"
+    return [md, plot_figure6(curves, directory / "ablation.png", proto, window, subtitle=title)]
+
+
 def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str, Any],
-                 window: int | None = None) -> Path:
+                 window: int | None = None, subtitle: str | None = None) -> Path:
     """Figure 6: average task training loss against meta-training steps, moving average
     over ``window`` meta-steps (default: a tenth of the run, at least 1)."""
     import matplotlib
@@ -237,7 +405,8 @@ def plot_figure6(curves: dict[str, list[float]], path: Path, protocol: dict[str,
     ax.set_ylabel(f"average task training loss (moving average {window})")
     benchmark = BENCHMARK_NAMES.get(protocol["benchmark"], protocol["benchmark"])
     ax.set_title(f"{benchmark}: {protocol['pretrain_tasks']} pretraining tasks, "
-                 f"{protocol['meta_batch']} x {protocol['task_steps']} steps per meta-step")
+                 f"{protocol['meta_batch']} x {protocol['task_steps']} steps per meta-step"
+                 + (f"\n{subtitle}" if subtitle else ""), **({"fontsize": 10} if subtitle else {}))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
