@@ -670,7 +670,7 @@ def test_rl_eval_keeps_earlier_agents_of_the_same_init_and_never_replaces_anothe
         capsys.readouterr()
         assert main(["rl-eval", str(out), *extra, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
-        assert "another init or other settings" in err and "--out" in err and "\n" not in err, err
+        assert "another init, other settings" in err and "--out" in err and "\n" not in err, err
         assert path.read_bytes() == before
     # another name: its summary goes beside it, not over it (the episodes stay, so it resumes)
     assert main(["rl-eval", str(out), "--out", str(out / "new-init.json"), "--no-progress"]) == 0
@@ -730,6 +730,46 @@ def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation
         err = capsys.readouterr().err.strip()
         assert "--merge" in err and message in err and "\n" not in err, err
         assert (run / "rl-eval.json").read_bytes() == before
+
+
+@needs_minatar
+def test_rl_eval_neither_resumes_nor_merges_agents_evaluated_on_another_device_kind(tmp_path, capsys):
+    # A seed's random encoder and action stream are the device kind's draws, so agents of a
+    # CUDA evaluation are not this CPU evaluation's agents, even of other seeds.
+    import shutil
+
+    run = tmp_path / "run"
+    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "2",
+            "--eval-games", "breakout", *TINY]
+    assert main(["train", *args, "--out", str(run)]) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["rl-eval", str(run), "--seeds", "0", "--no-progress"]) == 0
+    assert main(["rl-eval", str(copy), "--seeds", "1", "--no-progress"]) == 0
+    for directory in (run, copy):
+        record = json.loads((directory / "rl-eval.json").read_text())
+        assert record["device"] == "cpu"
+    elsewhere = json.loads((copy / "rl-eval.json").read_text())
+    (tmp_path / "cuda.json").write_text(json.dumps({**elsewhere, "device": "cuda"}))
+    before = (run / "rl-eval.json").read_bytes()
+    capsys.readouterr()
+    assert main(["rl-eval", str(run), "--merge", str(tmp_path / "cuda.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--merge" in err and "another device kind" in err and "\n" not in err, err
+    assert (run / "rl-eval.json").read_bytes() == before
+    legacy = {k: v for k, v in elsewhere.items() if k != "device"}  # written before the device was recorded
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert main(["rl-eval", str(run), "--merge", str(tmp_path / "legacy.json"), "--no-progress"]) == 0
+    assert json.loads((run / "rl-eval.json").read_text())["seeds"] == [0, 1]
+    # resumed: a result file of CUDA agents is kept, not extended with CPU ones
+    cuda = {**json.loads((run / "rl-eval.json").read_text()), "device": "cuda"}
+    (run / "rl-eval.json").write_text(json.dumps(cuda))
+    before = (run / "rl-eval.json").read_bytes()
+    capsys.readouterr()
+    assert main(["rl-eval", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another device kind" in err and "\n" not in err, err
+    assert (run / "rl-eval.json").read_bytes() == before
 
 
 @needs_minatar

@@ -150,7 +150,7 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     write ``rl-eval.json`` (episode returns of every run) and the figure.
 
     Resumable: runs already in an existing result file with the same settings are kept; a
-    result file of another init or other settings is refused (`UsageError`), not replaced.
+    result file of another init, other settings or another device kind is refused (`UsageError`), not replaced.
     ``merge``: result files of other ``rl-eval`` processes (e.g. on a copy of the run
     directory, other seeds, to use another core) whose agents are kept as well; each must
     evaluate the same init with the same settings, else nothing is written.
@@ -199,8 +199,12 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     same = {k: header[k] for k in ("settings", "spec", "benchmark", "init_sha256")}
 
     def same_run(previous: dict[str, Any]) -> bool:
+        # A seed's agents are drawn by the device kind's generators: agents of another kind
+        # are not this evaluation's, not even for another seed (a seed's arms are paired). A
+        # record written before the device was recorded is taken at its word.
         previous = with_legacy_spec(previous)
-        return {k: previous.get(k) for k in same} == same
+        return ({k: previous.get(k) for k in same} == same
+                and previous.get("device", header["device"]) == header["device"])
 
     done = None
     if holds_run(out.parent, same_run, record=out.name):
@@ -208,7 +212,8 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
     elif out.exists():
         # An evaluation costs hours of agents: one of another init (the run trained on) or of
         # other settings is kept, never replaced; the new one goes to another file.
-        raise UsageError(f"{out} holds an rl-eval result of another init or other settings (or an unreadable one); "
+        raise UsageError(f"{out} holds an rl-eval result of another init, other settings or another device kind (or "
+                         "an unreadable one); "
                          "name another result file with --out, or move it away, to run this evaluation")
     for other in merge or []:
         done = {"runs": merged_runs(done["runs"] if done else {}, Path(other), same_run, header)}
@@ -235,14 +240,14 @@ def rl_evaluate(run: Path, games: list[str] | None = None, seeds: list[int] | No
 def merged_runs(runs: dict[str, Any], other: Path, same_run: Any, header: dict[str, Any]) -> dict[str, Any]:
     """``runs`` ({game: {label: {seed: agent}}}) with the agents of the result file
     ``other`` added; ``UsageError`` when ``other`` is unreadable or damaged, evaluates
-    another init or other settings (``same_run`` is False), holds a game or an
+    another init, other settings or another device kind (``same_run`` is False), holds a game or an
     initialization this evaluation (``header``'s games and labels) does not, or holds an
     agent that ``runs`` holds with other returns. ``runs`` is not changed."""
     if other.is_dir():
         other = other / RESULT_FILE
     if not holds_run(other.parent, same_run, record=other.name):
         raise UsageError(f"--merge {other}: not an rl-eval result of this run's init and settings (a missing or "
-                         "unreadable file, another init, or other evaluation settings)")
+                         "unreadable file, another init, other evaluation settings, or agents of another device kind)")
     merged = json.loads(json.dumps(runs))  # a deep copy: a refused merge leaves nothing half-changed
     try:
         for game, labels in json.loads(other.read_text())["runs"].items():
