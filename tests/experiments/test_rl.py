@@ -642,13 +642,19 @@ def test_two_runs_evaluated_apart_draw_the_same_random_arm_so_rl_join_pairs_leap
     assert "| breakout | Leap - Reptile |" in (tmp_path / "arms" / "rl-eval.md").read_text()
 
 
+def tiny_evaluated_minatar_args(eval_seeds: int) -> list[str]:
+    """The options of a one-meta-step MinAtar Leap run whose rl-eval trains ``eval_seeds``
+    agents of breakout per initialization (the rl-eval tests' run)."""
+    return ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", str(eval_seeds),
+            "--eval-games", "breakout", *TINY]
+
+
 @needs_minatar
 def test_rl_eval_keeps_earlier_agents_of_the_same_init_and_never_replaces_another_inits(tmp_path, capsys):
     import hashlib
 
     out = tmp_path / "run"
-    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "1",
-            "--eval-games", "breakout", *TINY]
+    args = tiny_evaluated_minatar_args(eval_seeds=1)
     assert main(["train", *args, "--out", str(out)]) == 0
     assert main(["rl-eval", str(out), "--no-progress"]) == 0
     path = out / "rl-eval.json"
@@ -685,8 +691,7 @@ def test_rl_eval_split_over_two_copies_of_a_run_and_merged_equals_one_evaluation
     import shutil
 
     run = tmp_path / "run"
-    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "2",
-            "--eval-games", "breakout", *TINY]
+    args = tiny_evaluated_minatar_args(eval_seeds=2)
     assert main(["train", *args, "--out", str(run)]) == 0
     copy, whole = tmp_path / "copy", tmp_path / "whole"
     shutil.copytree(run, copy)
@@ -739,8 +744,7 @@ def test_rl_eval_neither_resumes_nor_merges_agents_evaluated_on_another_device_k
     import shutil
 
     run = tmp_path / "run"
-    args = ["--benchmark", "minatar", "--method", "leap", "--meta-steps", "1", "--eval-seeds", "2",
-            "--eval-games", "breakout", *TINY]
+    args = tiny_evaluated_minatar_args(eval_seeds=2)
     assert main(["train", *args, "--out", str(run)]) == 0
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)

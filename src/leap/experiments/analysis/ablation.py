@@ -290,21 +290,23 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
         return f"- {claim}: cannot be told: the interval of {', '.join(unclear)} contains 0 or has one seed ({detail})."
 
     others = [n for n in names if n not in (FULL, "none")]
-    if FULL in names:
-        pairs = {o: _paired(by_seed, o, FULL, "train_loss_mean") for o in others}
-        sentences.append(judge(
-            "The full configuration (p=1, μ=1, f=1) converges fastest in meta-training (the lowest mean task "
-            "training loss over meta-training; each other configuration minus it, paired by seed)",
-            {o: d for o, d in pairs.items() if d}, +1, "converges faster",
-            "every other configuration's mean training loss lies above it"))
     leap_others = [n for n in names if n.startswith("leap-") and n != REPTILE_CORNER]
-    if REPTILE_CORNER in names:
-        pairs = {o: _paired(by_seed, REPTILE_CORNER, o, "train_loss_mean") for o in leap_others}
-        sentences.append(judge(
-            "Reptile's configuration (p=2, μ=0, f=0) is the least efficient of Leap's (the highest mean task training "
-            "loss; it minus each other configuration, paired by seed)",
-            {o: d for o, d in pairs.items() if d}, +1, "trains slower than it",
-            "its mean training loss lies above every other configuration's"))
+    # (the configuration the claim is about, those it is compared with, the order of each
+    # paired difference so that the claim holds above 0, the claim, its refutation, its proof)
+    loss_claims = (
+        (FULL, others, lambda other: (other, FULL),
+         "The full configuration (p=1, μ=1, f=1) converges fastest in meta-training (the lowest mean task "
+         "training loss over meta-training; each other configuration minus it, paired by seed)",
+         "converges faster", "every other configuration's mean training loss lies above it"),
+        (REPTILE_CORNER, leap_others, lambda other: (REPTILE_CORNER, other),
+         "Reptile's configuration (p=2, μ=0, f=0) is the least efficient of Leap's (the highest mean task training "
+         "loss; it minus each other configuration, paired by seed)",
+         "trains slower than it", "its mean training loss lies above every other configuration's"),
+    )
+    for subject, compared, order, claim, fails, passes in loss_claims:
+        if subject in names:
+            pairs = {other: d for other in compared if (d := _paired(by_seed, *order(other), "train_loss_mean"))}
+            sentences.append(judge(claim, pairs, +1, fails, passes))
     for with_loss, without in MANIFOLD_PAIRS:
         if with_loss in names and without in names:
             seeds = [100 * d for d in _paired(by_seed, with_loss, without, "test_error")]
