@@ -86,6 +86,22 @@ def test_runs_of_one_method_with_different_configurations_are_never_averaged_as_
     assert table[2] == "| 20 | 42.0 ± 25.4 (n=2) | 50.0 (n=1) |"
 
 
+def test_a_config_written_before_a_field_existed_is_compared_as_the_run_ran_it(tmp_path):
+    # FOMAML seed 1 ran before RunConfig had inner_clip, seed 0 after: the same protocol
+    # (Omniglot never clips), one column of two seeds, not two columns of one.
+    old = fake_run(tmp_path, "fomaml", 20, 1, 0.70, 0.8)
+    config = json.loads((old / "config.json").read_text())
+    assert config.pop("inner_clip") == 0.0  # Omniglot's, resolved
+    (old / "config.json").write_text(json.dumps(config))
+    fake_run(tmp_path, "fomaml", 20, 0, 0.74, 0.8, inner_clip=0.0)
+    table = sweep_table(collect_runs(tmp_path)).splitlines()
+    assert table[0] == "| Pretraining tasks | FOMAML |"
+    assert "(n=2)" in table[2]
+    fake_run(tmp_path / "clipped", "fomaml", 20, 0, 0.60, 0.8, inner_clip=1.0)  # another protocol: its own column
+    table = sweep_table(collect_runs(tmp_path)).splitlines()
+    assert table[0] == "| Pretraining tasks | FOMAML (inner_clip=0.0) | FOMAML (inner_clip=1.0) |"
+
+
 def test_runs_of_one_method_evaluated_for_different_lengths_get_a_curve_each_in_figure3(tmp_path):
     # Their training curves differ in length; pooling them as seeds crashed the report (numpy
     # could not stack them) after its table was written.

@@ -142,23 +142,33 @@ NOT_CONFIGURATION = {"seed", "pretrain_tasks", "device", "engine", "compile", "m
 def columns(runs: list[dict[str, Any]]) -> list[str]:
     """Each run's column: its method, and where one method was run with several
     configurations, the settings that differ (``maml (meta_steps=1300)``), so runs of
-    different configurations are never averaged as if they were seeds."""
-    def signature(r: dict[str, Any]) -> tuple:
+    different configurations are never averaged as if they were seeds. Configurations are
+    compared as the runs ran them (`RunConfig.resolved()`): a field a config.json lacks
+    because it was added to RunConfig later takes the value the run used, its benchmark's
+    default, not None."""
+    def effective(r: dict[str, Any]) -> dict[str, Any]:
         config = r.get("config", r)
+        try:
+            return RunConfig.from_dict(config).resolved().to_dict()
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return config  # not a run's configuration (a hand-made record): compared as written
+
+    def signature(config: dict[str, Any]) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_CONFIGURATION))
 
+    configs = [effective(r) for r in runs]
     by_method: dict[str, set[tuple]] = {}
-    for r in runs:
-        by_method.setdefault(r["method"], set()).add(signature(r))
+    for r, config in zip(runs, configs, strict=True):
+        by_method.setdefault(r["method"], set()).add(signature(config))
     labels = []
-    for r in runs:
+    for r, config in zip(runs, configs, strict=True):
         variants = by_method[r["method"]]
         if len(variants) == 1:
             labels.append(r["method"])
             continue
         shared = set.intersection(*(set(v) for v in variants))
         differing = sorted({k for sig in variants for k, v in sig if (k, v) not in shared})
-        desc = ", ".join(f"{k}={r.get(k)}" for k in differing if k != "method")
+        desc = ", ".join(f"{k}={config.get(k)}" for k in differing if k != "method")
         labels.append(f"{r['method']} ({desc})")
     return labels
 
