@@ -11,7 +11,6 @@ def write_analysis_report(directory: str | Path) -> list[Path]:
     (jacobian.json) directory, or of a directory of ablations, one per seed (each redrawn,
     then the table over seeds); ``[]`` if ``directory`` holds none (``leap report``)."""
     from leap.experiments.analysis.ablation import (
-        read_seed_ablations,
         seed_directories,
         write_ablation_report,
         write_ablation_seeds_report,
@@ -23,10 +22,11 @@ def write_analysis_report(directory: str | Path) -> list[Path]:
     if (directory / "ablation.json").is_file():
         paths += write_ablation_report(directory)
     elif seeds := seed_directories(directory):
-        read_seed_ablations(directory)  # refuses ablations that cannot be paired before anything is written
+        # The table over seeds first: it refuses ablations that cannot be paired before
+        # anything is written; then each seed's own table.
+        paths += write_ablation_seeds_report(directory)
         for sub in seeds:
             paths += write_ablation_report(sub)
-        paths += write_ablation_seeds_report(directory)
     if (directory / "jacobian.json").is_file():
         paths += write_jacobian_report(directory)
     return paths

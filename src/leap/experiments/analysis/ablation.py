@@ -40,7 +40,7 @@ from leap.experiments.methods import METHODS
 from leap.util.errors import UsageError
 from leap.util.files import atomic_write_json, atomic_write_text, read_json_record, read_jsonl, save_figure
 from leap.util.options import Option, comma_list
-from leap.util.stats import format_ci, interval_sign
+from leap.util.stats import format_ci, interval_sign, interval_verdict
 
 HELP = "appendix C: Figure 6's six Leap configurations and Reptile, trained and evaluated alike"
 BENCHMARKS = ("omniglot", "builtin")
@@ -263,6 +263,11 @@ def _paired_by_task(by_seed: dict[int, dict[str, dict[str, Any]]], a: str, b: st
             for x, y in zip(rows[a]["test_errors"], rows[b]["test_errors"], strict=True)]
 
 
+def configurations_run(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
+    """The names of the configurations run in at least one seed, in Figure 6's order."""
+    return [c.name for c in ABLATION_CONFIGS if any(c.name in rows for rows in by_seed.values())]
+
+
 def _ci(values: list[float], digits: int = 1) -> str:
     return format_ci(values, digits) if values else "-"
 
@@ -270,7 +275,7 @@ def _ci(values: list[float], digits: int = 1) -> str:
 def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
     """One sentence per claim of appendix C, read off the 95% intervals over seeds of the
     paired differences (each seed's configurations share their tasks and data)."""
-    names = [c.name for c in ABLATION_CONFIGS if any(c.name in rows for rows in by_seed.values())]
+    names = configurations_run(by_seed)
     label = {c.name: c.label for c in ABLATION_CONFIGS}
     sentences = []
 
@@ -279,7 +284,7 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
         hold when one lies on the other side, and cannot be told otherwise."""
         if not pairs:
             return f"- {claim}: cannot be told (not run)."
-        signs = {other: interval_sign(d) if len(d) > 1 else None for other, d in pairs.items()}
+        signs = {other: interval_sign(d) for other, d in pairs.items()}  # None for one seed
         detail = "; ".join(f"{label[o]} {format_ci(d, 3)}" for o, d in pairs.items())
         if all(s == good for s in signs.values()):
             return f"- {claim}: holds: {passes} ({detail})."
@@ -311,16 +316,20 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
         if with_loss in names and without in names:
             seeds = [100 * d for d in _paired(by_seed, with_loss, without, "test_error")]
             tasks = _paired_by_task(by_seed, with_loss, without)
-            verdict = {None: "cannot be told from one seed", -1: "holds (the interval lies below 0)",
-                       0: "cannot be told (the interval contains 0)", 1: "does not hold (the interval lies above 0)"}
+
+            def verdict(differences: list[float]) -> str:
+                if not differences:
+                    return "cannot be told (no seed ran both)"
+                return interval_verdict(differences, "holds", "does not hold", "cannot be told")
+
             ratio = (sum(r[with_loss]["test_error"] for r in by_seed.values() if with_loss in r and without in r)
                      / max(1e-12, sum(r[without]["test_error"] for r in by_seed.values()
                                       if with_loss in r and without in r)))
             sentences.append(
                 f"- The loss in the manifold lowers the final test error ({label[with_loss]} minus "
                 f"{label[without]}, points; the paper: it cuts prediction error in half): over seeds "
-                f"{_ci(seeds)}: {verdict[interval_sign(seeds) if len(seeds) > 1 else None]}; over (seed, task) pairs "
-                f"{_ci(tasks)}: {verdict[interval_sign(tasks) if len(tasks) > 1 else None]}; the ratio of the mean "
+                f"{_ci(seeds)}: {verdict(seeds)}; over (seed, task) pairs "
+                f"{_ci(tasks)}: {verdict(tasks)}; the ratio of the mean "
                 f"test errors is {ratio:.2f}.")
     return sentences
 
@@ -334,7 +343,7 @@ def write_ablation_seeds_report(directory: str | Path, window: int | None = None
     directory = Path(directory)
     proto, by_seed = read_seed_ablations(directory)
     seeds = sorted(by_seed)
-    names = [c.name for c in ABLATION_CONFIGS if any(c.name in rows for rows in by_seed.values())]
+    names = configurations_run(by_seed)
     meta_lrs = ", ".join(sorted({f"{r['meta_lr']:g}" for rows in by_seed.values() for r in rows.values()
                                  if r.get("meta_lr") is not None})) or "-"
     lines = [

@@ -323,6 +323,11 @@ def plot_meta_objective(curves: list[MetaCurve], path: str | Path) -> Path:
     return Path(path)
 
 
+def _seed_order(seed: Any) -> tuple[bool, int]:
+    """Seeds in numeric order (10 after 9), a run that records none last."""
+    return (seed is None, seed if isinstance(seed, int) else 0)
+
+
 def cost_table(entries: list[Entry]) -> str:
     """Per method, the hours its runs took (pretraining and held-out evaluation, each run's
     own measured seconds: one thread each, so CPU-hours on a machine not otherwise loaded)."""
@@ -351,7 +356,7 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
                    "eval_batch", "eval_lr", "patience", "meta_patience", "check_every", "val_size", "sample_cap",
                    "test_cap", "metric")  # the seed is not the protocol: seeds are listed apart
     protocols = {json.dumps({k: c.get(k) for k in budget_keys}, sort_keys=True) for c, _ in entries}
-    seeds = sorted({c.get("seed") for c, _ in entries}, key=str)
+    seeds = sorted({c.get("seed") for c, _ in entries}, key=_seed_order)
     notes = sorted({n for _, r in entries for n in r.get("notes", [])})
     text = ["# Multi-CV results\n",
             "Rows: held-out dataset x method (Table 1's shape); Test and Train are error rates (%), AUC is the "
@@ -386,7 +391,7 @@ def write_multicv_report(directory: str | Path) -> list[Path]:
     text += ["", "## Cost", "", cost_table(entries)]
     text += ["", "## Runs", "", "| Held-out | Method | Seed | Meta-steps | Eval steps | Pretrain (s) | Eval (s) |",
              "|---|---|---|---|---|---|---|"]
-    for c, r in sorted(entries, key=lambda e: (e[1]["held_out"], e[1]["method"], str(e[0].get("seed")))):
+    for c, r in sorted(entries, key=lambda e: (e[1]["held_out"], e[1]["method"], _seed_order(e[0].get("seed")))):
         text.append(f"| {r['held_out']} | {r['method']} | {c.get('seed')} | {r['meta_steps']} "
                     f"| {r['eval_steps']}/{r['eval_max_steps']} | {r['pretrain_seconds']:.0f} "
                     f"| {r['eval_seconds']:.0f} |")
