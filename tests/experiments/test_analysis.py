@@ -308,3 +308,14 @@ def test_two_seeds_of_the_ablation_command_are_reported_together(tmp_path, capsy
     rows = [line for line in text.splitlines() if line.startswith("| p=1, μ=1, f=1 |") or line.startswith("| Reptile")]
     assert len(rows) == 2 and all("(n=2)" in row for row in rows)
     assert "converges fastest in meta-training" in text
+
+
+def test_figure6_over_seeds_names_a_configuration_that_fewer_seeds_have_run(tmp_path, monkeypatch):
+    from leap.experiments.analysis import ablation
+
+    drawn = []  # the curves of each figure, the one over seeds first, then each seed's
+    monkeypatch.setattr(ablation, "plot_figure6", lambda curves, path, *a, **k: drawn.append(curves) or path)
+    write_seed_ablation(tmp_path / "seed-0", 0, {"leap-p1-mu1-f1": (2.8, [0.4]), "reptile": (2.9, [0.5])})
+    write_seed_ablation(tmp_path / "seed-1", 1, {"leap-p1-mu1-f1": (2.6, [0.4])})
+    assert main(["report", str(tmp_path)]) == 0
+    assert drawn[0] == {"p=1, μ=1, f=1": pytest.approx([2.7] * 4), "Reptile (n=1)": pytest.approx([2.9] * 4)}

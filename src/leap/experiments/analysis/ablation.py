@@ -388,7 +388,9 @@ def write_ablation_seeds_report(directory: str | Path, window: int | None = None
         per_seed = [c for c in per_seed if c]
         if per_seed:
             length = min(len(c) for c in per_seed)
-            curves[CONFIGS_BY_NAME[name].label] = [sum(c[i] for c in per_seed) / len(per_seed) for i in range(length)]
+            # A configuration some seeds have not run yet is the mean of fewer seeds: say so.
+            label = CONFIGS_BY_NAME[name].label + (f" (n={len(per_seed)})" if len(per_seed) < len(seeds) else "")
+            curves[label] = [sum(c[i] for c in per_seed) / len(per_seed) for i in range(length)]
     title = f"mean of {len(seeds)} seeds"
     return [md, plot_figure6(curves, directory / "ablation.png", proto, window, subtitle=title)]
 
