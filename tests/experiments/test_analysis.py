@@ -269,7 +269,7 @@ def test_the_ablation_over_seeds_reads_each_claim_of_appendix_c_off_the_paired_i
     assert "Reptile's configuration (p=2, μ=0, f=0) is the least efficient of Leap's (the highest mean task " \
            "training loss; it minus each other configuration, paired by seed): holds" in text
     sentences = text.split("## The claims of appendix C")[1]
-    p1, p2 = [line for line in sentences.splitlines() if "loss in the manifold" in line]
+    p1, p2 = [line for line in sentences.splitlines() if "loss in the manifold lowers" in line]
     assert "p=1, μ=0, f=1 minus p=1, μ=0, f=0" in p1 and "over seeds -20.0 ± 0.0 (n=2): holds" in p1
     assert "over (seed, task) pairs -20.0 ± 0.0 (n=4): holds" in p1
     assert "p=2, μ=0, f=1 minus p=2, μ=0, f=0" in p2 and "over seeds" in p2 and ": cannot be told (the interval" in p2
@@ -319,3 +319,21 @@ def test_figure6_over_seeds_names_a_configuration_that_fewer_seeds_have_run(tmp_
     write_seed_ablation(tmp_path / "seed-1", 1, {"leap-p1-mu1-f1": (2.6, [0.4])})
     assert main(["report", str(tmp_path)]) == 0
     assert drawn[0] == {"p=1, μ=1, f=1": pytest.approx([2.7] * 4), "Reptile (n=1)": pytest.approx([2.9] * 4)}
+
+
+def test_the_twins_that_differ_in_one_option_judge_the_stabilizer_and_the_manifold_convergence_claims(tmp_path):
+    # μ = 1 lowers the mean training loss of both twins in both seeds; f = 1 raises it at
+    # p = 2 in both seeds but lowers it at p = 1 in both: the stabilizer claim holds, the
+    # claim that the loss in the manifold does not speed convergence up does not.
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        write_seed_ablation(tmp_path / f"seed-{seed}", seed, {
+            "leap-p2-mu0-f1": (2.90 + shift, [0.5]), "leap-p2-mu1-f1": (2.70 + 2 * shift, [0.5]),
+            "leap-p2-mu0-f0": (2.80 + 2 * shift, [0.5]), "leap-p1-mu0-f1": (2.60 + shift, [0.4]),
+            "leap-p1-mu1-f1": (2.50 + 2 * shift, [0.4]), "leap-p1-mu0-f0": (2.75 + 2 * shift, [0.4])})
+    assert main(["report", str(tmp_path)]) == 0
+    lines = (tmp_path / "ablation.md").read_text().splitlines()
+    stabilizer = next(line for line in lines if line.startswith("- The stabilizer μ speeds up"))
+    assert ": holds: each configuration without it trains slower than its twin with it" in stabilizer
+    assert "p=2, μ=0, f=1 minus p=2, μ=1, f=1 0.195 ± 0.064 (n=2)" in stabilizer
+    manifold = next(line for line in lines if line.startswith("- The loss in the manifold does not speed up"))
+    assert ": does not hold: p=1, μ=0, f=1 minus p=1, μ=0, f=0 converges faster with it" in manifold

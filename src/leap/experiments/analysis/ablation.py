@@ -220,6 +220,8 @@ def write_ablation_report(directory: str | Path, window: int | None = None) -> l
 FULL, REPTILE_CORNER = "leap-p1-mu1-f1", "leap-p2-mu0-f0"
 #: (with the loss in the manifold, without it) at equal p and μ: appendix C's f = 1 / f = 0 pairs.
 MANIFOLD_PAIRS = (("leap-p1-mu0-f1", "leap-p1-mu0-f0"), ("leap-p2-mu0-f1", "leap-p2-mu0-f0"))
+#: (without the stabilizer, with it) at equal p and f = 1: appendix C's μ = 0 / μ = 1 pairs.
+STABILIZER_PAIRS = (("leap-p2-mu0-f1", "leap-p2-mu1-f1"), ("leap-p1-mu0-f1", "leap-p1-mu1-f1"))
 
 
 def seed_directories(directory: str | Path) -> list[Path]:
@@ -281,17 +283,18 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
 
     def judge(claim: str, pairs: dict[str, list[float]], good: int, fails: str, passes: str) -> str:
         """``claim``: holds when every pair's interval lies on side ``good`` of 0, does not
-        hold when one lies on the other side, and cannot be told otherwise."""
+        hold when one lies on the other side, and cannot be told otherwise. ``pairs`` maps
+        the name each difference is reported under to its values over seeds."""
         if not pairs:
             return f"- {claim}: cannot be told (not run)."
         signs = {other: interval_sign(d) for other, d in pairs.items()}  # None for one seed
-        detail = "; ".join(f"{label[o]} {format_ci(d, 3)}" for o, d in pairs.items())
+        detail = "; ".join(f"{o} {format_ci(d, 3)}" for o, d in pairs.items())
         if all(s == good for s in signs.values()):
             return f"- {claim}: holds: {passes} ({detail})."
-        against = [label[o] for o, s in signs.items() if s == -good]
+        against = [o for o, s in signs.items() if s == -good]
         if against:
             return f"- {claim}: does not hold: {', '.join(against)} {fails} ({detail})."
-        unclear = [label[o] for o, s in signs.items() if s != good]
+        unclear = [o for o, s in signs.items() if s != good]
         return f"- {claim}: cannot be told: the interval of {', '.join(unclear)} contains 0 or has one seed ({detail})."
 
     others = [n for n in names if n not in (FULL, "none")]
@@ -310,7 +313,23 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
     )
     for subject, compared, order, claim, fails, passes in loss_claims:
         if subject in names:
-            pairs = {other: d for other in compared if (d := _paired(by_seed, *order(other), "train_loss_mean"))}
+            pairs = {label[other]: d for other in compared
+                     if (d := _paired(by_seed, *order(other), "train_loss_mean"))}
+            sentences.append(judge(claim, pairs, +1, fails, passes))
+    # Convergence of the twins that differ in one option (the paper: the stabilizer speeds
+    # it up significantly; the loss in the manifold does not speed it up).
+    twin_claims = (
+        (STABILIZER_PAIRS, "The stabilizer μ speeds up meta-training convergence (the mean task training loss "
+         "without it minus with it, at equal p and f, paired by seed)", "converges faster without it",
+         "each configuration without it trains slower than its twin with it"),
+        (MANIFOLD_PAIRS, "The loss in the manifold does not speed up meta-training convergence (the mean task "
+         "training loss with it minus without it, at equal p and μ, paired by seed)", "converges faster with it",
+         "each configuration with it trains slower than its twin without it"),
+    )
+    for twins, claim, fails, passes in twin_claims:
+        pairs = {f"{label[a]} minus {label[b]}": d for a, b in twins
+                 if (d := _paired(by_seed, a, b, "train_loss_mean"))}
+        if pairs:
             sentences.append(judge(claim, pairs, +1, fails, passes))
     for with_loss, without in MANIFOLD_PAIRS:
         if with_loss in names and without in names:
