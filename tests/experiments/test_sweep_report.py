@@ -86,6 +86,17 @@ def test_runs_of_one_method_with_different_configurations_are_never_averaged_as_
     assert table[2] == "| 20 | 42.0 ± 25.4 (n=2) | 50.0 (n=1) |"
 
 
+def test_the_report_says_which_methods_ran_which_budget_when_the_budgets_differ(tmp_path):
+    # MAML's meta-steps are cheaper, so it runs more of them than the others: its column
+    # has no configuration suffix (one configuration per method), so the header says it.
+    fake_run(tmp_path, "leap", 20, 0, 0.40, 0.5, meta_steps=300)
+    fake_run(tmp_path, "none", 20, 0, 0.80, 0.9, meta_steps=300)
+    fake_run(tmp_path, "maml", 20, 0, 0.50, 0.6, meta_steps=1300)
+    write_report(tmp_path)
+    header = (tmp_path / "report.md").read_text().splitlines()[2]
+    assert "(300, 20, 100, 100) (leap, none), (1300, 20, 100, 100) (maml)." in header
+
+
 def test_a_config_written_before_a_field_existed_is_compared_as_the_run_ran_it(tmp_path):
     # FOMAML seed 1 ran before RunConfig had inner_clip, seed 0 after: the same protocol
     # (Omniglot never clips), one column of two seeds, not two columns of one.

@@ -483,10 +483,17 @@ def write_report(root: str | Path) -> list[Path]:
     first = runs[0]
     counts = sorted({r["pretrain_tasks"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
-    budgets = sorted({(r["meta_steps"], r["meta_batch"], r["task_steps"], r["eval_steps"]) for r in runs})
+    budgets: dict[tuple[int, ...], list[str]] = {}
+    for r in sorted(runs, key=lambda r: _method_rank(r["method"])):
+        methods = budgets.setdefault((r["meta_steps"], r["meta_batch"], r["task_steps"], r["eval_steps"]), [])
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    # Where methods ran different budgets (MAML's cheaper meta-steps, say), say which ran which.
+    budget_text = ", ".join(str(b) + (f" ({', '.join(budgets[b])})" if len(budgets) > 1 else "")
+                            for b in sorted(budgets))
     text = [f"# Results: {first['benchmark']} benchmark\n",
             f"{len(runs)} runs; seeds {seeds}; (meta-steps, meta-batch, task steps, evaluation steps) = "
-            f"{', '.join(map(str, budgets))}. Mean ± the half-width of its 95% confidence interval over seeds "
+            f"{budget_text}. Mean ± the half-width of its 95% confidence interval over seeds "
             "(Student's t; n = number of seeds, no interval for one seed); each run's value is the mean over the "
             "held-out tasks.\n",
             "## Test error (%) after the evaluation steps on held-out tasks\n", sweep_table(runs, TEST_ERROR),
