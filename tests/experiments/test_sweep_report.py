@@ -220,3 +220,32 @@ def test_report_gives_paired_differences_over_seeds_and_over_seed_task_pairs(tmp
     # Leap - Reptile per seed: -15 and -15 points; per (seed, task): -10, -20, -10, -20.
     assert "| Leap - Reptile | 20 | -15.0 ± 0.0 (n=2) | -15.0 ± 9.2 (n=4) |" in text
     assert " - Leap | 20 |" not in text  # finetuning has no seed shared with Leap
+
+
+def test_report_pairs_leap_with_maml_and_fomaml_on_their_shared_seeds(tmp_path):
+    # Table 2's claims that Leap ends below MAML and FOMAML: each pair over the seeds both ran.
+    fake_run(tmp_path, "leap", 20, 0, 0.40, 0.5)
+    fake_run(tmp_path, "leap", 20, 1, 0.30, 0.5)
+    fake_run(tmp_path, "maml", 20, 0, 0.50, 0.5)
+    fake_run(tmp_path, "fomaml", 20, 0, 0.70, 0.5)
+    fake_run(tmp_path, "fomaml", 20, 1, 0.80, 0.5)
+    write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "| Leap - MAML | 20 | -10.0 (n=1) | -10.0 (n=1) |" in text
+    assert "| Leap - FOMAML | 20 | -40.0 ± 127.1 (n=2) | -40.0 ± 127.1 (n=2) |" in text
+
+
+def test_report_costs_each_method_from_its_metrics_when_its_evaluation_lacks_the_time(tmp_path):
+    # Evaluations written before they recorded train_seconds: the meta-steps' own times
+    # in metrics.jsonl are summed instead (the same sum); a run that records it is read as is.
+    for seed, seconds in ((0, (10.0, 20.0)), (1, (30.0, 50.0))):
+        run = fake_run(tmp_path, "leap", 20, seed, 0.4, 0.5)
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "seconds": s}) + "\n"
+                                                   for i, s in enumerate(seconds)))
+    run = fake_run(tmp_path, "reptile", 20, 0, 0.5, 0.5)
+    result = json.loads((run / "eval-test.json").read_text())
+    (run / "eval-test.json").write_text(json.dumps({**result, "train_seconds": 42.0}))
+    write_report(tmp_path)
+    cost = (tmp_path / "report.md").read_text().split("## Cost of meta-training")[1]
+    assert "| Leap | 20 | 2 | 55 (30-80) | - |" in cost
+    assert "| Reptile | 20 | 1 | 42 (42-42) | - |" in cost

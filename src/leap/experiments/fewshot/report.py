@@ -228,8 +228,9 @@ def sweep_table(runs: list[dict[str, Any]], quantity: Quantity = TEST_ERROR) -> 
     return "\n".join(lines) + "\n"
 
 
-#: Paired differences the report gives (the paper's claims: Leap below Reptile, finetuning below Leap).
-PAIRS = (("leap", "reptile"), ("finetune", "leap"))
+#: Paired differences the report gives (Table 2's claims: Leap below Reptile, MAML and FOMAML,
+#: finetuning below Leap).
+PAIRS = (("leap", "reptile"), ("finetune", "leap"), ("leap", "maml"), ("leap", "fomaml"))
 #: A language model's: every initialization against the random one, and the paper's two.
 LOSS_PAIRS = (("leap", "none"), ("reptile", "none"), ("finetune", "none"), *PAIRS)
 
@@ -264,18 +265,21 @@ def paired_table(runs: list[dict[str, Any]], pairs: tuple[tuple[str, str], ...] 
 
 def cost_table(runs: list[dict[str, Any]]) -> str:
     """Per method and pretraining count: its meta-training's wall time (the meta-steps' own
-    times) and its peak resident memory (the largest ``peak_resident_mib`` in the run's
-    metrics.jsonl: the process's peak since the run started), each the mean over its runs
-    with their range."""
+    times: the evaluation's ``train_seconds``, or for an evaluation written before it
+    recorded them, the sum of the ``seconds`` of the run's metrics.jsonl, the same sum) and
+    its peak resident memory (the largest ``peak_resident_mib`` in metrics.jsonl: the
+    process's peak since the run started), each the mean over its runs with their range."""
     lines = ["| Method | Pretraining tasks | Runs | Meta-training time (s), mean (min-max) | Peak resident memory "
              "(MiB), mean (min-max) |", "|---|---|---|---|---|"]
     by_cell: dict[tuple[str, int], list[tuple[float | None, float | None]]] = {}
     for r, column in zip(runs, columns(runs), strict=True):
         metrics = Path(r["dir"]) / "metrics.jsonl"
-        peaks = [rec.get("peak_resident_mib") for rec in (read_jsonl(metrics) if metrics.is_file() else [])]
-        peaks = [p for p in peaks if isinstance(p, (int, float))]
-        by_cell.setdefault((column, r["pretrain_tasks"]), []).append(
-            (r.get("train_seconds"), max(peaks) if peaks else None))
+        records = read_jsonl(metrics) if metrics.is_file() else []
+        peaks = [p for rec in records if isinstance(p := rec.get("peak_resident_mib"), (int, float))]
+        seconds = r.get("train_seconds")
+        if seconds is None and records:
+            seconds = sum(rec.get("seconds", 0.0) for rec in records)
+        by_cell.setdefault((column, r["pretrain_tasks"]), []).append((seconds, max(peaks) if peaks else None))
     for column, count in sorted(by_cell, key=lambda k: (_method_rank(k[0]), k[0], k[1])):
         cells = []
         for i in (0, 1):
@@ -515,8 +519,8 @@ def write_report(root: str | Path) -> list[Path]:
             if losses:
                 text += [f"\n## Paired differences of the {quantity.title.split(',')[0]} (same seeds, so the same "
                          "held-out tasks)\n", losses]
-        text += ["\n## Cost of meta-training\n", cost_table(runs)]
         figures.append(plot_loss_curves(runs, root / "loss-curves.png"))
+    text += ["\n## Cost of meta-training\n", cost_table(runs)]
     points = budget_points(runs, left_out)
     if points:
         paper = PAPER_TABLE2.get(counts[-1], {}) if first["benchmark"] == "omniglot" else {}
