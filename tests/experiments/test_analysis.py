@@ -337,3 +337,16 @@ def test_the_twins_that_differ_in_one_option_judge_the_stabilizer_and_the_manifo
     assert "p=2, μ=0, f=1 minus p=2, μ=1, f=1 0.195 ± 0.064 (n=2)" in stabilizer
     manifold = next(line for line in lines if line.startswith("- The loss in the manifold does not speed up"))
     assert ": does not hold: p=1, μ=0, f=1 minus p=1, μ=0, f=0 converges faster with it" in manifold
+
+
+def test_the_manifold_claim_says_whether_the_papers_halving_of_the_error_lies_in_the_interval(tmp_path):
+    # f = 0 ends at 60%, so a halving is -30 points. p = 1: f = 1 ends 2 points lower in
+    # both seeds (a halving excluded); p = 2: 30 and 32 points lower (within the interval).
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        write_seed_ablation(tmp_path / f"seed-{seed}", seed, {
+            "leap-p1-mu0-f1": (2.9, [0.58 + shift, 0.58 - shift]), "leap-p1-mu0-f0": (2.9, [0.60, 0.60]),
+            "leap-p2-mu0-f1": (2.9, [0.30 - 2 * shift, 0.30 - 2 * shift]), "leap-p2-mu0-f0": (2.9, [0.60, 0.60])})
+    assert main(["report", str(tmp_path)]) == 0
+    p1, p2 = [line for line in (tmp_path / "ablation.md").read_text().splitlines() if "lowers the final" in line]
+    assert "a halving (-30.0 points): over seeds excluded, the interval lies above it" in p1
+    assert "a halving (-30.0 points): over seeds within the interval" in p2
