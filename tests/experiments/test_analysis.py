@@ -337,6 +337,9 @@ def test_the_twins_that_differ_in_one_option_judge_the_stabilizer_and_the_manifo
     assert "p=2, μ=0, f=1 minus p=2, μ=1, f=1 0.195 ± 0.064 (n=2)" in stabilizer
     manifold = next(line for line in lines if line.startswith("- The loss in the manifold does not speed up"))
     assert ": does not hold: p=1, μ=0, f=1 minus p=1, μ=0, f=0 converges faster with it" in manifold
+    length = next(line for line in lines if line.startswith("- The path length (p=1) converges faster"))
+    assert ": holds: each configuration at p=2 trains slower than its twin at p=1" in length
+    assert "p=2, μ=0, f=0 minus p=1, μ=0, f=0 0.050 ± 0.000 (n=2)" in length
 
 
 def test_the_manifold_claim_says_whether_the_papers_halving_of_the_error_lies_in_the_interval(tmp_path):
