@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from leap.engine.memory import peak_resident_mib, reset_peak_resident
 from leap.engine.meta_update import meta_update
-from leap.engine.rundir import RunMatcher, begin_run
+from leap.engine.rundir import RunMatcher, begin_run, meta_training_seconds
 from leap.learners import MetaLearner
 from leap.util import distributed
 from leap.util.errors import CorruptFileError, RunStopped, UsageError
@@ -365,7 +365,7 @@ def fit(
     if trainer.trains:
         checkpoint(trainer.step_count)
     # Over every segment of a resumed run: the meta-steps' own times, from the metrics.
-    return {"train_seconds": sum(r.get("seconds", 0.0) for r in history) if history
+    return {"train_seconds": meta_training_seconds(history) if history
             else time.perf_counter() - start}
 
 

@@ -19,6 +19,13 @@ from leap.util.files import atomic_write_json
 RunMatcher = Callable[[dict[str, Any]], bool]
 
 
+def meta_training_seconds(records: list[dict[str, Any]]) -> float:
+    """The time of a run's meta-training: the sum of its meta-steps' own ``seconds`` in
+    metrics.jsonl (``records``), so over every segment of a resumed run and without the
+    time between segments."""
+    return sum(r.get("seconds", 0.0) for r in records)
+
+
 def holds_run(out: Path, matches: RunMatcher, record: str = "config.json") -> bool:
     """Whether ``out`` holds this run: its ``record`` (the JSON identity a run writes
     first, config.json for every run) exists and ``matches(parsed record)``. An unreadable

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leap.engine.rundir import holds_run
+from leap.engine.rundir import holds_run, meta_training_seconds
 from leap.experiments.config import RunConfig, add_run_options, check_run_dir, config_from_args, run_matcher
 from leap.experiments.fewshot.report import BENCHMARK_NAMES, moving_average
 from leap.experiments.fewshot.results import eval_file, read_result
@@ -149,7 +149,7 @@ def summarize(config: AblationConfig, run_dir: Path, evaluation: dict[str, Any],
         "test_error": evaluation["test_error"], "test_error_std": evaluation["test_error_std"],
         "test_errors": evaluation["test_errors"], "auc": evaluation["auc"],
         # Compute time of meta-training summed over sessions (resumes included).
-        "train_seconds": sum(r.get("seconds", 0.0) for r in records),
+        "train_seconds": meta_training_seconds(records),
         "eval_seconds": evaluation.get("eval_seconds"),
     }
 

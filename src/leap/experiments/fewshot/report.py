@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leap.engine.rundir import meta_training_seconds
 from leap.experiments.config import RunConfig
 from leap.experiments.fewshot.results import mismatch, read_result
 from leap.experiments.methods import METHODS
@@ -278,7 +279,7 @@ def cost_table(runs: list[dict[str, Any]]) -> str:
         peaks = [p for rec in records if isinstance(p := rec.get("peak_resident_mib"), (int, float))]
         seconds = r.get("train_seconds")
         if seconds is None and records:
-            seconds = sum(rec.get("seconds", 0.0) for rec in records)
+            seconds = meta_training_seconds(records)
         by_cell.setdefault((column, r["pretrain_tasks"]), []).append((seconds, max(peaks) if peaks else None))
     for column, count in sorted(by_cell, key=lambda k: (_method_rank(k[0]), k[0], k[1])):
         cells = []
