@@ -348,21 +348,21 @@ def ablation_claims(by_seed: dict[int, dict[str, dict[str, Any]]]) -> list[str]:
                  if (d := _paired(by_seed, a, b, "train_loss_mean"))}
         if pairs:
             sentences.append(judge(claim, pairs, +1, fails, passes))
+    def verdict(differences: list[float]) -> str:
+        if not differences:
+            return "cannot be told (no seed ran both)"
+        return interval_verdict(differences, "holds", "does not hold", "cannot be told")
+
     for with_loss, without in MANIFOLD_PAIRS:
         if with_loss in names and without in names:
             seeds = [100 * d for d in _paired(by_seed, with_loss, without, "test_error")]
             tasks = _paired_by_task(by_seed, with_loss, without)
-
-            def verdict(differences: list[float]) -> str:
-                if not differences:
-                    return "cannot be told (no seed ran both)"
-                return interval_verdict(differences, "holds", "does not hold", "cannot be told")
-
             both = [r for r in by_seed.values() if with_loss in r and without in r]
-            ratio = (sum(r[with_loss]["test_error"] for r in both)
-                     / max(1e-12, sum(r[without]["test_error"] for r in both)))
+            error_with = sum(r[with_loss]["test_error"] for r in both)
+            error_without = sum(r[without]["test_error"] for r in both)
+            ratio = error_with / max(1e-12, error_without)
             # The paper's size of the effect: the difference that halves the error without it.
-            halving = -50 * sum(r[without]["test_error"] for r in both) / max(1, len(both))
+            halving = -50 * error_without / max(1, len(both))
 
             sentences.append(
                 f"- The loss in the manifold lowers the final test error ({label[with_loss]} minus "
